@@ -1,0 +1,1 @@
+"""Everything that computes: bodies, rendering, Render-Localize-Lift. No UI imports here."""

@@ -35,7 +35,7 @@ _SPARSE = {"csc_matrix": sp.csc_matrix, "csr_matrix": sp.csr_matrix, "coo_matrix
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
 }
 
 

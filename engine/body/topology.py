@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from engine.errors import InputError, MissingAssetError
 
-OPENBODY_NUM_VERTICES = 10548
+OPENBODY_NUM_VERTICES = 10614
 TOPOLOGY_VERTEX_COUNTS: dict[str, int] = {
     "smpl-6890": 6890,
     "smplh-6890": 6890,

@@ -6,6 +6,7 @@ Every consumer lifts through this module; there is no second implementation.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -139,6 +140,8 @@ def _geometry_key(*arrays: np.ndarray) -> str:
 
 
 def _cache_path(topology: str, preset: str, resolution: int, key: str) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", topology) or topology.startswith("."):
+        raise InputError(f"topology id {topology!r} may only hold letters, digits, '.', '_' and '-'")
     return cache_dir("rll") / f"{topology}-{preset}-{resolution}-{key}.npz"
 
 

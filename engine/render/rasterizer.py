@@ -99,23 +99,26 @@ def _check_image_size(image_size) -> tuple[int, int]:
 
 
 def barycentric_coefficients(triangles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Affine maps from pixel (col, row) to the first two screen-space barycentrics.
+    """Linear maps from a pixel's offset to the first corner to its first two screen-space barycentrics.
 
-    triangles: (M, 3, 2) screen xy.  Returns coefficients (M, 2, 3) such that
-    ``b_k = c[k, 0] * col + c[k, 1] * row + c[k, 2]`` for k = 0, 1 (and b_2 = 1 - b_0 - b_1), and the
-    doubled signed area (M,).
+    triangles: (M, 3, 2) screen xy.  Returns coefficients (M, 2, 2) such that, with
+    ``(dx, dy) = (col, row) - triangles[:, 0]``, ``b_0 = 1 + c[0, 0] dx + c[0, 1] dy`` and
+    ``b_1 = c[1, 0] dx + c[1, 1] dy`` (``b_2 = 1 - b_0 - b_1``), and the doubled signed area (M,).
+    Working relative to a corner keeps float32 exact enough far from the image origin.
     """
     (x0, y0), (x1, y1), (x2, y2) = (triangles[:, k].unbind(-1) for k in range(3))
     area2 = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
     safe = torch.where(area2.abs() > 1e-12, area2, torch.ones_like(area2))
-    b0 = torch.stack([(y1 - y2), (x2 - x1), (x1 * y2 - x2 * y1)], -1) / safe[:, None]
-    b1 = torch.stack([(y2 - y0), (x0 - x2), (x2 * y0 - x0 * y2)], -1) / safe[:, None]
+    b0 = torch.stack([(y1 - y2), (x2 - x1)], -1) / safe[:, None]
+    b1 = torch.stack([(y2 - y0), (x0 - x2)], -1) / safe[:, None]
     return torch.stack([b0, b1], dim=1), area2
 
 
-def _evaluate_barycentrics(coefficients, rows, cols):
-    b0 = coefficients[:, 0, 0] * cols + coefficients[:, 0, 1] * rows + coefficients[:, 0, 2]
-    b1 = coefficients[:, 1, 0] * cols + coefficients[:, 1, 1] * rows + coefficients[:, 1, 2]
+def evaluate_barycentrics(coefficients, corners, rows, cols):
+    """(M, 3) barycentrics of pixel centres (rows, cols) in triangles with the given first ``corners`` (M, 2)."""
+    dx, dy = cols - corners[:, 0], rows - corners[:, 1]
+    b0 = 1 + coefficients[:, 0, 0] * dx + coefficients[:, 0, 1] * dy
+    b1 = coefficients[:, 1, 0] * dx + coefficients[:, 1, 1] * dy
     return torch.stack([b0, b1, 1 - b0 - b1], dim=-1)
 
 
@@ -144,7 +147,7 @@ def rasterize_meshes(screen_verts: torch.Tensor, faces, image_size, *, perspecti
     boxes = tuple(torch.where(drawable, b, torch.full_like(b, -1.0)) for b in boxes)
     inverse_depth = 1.0 / triangles[..., 2].clamp(min=1e-9)
     for tri, rows, cols in bbox_candidates(*boxes, width, height):
-        bary = _evaluate_barycentrics(coefficients[tri], rows.to(xy.dtype), cols.to(xy.dtype))
+        bary = evaluate_barycentrics(coefficients[tri], xy[tri, 0], rows.to(xy.dtype), cols.to(xy.dtype))
         inside = (bary >= 0).all(-1)
         tri, rows, cols, bary = tri[inside], rows[inside], cols[inside], bary[inside]
         depth = 1.0 / (bary * inverse_depth[tri]).sum(-1) if perspective_correct else (bary * triangles[tri, :, 2]).sum(-1)
@@ -163,7 +166,7 @@ def _fragments_from_keys(keys, triangles, coefficients, inverse_depth, n_faces, 
     rows = (covered // width) % height
     cols = covered % width
     tri = view * n_faces + face
-    bary = _evaluate_barycentrics(coefficients[tri], rows.to(triangles.dtype), cols.to(triangles.dtype))
+    bary = evaluate_barycentrics(coefficients[tri], triangles[tri, 0, :2], rows.to(triangles.dtype), cols.to(triangles.dtype))
     if perspective_correct:
         weighted = bary * inverse_depth[tri]
         depth = 1.0 / weighted.sum(-1)

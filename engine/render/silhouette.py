@@ -13,7 +13,7 @@ import torch
 
 from engine.errors import InputError
 from engine.mesh import as_faces
-from engine.render.rasterizer import barycentric_coefficients, bbox_candidates
+from engine.render.rasterizer import barycentric_coefficients, bbox_candidates, evaluate_barycentrics
 
 _NEGLIGIBLE = 1e-8
 
@@ -52,10 +52,8 @@ def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float 
         dist2 = torch.stack([_squared_distance_to_segment(pixel_xy, corners[:, k], corners[:, (k + 1) % 3])
                              for k in range(3)], -1).amin(-1)
         with torch.no_grad():
-            c = coefficients[tri]
-            b0 = c[:, 0, 0] * pixel_xy[:, 0] + c[:, 0, 1] * pixel_xy[:, 1] + c[:, 0, 2]
-            b1 = c[:, 1, 0] * pixel_xy[:, 0] + c[:, 1, 1] * pixel_xy[:, 1] + c[:, 1, 2]
-            sign = torch.where((b0 >= 0) & (b1 >= 0) & (1 - b0 - b1 >= 0), 1.0, -1.0).to(xy.dtype)
+            bary = evaluate_barycentrics(coefficients[tri], corners[:, 0].detach(), pixel_xy[:, 1], pixel_xy[:, 0])
+            sign = torch.where((bary >= 0).all(-1), 1.0, -1.0).to(xy.dtype)
         probability = torch.sigmoid(sign * dist2 / sigma).clamp(max=1 - 1e-7)
         pixel = ((tri // n_faces) * height + rows) * width + cols
         log_uncovered = log_uncovered.index_add(0, pixel, torch.log1p(-probability))

@@ -173,13 +173,14 @@ def normalise_object(vertices: torch.Tensor) -> torch.Tensor:
     return centred / extent
 
 
-def _render_mesh(preset: ViewPreset, vertices: torch.Tensor, faces: torch.Tensor, resolution: int, topology: str):
+def _render_mesh(preset: ViewPreset, vertices: torch.Tensor, faces: torch.Tensor, resolution: int, topology: str,
+                 colours: torch.Tensor | None):
     cameras = preset.cameras(dtype=vertices.dtype).to(vertices.device)
     size = (resolution, resolution)
     fragments = rasterize_meshes(cameras.transform_points_screen(vertices, size), faces, size)
     normals = vertex_normals(vertices, faces)
-    images = phong_shade(fragments, faces, vertices, normals, normals_as_colour(normals), cameras.camera_centres(),
-                         lights=INTERACTVLM_LIGHTS)
+    colours = normals_as_colour(normals) if colours is None else colours.to(vertices)
+    images = phong_shade(fragments, faces, vertices, normals, colours, cameras.camera_centres(), lights=INTERACTVLM_LIGHTS)
     ids = torch.where(fragments.covered[..., None], faces[fragments.pix_to_face.clamp(min=0)], -1)
     return RenderedViews(preset.name, topology, vertices.shape[0], (images * 255).round().to(torch.uint8).cpu().numpy(),
                          ids.cpu().numpy(), fragments.bary.to(torch.float32).cpu().numpy(), fragments.covered.cpu().numpy())
@@ -197,8 +198,11 @@ def _render_points(preset: ViewPreset, points: torch.Tensor, resolution: int, to
 
 
 def render_views(vertices, faces=None, *, preset: str = "body", resolution: int = 1024, topology: str,
-                 cache: bool = True) -> RenderedViews:
+                 vertex_colours=None, cache: bool = True) -> RenderedViews:
     """Render a body (``preset="body"``), an object mesh or a point cloud (``faces=None``) from the preset's views.
+
+    Meshes are coloured by ``(normal + 1) / 2`` as InteractVLM renders them, or by ``vertex_colours``
+    (V, 3) in [0, 1] when given (e.g. part colours for display); the pixel maps do not depend on it.
 
     Objects are centred and scaled first. Results are cached on disk keyed by topology, preset,
     resolution and a hash of the geometry, so the 1024^2 body maps are computed once.
@@ -214,17 +218,28 @@ def render_views(vertices, faces=None, *, preset: str = "body", resolution: int 
         vertices, faces_tensor = validate_mesh(vertices, faces)
     if preset != "body":
         vertices = normalise_object(vertices)
+    colours = _vertex_colours(vertex_colours, vertices.shape[0])
     arrays = [vertices.detach().cpu().numpy().astype(np.float32)] + ([] if faces is None else [faces_tensor.cpu().numpy()])
+    arrays += [] if colours is None else [colours.numpy()]
     path = _cache_path(topology, preset, resolution, _geometry_key(*arrays))
     if cache and path.exists():
         return _load(path, preset, topology)
     if faces_tensor is None:
         views = _render_points(view_preset, vertices, resolution, topology)
     else:
-        views = _render_mesh(view_preset, vertices, faces_tensor, resolution, topology)
+        views = _render_mesh(view_preset, vertices, faces_tensor, resolution, topology, colours)
     if cache:
         _save(views, path)
     return views
+
+
+def _vertex_colours(colours, num_vertices: int) -> torch.Tensor | None:
+    if colours is None:
+        return None
+    tensor = torch.as_tensor(colours, dtype=torch.float32)
+    if tensor.shape != (num_vertices, 3) or not torch.isfinite(tensor).all() or tensor.min() < 0 or tensor.max() > 1:
+        raise InputError(f"vertex_colours must be finite ({num_vertices}, 3) values in [0, 1]")
+    return tensor
 
 
 def _as_masks(views: RenderedViews, masks, name: str) -> torch.Tensor:

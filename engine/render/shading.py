@@ -38,6 +38,15 @@ def nocs_colours(points: torch.Tensor) -> torch.Tensor:
     return 0.1 + 0.8 * (points - low) / extent
 
 
+def categorical_colours(labels) -> torch.Tensor:
+    """(V, 3) distinct, stable colours for integer labels (golden-ratio hue steps)."""
+    labels = torch.as_tensor(labels, dtype=torch.float64)
+    hue = (labels * 0.618033988749895) % 1.0
+    sector = hue * 6
+    rgb = torch.stack([(sector - 3).abs() - 1, 2 - (sector - 2).abs(), 2 - (sector - 4).abs()], -1).clamp(0, 1)
+    return (0.35 + 0.55 * rgb).to(torch.float32)
+
+
 def overlay_values(base: torch.Tensor, values: torch.Tensor, colour=(1.0, 0.0, 0.0)) -> torch.Tensor:
     """(V, 3) colours blended towards ``colour`` by per-vertex ``values`` in [0, 1]."""
     weight = values.clamp(0, 1)[:, None].to(base)

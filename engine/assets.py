@@ -1,0 +1,71 @@
+"""What the models directory holds, what each capability can do with it, and where missing files go.
+
+``python app.py doctor`` prints ``doctor_report(models_dir).format()``. Nothing is ever downloaded:
+every licensed file is placed by the user under the models directory (``--models``, default ``models/``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.body.model import SMPL_FAMILY
+from engine.body.topology import SMPL_TO_SMPLX_FILE
+
+
+@dataclass(frozen=True)
+class AssetCheck:
+    """One asset: ``found`` is the file that exists, or None; ``expected`` lists accepted paths."""
+
+    name: str
+    enables: str
+    expected: tuple[Path, ...]
+    found: Path | None
+    body_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    models_dir: Path
+    checks: tuple[AssetCheck, ...]
+
+    def available_bodies(self) -> tuple[str, ...]:
+        return ("openbody",) + tuple(check.body_kind for check in self.checks if check.body_kind and check.found)
+
+    def format(self) -> str:
+        state = "exists" if self.models_dir.is_dir() else "does not exist yet"
+        lines = [f"Models directory: {self.models_dir} ({state})", ""]
+        lines.append("Always available (no licensed files): the built-in open body (openbody-v1), multi-view "
+                     "rendering, Render-Localize-Lift (lift/project), geodesic distances.")
+        lines.append("")
+        for check in self.checks:
+            if check.found:
+                lines.append(f"  [found]   {check.name}: {check.found}")
+            else:
+                alternatives = " or ".join(str(path) for path in check.expected)
+                lines.append(f"  [missing] {check.name}: expected at {alternatives}")
+            lines.append(f"            enables: {check.enables}")
+        lines += ["", "Bodies usable now: " + ", ".join(self.available_bodies())]
+        return "\n".join(lines)
+
+
+def _check(name: str, enables: str, root: Path, relatives, body_kind: str | None = None) -> AssetCheck:
+    expected = tuple(root / relative for relative in relatives)
+    return AssetCheck(name, enables, expected, next((path for path in expected if path.is_file()), None), body_kind)
+
+
+_DISPLAY = {"smplx": "SMPL-X", "smplh": "SMPL-H", "smpl": "SMPL"}
+
+
+def doctor_report(models_dir: Path | str) -> DoctorReport:
+    root = Path(models_dir)
+    checks = [
+        _check(f"{_DISPLAY[kind]} body model", f"the {spec.topology} body ({spec.licence_hint})", root, spec.files, kind)
+        for kind, spec in SMPL_FAMILY.items()
+    ]
+    checks.append(_check("SMPL(-H) <-> SMPL-X topology map", "converting per-vertex contact between smplh-6890 and smplx-10475",
+                         root, (SMPL_TO_SMPLX_FILE,)))
+    for topology in ("smplh-6890", "smplx-10475", "smpl-6890"):
+        checks.append(_check(f"part segmentation for {topology} (optional)",
+                             "named body parts from your own segmentation instead of skinning-weight parts",
+                             root, (f"body/parts/{topology}.json",)))
+    return DoctorReport(root, tuple(checks))

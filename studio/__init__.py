@@ -1,0 +1,1 @@
+"""Gradio UI only: handlers parse input, call the engine, format output."""

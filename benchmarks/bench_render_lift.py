@@ -9,9 +9,8 @@ Prints figures only; nothing here asserts on timings.
 The trimesh baseline casts one ray per pixel centre from the camera centre with
 ``trimesh.ray.ray_triangle.RayMeshIntersector.intersects_first`` (pure numpy; embree is not used).
 Casting all 4 x 1024^2 rays would take hours, so a seeded uniform random subset of pixels is cast per
-view and the time is extrapolated linearly to the full images. That intersector needs ``rtree`` for its
-broad phase; when ``rtree`` is not installed a numpy stand-in with the same interface (``bounds`` and
-``intersection(box)``, queried once per ray exactly as trimesh does) is used, and the printout says so.
+view and the time is extrapolated linearly to the full images. Its broad phase is ``rtree`` (pinned in
+requirements.txt for this baseline).
 """
 from __future__ import annotations
 
@@ -89,30 +88,14 @@ def child_cold_render() -> None:
     print(json.dumps({"seconds": seconds}))
 
 
-class NumpyBoxTree:
-    """Stand-in for the rtree index trimesh builds over triangle boxes: the same ``bounds`` and
-    ``intersection(box)`` (box = min xyz then max xyz), answered by a numpy scan of all boxes."""
-
-    def __init__(self, triangles: np.ndarray):
-        self.low, self.high = triangles.min(1), triangles.max(1)
-        self.bounds = np.concatenate([self.low.min(0), self.high.max(0)])
-
-    def intersection(self, box):
-        box = np.asarray(box, dtype=np.float64)
-        return np.nonzero(((self.low <= box[3:]) & (self.high >= box[:3])).all(1))[0]
-
-
 def trimesh_intersector(vertices: torch.Tensor, faces: torch.Tensor):
     import trimesh
     from trimesh.ray.ray_triangle import RayMeshIntersector
 
     mesh = trimesh.Trimesh(vertices.double().numpy(), faces.numpy(), process=False)
-    try:
-        import rtree  # noqa: F401
-        broad_phase = f"rtree {rtree.__version__}"
-    except ImportError:
-        mesh._cache.cache["triangles_tree"] = NumpyBoxTree(mesh.triangles)
-        broad_phase = "numpy box scan (rtree is not installed; trimesh's own broad phase needs it)"
+    import rtree
+
+    broad_phase = f"rtree {rtree.__version__}"
     # Build the broad-phase index outside the timed section (a one-off per mesh, like our per-call setup).
     mesh.triangles_tree
     return RayMeshIntersector(mesh), f"trimesh {trimesh.__version__}, broad phase: {broad_phase}"
@@ -151,34 +134,37 @@ def main() -> None:
 
     # --- (a) rasterization only: the pixel -> face maps -------------------------------------------------
     raster_cold, pix_to_face = timed(rasterize_body_views, vertices, faces)
-    raster_warm = statistics.median(timed(rasterize_body_views, vertices, faces)[0] for _ in range(RASTER_REPEATS))
+    raster_runs = [timed(rasterize_body_views, vertices, faces)[0] for _ in range(RASTER_REPEATS)]
+    raster_warm = statistics.median(raster_runs)
     coverage = (pix_to_face >= 0).float().mean((1, 2)).tolist()
     print(f"\n[render] rasterize 4 views at {width}x{height} (pixel -> face maps only)")
     print(f"  cold (first call in the process): {raster_cold:.3f} s, {verdict(raster_cold, RENDER_TARGET_S)}")
-    print(f"  warm (median of {RASTER_REPEATS}):              {raster_warm:.3f} s, {verdict(raster_warm, RENDER_TARGET_S)}")
+    print(f"  warm (median of {RASTER_REPEATS}):              {raster_warm:.3f} s (min {min(raster_runs):.3f}), {verdict(raster_warm, RENDER_TARGET_S)}")
     print("  coverage per view: " + ", ".join(f"{c:.1%}" for c in coverage))
 
     # --- (b) the full render_views(cache=False): raster + shading + vertex maps -----------------------
     render = lambda: rll.render_views(vertices, faces, preset="body", resolution=RESOLUTION, topology=topology,
                                       cache=False)
     full_first, views = timed(render)
-    full_warm = statistics.median(timed(render)[0] for _ in range(RASTER_REPEATS))
+    full_runs = [timed(render)[0] for _ in range(RASTER_REPEATS)]
+    full_warm = statistics.median(full_runs)
     full_fresh = cold_full_render_in_fresh_process()
     print("\n[render] rll.render_views(..., cache=False): raster + Phong shading + pixel -> vertex maps")
     if full_fresh is not None:
         print(f"  cold (fresh process):             {full_fresh:.3f} s, {verdict(full_fresh, RENDER_TARGET_S)}")
     print(f"  first call in this process:       {full_first:.3f} s, {verdict(full_first, RENDER_TARGET_S)}")
-    print(f"  warm (median of {RASTER_REPEATS}):              {full_warm:.3f} s, {verdict(full_warm, RENDER_TARGET_S)}")
+    print(f"  warm (median of {RASTER_REPEATS}):              {full_warm:.3f} s (min {min(full_runs):.3f}), {verdict(full_warm, RENDER_TARGET_S)}")
     full_reported = full_fresh if full_fresh is not None else full_first
 
     # --- lift four 1024^2 masks -------------------------------------------------------------------------
     generator = torch.Generator().manual_seed(args.seed)
     masks = torch.rand(views.valid.shape, generator=generator)  # (4, 1024, 1024) float32 in [0, 1)
     lift_cold, scores = timed(rll.lift, views, masks)  # includes building views.plan
-    lift_warm = statistics.median(timed(rll.lift, views, masks)[0] for _ in range(LIFT_REPEATS))
+    lift_runs = [timed(rll.lift, views, masks)[0] for _ in range(LIFT_REPEATS)]
+    lift_warm = statistics.median(lift_runs)
     print(f"\n[lift] rll.lift of four {width}x{height} random masks -> {scores.shape[0]:,} vertex scores")
     print(f"  first (cold, builds views.plan):  {lift_cold:.3f} s, {verdict(lift_cold, LIFT_TARGET_S)}")
-    print(f"  steady state (median of {LIFT_REPEATS}):    {lift_warm:.4f} s, {verdict(lift_warm, LIFT_TARGET_S)}")
+    print(f"  steady state (median of {LIFT_REPEATS}):    {lift_warm:.4f} s (min {min(lift_runs):.4f}), {verdict(lift_warm, LIFT_TARGET_S)}")
 
     # --- baseline: trimesh ray casting for the same pixel -> face maps -----------------------------------
     intersector, description = trimesh_intersector(vertices, faces)

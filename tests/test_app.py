@@ -20,7 +20,7 @@ def test_doctor_names_every_missing_path_and_exits_zero(tmp_path):
     assert result.returncode == 0, result.stderr
     for relative in ("body/smplx/SMPLX_NEUTRAL.npz", "body/smplh/SMPLH_NEUTRAL.pkl", "body/smpl/SMPL_NEUTRAL.pkl",
                      "body/smpl_to_smplx.pkl"):
-        assert f"[missing]" in result.stdout and str(tmp_path / relative) in result.stdout
+        assert "[missing]" in result.stdout and str(tmp_path / relative) in result.stdout
     assert "Bodies usable now: openbody" in result.stdout
 
 

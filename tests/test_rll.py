@@ -1,7 +1,6 @@
 """Render-Localize-Lift: round trips, a brute-force lift reference, object variants, cache and bad input."""
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from engine import rll

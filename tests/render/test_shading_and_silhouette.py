@@ -1,5 +1,4 @@
 """Phong numbers by hand, point compositing, and the soft silhouette's gradient by finite differences."""
-import math
 
 import numpy as np
 import pytest

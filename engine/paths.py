@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
+
+from engine.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,3 +30,28 @@ def models_dir(override: str | Path | None = None) -> Path:
     if override is not None:
         return Path(override)
     return Path(os.environ.get("STUDIO_MODELS", REPO_ROOT / "models"))
+
+
+_CACHE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
+
+
+def cache_name(label: str) -> str:
+    """``label`` (a topology id, a preset) if it is safe inside a cache file name, else InputError."""
+    if not isinstance(label, str) or not _CACHE_NAME.fullmatch(label):
+        raise InputError(f"{label!r} may only hold letters, digits, '.', '_' and '-' (at most 64, no leading '.')")
+    return label
+
+
+def write_atomically(path: Path, save: Callable[[BinaryIO], None]) -> None:
+    """Call ``save`` on a private temporary file beside ``path``, then rename it into place.
+
+    Readers never see a half-written cache file, and concurrent writers never share a temporary name.
+    """
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False)
+    try:
+        with handle:
+            save(handle)
+        Path(handle.name).replace(path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise

@@ -6,7 +6,6 @@ Every consumer lifts through this module; there is no second implementation.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 
 from engine.errors import InputError
 from engine.mesh import as_vertices, validate_mesh, vertex_normals
-from engine.paths import cache_dir
+from engine.paths import cache_dir, cache_name, write_atomically
 from engine.render.cameras import FoVPerspectiveCamera
 from engine.render.rasterizer import rasterize_meshes, rasterize_points
 from engine.render.shading import INTERACTVLM_LIGHTS, composite_points, nocs_colours, normals_as_colour, phong_shade
@@ -79,10 +78,11 @@ def get_preset(name: str) -> ViewPreset:
 class LiftPlan:
     """The covered pixels of a set of views, flattened once so that lifting is two gathers and a bincount.
 
-    pixel: (M,) flat index into (V*H*W).  slot: (M, C) index into (V * num_vertices).
-    weight: (M, C) barycentric weight of each slot.  weight_sum: (V, num_vertices).  visible: (V, num_vertices).
+    pixel: (M,) flat index into (V*H*W).  slot: (M*C,) index into (V * num_vertices), C per pixel.
+    weight: (M*C,) barycentric weight of each slot.  weight_sum: (V, num_vertices).  visible: (V, num_vertices).
     """
 
+    channels: int
     pixel: torch.Tensor
     slot: torch.Tensor
     weight: torch.Tensor
@@ -125,7 +125,7 @@ class RenderedViews:
         slot = view[:, None] * self.num_vertices + ids
         weight_sum = torch.bincount(slot.reshape(-1), weight.reshape(-1), minlength=num_views * self.num_vertices)
         weight_sum = weight_sum.view(num_views, self.num_vertices)
-        return LiftPlan(pixel, slot.reshape(-1), weight.reshape(-1), weight_sum, weight_sum > 0)
+        return LiftPlan(channels, pixel, slot.reshape(-1), weight.reshape(-1), weight_sum, weight_sum > 0)
 
     def visible_vertices(self) -> np.ndarray:
         """(num_vertices,) bool: seen in at least one view."""
@@ -140,18 +140,15 @@ def _geometry_key(*arrays: np.ndarray) -> str:
 
 
 def _cache_path(topology: str, preset: str, resolution: int, key: str) -> Path:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", topology) or topology.startswith("."):
-        raise InputError(f"topology id {topology!r} may only hold letters, digits, '.', '_' and '-'")
-    return cache_dir("rll") / f"{topology}-{preset}-{resolution}-{key}.npz"
+    return cache_dir("rll") / f"{cache_name(topology)}-{preset}-{resolution}-{key}.npz"
 
 
 def _save(views: RenderedViews, path: Path) -> None:
     """Store only the covered pixels: the maps are mostly background."""
     valid = views.valid
-    temporary = path.with_suffix(".tmp.npz")
-    np.savez(temporary, images=views.images, valid=valid, ids=views.vertex_ids[valid].astype(np.int32),
-             bary=views.bary[valid], meta=np.array([views.num_vertices]))
-    temporary.replace(path)
+    write_atomically(path, lambda handle: np.savez(
+        handle, images=views.images, valid=valid, ids=views.vertex_ids[valid].astype(np.int32),
+        bary=views.bary[valid], meta=np.array([views.num_vertices])))
 
 
 def _load(path: Path, preset: str, topology: str) -> RenderedViews:
@@ -264,8 +261,7 @@ def lift(views: RenderedViews, mask_probs) -> np.ndarray:
         raise InputError("mask_probs must be probabilities in [0, 1]; use lift_logits for raw logits")
     plan = views.plan
     per_pixel = probs.reshape(-1)[plan.pixel.to(probs.device)].cpu()
-    channels = plan.slot.numel() // max(plan.pixel.numel(), 1)
-    votes = plan.weight * per_pixel.repeat_interleave(channels)
+    votes = plan.weight * per_pixel.repeat_interleave(plan.channels)
     numerator = torch.bincount(plan.slot, votes, minlength=plan.weight_sum.numel()).view_as(plan.weight_sum)
     per_view = torch.where(plan.visible, numerator / plan.weight_sum.clamp(min=1e-12), torch.zeros_like(numerator))
     seen = plan.visible.sum(0)

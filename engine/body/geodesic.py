@@ -26,8 +26,6 @@ great-circle distance ``arccos(dot)`` over pairs farther apart than 0.2; numbers
 from __future__ import annotations
 
 import hashlib
-import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +36,10 @@ from tqdm import tqdm
 
 from engine.errors import InputError
 from engine.mesh import unique_edges, validate_mesh
-from engine.paths import cache_dir
+from engine.paths import cache_dir, cache_name, write_atomically
 
 CHUNK_SOURCES = 256
 PROGRESS_ABOVE = 2000
-_TOPOLOGY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _numpy_mesh(vertices, faces) -> tuple[np.ndarray, np.ndarray]:
@@ -145,24 +142,10 @@ def geodesic_distances(vertices, faces, sources=None, *, diagonals: bool = True)
 
 def _cache_path(verts: np.ndarray, faces: np.ndarray, topology: str) -> Path:
     """``<cache>/geodesic/<topology>-<first 16 hex of sha256(shapes, float32 verts, int64 faces)>.npy``."""
-    if not isinstance(topology, str) or not _TOPOLOGY_NAME.fullmatch(topology):
-        raise InputError(f"topology must be a name of letters, digits, '-', '_' or '.', got {topology!r}")
     digest = hashlib.sha256(f"{verts.shape}{faces.shape}".encode())
     digest.update(np.ascontiguousarray(verts, dtype=np.float32).tobytes())
     digest.update(np.ascontiguousarray(faces, dtype=np.int64).tobytes())
-    return cache_dir("geodesic") / f"{topology}-{digest.hexdigest()[:16]}.npy"
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to a temporary file beside ``path``, then rename it into place."""
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False)
-    try:
-        with handle:
-            np.save(handle, array)
-        Path(handle.name).replace(path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    return cache_dir("geodesic") / f"{cache_name(topology)}-{digest.hexdigest()[:16]}.npy"
 
 
 def cached_geodesic_matrix(vertices, faces, topology: str) -> np.ndarray:
@@ -174,5 +157,6 @@ def cached_geodesic_matrix(vertices, faces, topology: str) -> np.ndarray:
     verts, tris = _numpy_mesh(vertices, faces)
     path = _cache_path(verts, tris, topology)
     if not path.exists():
-        _save_atomic(path, geodesic_distances(verts, tris).astype(np.float16))
+        matrix = geodesic_distances(verts, tris).astype(np.float16)
+        write_atomically(path, lambda handle: np.save(handle, matrix))
     return np.asarray(np.load(path, mmap_mode="r"), dtype=np.float32)

@@ -20,7 +20,7 @@ from engine.body.parts import DEFAULT_PART_NAMES, body_ancestor, parts_from_domi
 from engine.body.skeleton import BODY_JOINT_NAMES, BODY_PARENTS, vitruvian_body_pose
 from engine.body.topology import TOPOLOGY_VERTEX_COUNTS
 from engine.errors import InputError, MissingAssetError
-from engine.paths import cache_dir, models_dir as default_models_dir
+from engine.paths import cache_dir, models_dir as default_models_dir, write_atomically
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ class BodyModel(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         return self.faces.device
+
+    @property
+    def template_dtype(self) -> torch.dtype:
+        return self.v_template.dtype
 
     def part_vertex_ids(self, part: str) -> np.ndarray:
         if part not in self.part_names:
@@ -113,13 +117,12 @@ class OpenBody(BodyModel):
         super().__init__(data.faces, data.part_labels, DEFAULT_PART_NAMES)
         if len(data.vertices) != self.num_vertices:
             raise RuntimeError(f"open body has {len(data.vertices)} vertices, the registry says {self.num_vertices}")
-        for name in ("vertices", "joints", "weights", "shape_dirs", "joint_shape_dirs"):
-            self.register_buffer(name if name != "vertices" else "v_template", torch.as_tensor(getattr(data, name)))
+        self.register_buffer("v_template", torch.as_tensor(data.vertices))
+        self.register_buffer("joints", torch.as_tensor(data.joints))
+        self.register_buffer("weights", torch.as_tensor(data.weights))
+        self.register_buffer("shape_dirs", torch.as_tensor(data.shape_dirs))
+        self.register_buffer("joint_shape_dirs", torch.as_tensor(data.joint_shape_dirs))
         self.register_buffer("parent_index", torch.tensor(BODY_PARENTS), persistent=False)
-
-    @property
-    def template_dtype(self):
-        return self.v_template.dtype
 
     def _skin(self, betas, full_pose):
         shaped = self.v_template + torch.einsum("vcs,bs->bvc", self.shape_dirs, betas)
@@ -205,10 +208,6 @@ class SmplFamilyBody(BodyModel):
         self.register_buffer("lbs_weights", as_float("weights"))
         self.register_buffer("parent_index", torch.as_tensor(parents), persistent=False)
 
-    @property
-    def template_dtype(self):
-        return self.v_template.dtype
-
     def _skin(self, betas, full_pose):
         return lbs(betas, full_pose, self.v_template, self.shapedirs, self.posedirs, self.J_regressor,
                    self.parent_index, self.lbs_weights, pose2rot=True)
@@ -226,9 +225,7 @@ def load_open_body_data() -> openbody.OpenBodyData:
         with np.load(path, allow_pickle=False) as archive:
             return openbody.OpenBodyData(**{key: archive[key] for key in archive.files})
     data = openbody.generate_open_body()
-    temporary = path.with_suffix(".tmp.npz")
-    np.savez(temporary, **data.__dict__)
-    temporary.replace(path)
+    write_atomically(path, lambda handle: np.savez(handle, **data.__dict__))
     return data
 
 

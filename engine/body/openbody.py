@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from engine.body.parts import parts_from_dominant_joint
+from engine.body.parts import parts_from_dominant_joint, side_and_kind
 from engine.body.skeleton import BODY_JOINT_NAMES, BODY_PARENTS
 
 TOPOLOGY_ID = "openbody-v1"
@@ -248,10 +248,6 @@ def _relax(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- skinning, parts, shape
-def _bone_kind(name: str) -> str:
-    return name.split("_", 1)[1] if name.startswith(("left_", "right_")) else name
-
-
 def _bone_segments(joints: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """One segment per joint: from the joint to its single child (or to a tip for end joints)."""
     children = {i: [c for c, parent in enumerate(BODY_PARENTS) if parent == i] for i in range(len(joints))}
@@ -278,7 +274,7 @@ def _segment_offsets(verts, a, b):
 
 
 def _normalised_bone_distances(verts, joints):
-    radii = np.array([_BONE_RADIUS[_bone_kind(name)] for name in BODY_JOINT_NAMES])
+    radii = np.array([_BONE_RADIUS[side_and_kind(name)[1]] for name in BODY_JOINT_NAMES])
     distances = np.stack([np.linalg.norm(_segment_offsets(verts, a, b), axis=1)
                           for a, b in _bone_segments(joints)], axis=1)
     return distances / radii

@@ -28,7 +28,7 @@ _FRONT_BACK = {"spine1": ("abdomen", "lower_back"), "spine2": ("abdomen", "lower
 MAX_SEGMENTATION_BYTES = 16 * 1024 ** 2
 
 
-def _side_and_kind(joint_name: str) -> tuple[str, str]:
+def side_and_kind(joint_name: str) -> tuple[str, str]:
     for side in ("left_", "right_"):
         if joint_name.startswith(side):
             return side, joint_name[len(side):]
@@ -40,7 +40,7 @@ def parts_from_dominant_joint(dominant: np.ndarray, vertices: np.ndarray, joints
     labels = np.empty(len(dominant), dtype=np.int64)
     for index, name in enumerate(BODY_JOINT_NAMES):
         mask = dominant == index
-        side, kind = _side_and_kind(name)
+        side, kind = side_and_kind(name)
         if kind in _FRONT_BACK:
             front = vertices[:, 2] >= joints[index, 2]
             front_part, back_part = _FRONT_BACK[kind]

@@ -55,11 +55,12 @@ class PointFragments:
     dists: torch.Tensor
 
 
-def bbox_candidates(col_min, col_max, row_min, row_max, width: int, height: int,
+def bbox_candidates(col_min, col_max, row_min, row_max, width: int, height: int, active: torch.Tensor,
                     budget: int = CANDIDATE_BUDGET) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (item, row, col) int64 triples for every pixel centre inside each item's box, in chunks.
+    """Yield (item, row, col) int64 triples for every pixel centre inside each active item's box, in chunks.
 
-    The boxes are float pixel coordinates (inclusive); they are clipped to the image.
+    The boxes are float pixel coordinates (inclusive); they are clipped to the image. ``active`` (items,)
+    bool skips items that must not be drawn (behind the camera, degenerate).
     """
     first_col = torch.ceil(col_min).clamp(min=0).long()
     last_col = torch.floor(col_max).clamp(max=width - 1).long()
@@ -67,7 +68,7 @@ def bbox_candidates(col_min, col_max, row_min, row_max, width: int, height: int,
     last_row = torch.floor(row_max).clamp(max=height - 1).long()
     box_width = (last_col - first_col + 1).clamp(min=0)
     counts = box_width * (last_row - first_row + 1).clamp(min=0)
-    items = torch.nonzero(counts > 0).squeeze(1)
+    items = torch.nonzero((counts > 0) & active).squeeze(1)
     if items.numel() == 0:
         return
     ends = torch.cumsum(counts[items], 0)
@@ -144,9 +145,8 @@ def rasterize_meshes(screen_verts: torch.Tensor, faces, image_size, *, perspecti
     xy = triangles[..., :2]
     keys = torch.full((n_views * height * width,), _NO_HIT, dtype=torch.int64, device=screen_verts.device)
     boxes = (xy[..., 0].amin(1), xy[..., 0].amax(1), xy[..., 1].amin(1), xy[..., 1].amax(1))
-    boxes = tuple(torch.where(drawable, b, torch.full_like(b, -1.0)) for b in boxes)
     inverse_depth = 1.0 / triangles[..., 2].clamp(min=1e-9)
-    for tri, rows, cols in bbox_candidates(*boxes, width, height):
+    for tri, rows, cols in bbox_candidates(*boxes, width, height, drawable):
         bary = evaluate_barycentrics(coefficients[tri], xy[tri, 0], rows.to(xy.dtype), cols.to(xy.dtype))
         inside = (bary >= 0).all(-1)
         tri, rows, cols, bary = tri[inside], rows[inside], cols[inside], bary[inside]
@@ -197,11 +197,10 @@ def rasterize_points(screen_points: torch.Tensor, image_size, radius: float, poi
     half = min(height, width) / 2
     flat = screen_points.reshape(-1, 3)
     radius_px = radius * half
-    in_front = flat[:, 2] > 1e-9
-    far = torch.full_like(flat[:, 0], -10.0 * (width + height))
-    col, row = torch.where(in_front, flat[:, 0], far), torch.where(in_front, flat[:, 1], far)
+    col, row = flat[:, 0], flat[:, 1]
     hits = []
-    for item, rows, cols in bbox_candidates(col - radius_px, col + radius_px, row - radius_px, row + radius_px, width, height):
+    for item, rows, cols in bbox_candidates(col - radius_px, col + radius_px, row - radius_px, row + radius_px,
+                                            width, height, flat[:, 2] > 1e-9):
         dist2 = ((cols - flat[item, 0]) ** 2 + (rows - flat[item, 1]) ** 2) / half ** 2
         keep = dist2 < radius ** 2
         item, dist2 = item[keep], dist2[keep]

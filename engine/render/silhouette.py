@@ -41,12 +41,10 @@ def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float 
     with torch.no_grad():
         coefficients, area2 = barycentric_coefficients(xy)
         drawable = (triangles[..., 2] > 1e-9).all(1) & (area2.abs() > 1e-12)
-        far = torch.full_like(area2, -10.0 * (width + height))
-        boxes = [torch.where(drawable, value, far) for value in
-                 (xy[..., 0].amin(1) - margin, xy[..., 0].amax(1) + margin,
-                  xy[..., 1].amin(1) - margin, xy[..., 1].amax(1) + margin)]
+        boxes = (xy[..., 0].amin(1) - margin, xy[..., 0].amax(1) + margin,
+                 xy[..., 1].amin(1) - margin, xy[..., 1].amax(1) + margin)
     log_uncovered = torch.zeros(n_views * height * width, dtype=screen_verts.dtype, device=screen_verts.device)
-    for tri, rows, cols in bbox_candidates(*boxes, width, height):
+    for tri, rows, cols in bbox_candidates(*boxes, width, height, drawable):
         pixel_xy = torch.stack([cols, rows], -1).to(xy.dtype)
         corners = xy[tri]
         dist2 = torch.stack([_squared_distance_to_segment(pixel_xy, corners[:, k], corners[:, (k + 1) % 3])

@@ -1,0 +1,173 @@
+"""SQLAlchemy 2.0 tables of the store. Only ``annotations.store`` and the migrations touch these rows.
+
+Per-vertex and per-point payloads are stored as little-endian binary blobs (see ``codec``): a
+contact layer on SMPL-H is a few hundred uint32 vertex ids, which keeps 100k submissions cheap to
+export. The schema is created and changed only by alembic migrations (``annotations/migrations``).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+                        String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TASK_KINDS = ("human_contact", "object_affordance")
+ROLES = ("annotator", "admin")
+QUALIFICATIONS = ("pending", "qualified", "disqualified")
+ASSIGNMENT_STATES = ("assigned", "submitted", "skipped", "flagged", "expired")
+LAYER_ENCODINGS = ("ids", "values")  # uint32 vertex ids, or float32 per vertex/point
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(String(255))  # relative to the store's data dir
+    format: Mapped[str] = mapped_column(String(8))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    num_bytes: Mapped[int] = mapped_column(Integer)
+    original_name: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str | None] = mapped_column(String(500))
+    licence: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ObjectRow(Base):
+    """An object mesh or point cloud for affordance tasks, stored as an npz under the data dir."""
+
+    __tablename__ = "objects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    class_name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(8))  # "mesh" | "points"
+    num_points: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class BatchRow(Base):
+    __tablename__ = "batches"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    num_tasks: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AnnotatorRow(Base):
+    __tablename__ = "annotators"
+    __table_args__ = (CheckConstraint(f"role IN {ROLES}", name="ck_annotator_role"),
+                      CheckConstraint(f"qualification IN {QUALIFICATIONS}", name="ck_annotator_qualification"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(128), unique=True)  # login name or crowd worker id
+    role: Mapped[str] = mapped_column(String(16))
+    qualification: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class PredictionRow(Base):
+    __tablename__ = "predictions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(100))
+    parameters: Mapped[dict] = mapped_column(JSON)
+    topology: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (CheckConstraint(f"kind IN {TASK_KINDS}", name="ck_task_kind"),
+                      CheckConstraint("redundancy >= 1", name="ck_task_redundancy"),
+                      CheckConstraint("filled >= 0", name="ck_task_filled"),
+                      Index("ix_tasks_open", "is_gold", "priority", "id"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    topology: Mapped[str] = mapped_column(String(64))  # body topology id, or "points-<N>" for objects
+    labels: Mapped[list] = mapped_column(JSON)  # object labels (human) or [affordance] (object)
+    object_id: Mapped[int | None] = mapped_column(ForeignKey("objects.id"))
+    prediction_id: Mapped[int | None] = mapped_column(ForeignKey("predictions.id"))
+    redundancy: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer)
+    is_gold: Mapped[bool] = mapped_column(Boolean)
+    filled: Mapped[int] = mapped_column(Integer)  # assignments holding a slot (assigned or submitted)
+    provenance: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class LayerColumns:
+    """One label's payload: ``ids`` (uint32 vertex ids) or ``values`` (float32 per vertex/point)."""
+
+    label: Mapped[str] = mapped_column(String(100))
+    encoding: Mapped[str] = mapped_column(String(8))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PredictionLayerRow(LayerColumns, Base):
+    __tablename__ = "prediction_layers"
+    __table_args__ = (UniqueConstraint("prediction_id", "label"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"))
+
+
+class GoldLayerRow(LayerColumns, Base):
+    __tablename__ = "gold_layers"
+    __table_args__ = (UniqueConstraint("task_id", "label"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+
+
+class AssignmentRow(Base):
+    __tablename__ = "assignments"
+    __table_args__ = (UniqueConstraint("task_id", "annotator_id"),  # never the same task twice to one person
+                      CheckConstraint(f"status IN {ASSIGNMENT_STATES}", name="ck_assignment_status"),
+                      Index("ix_assignments_stale", "status", "assigned_at"),
+                      Index("ix_assignments_annotator", "annotator_id", "status"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    flag_reason: Mapped[str | None] = mapped_column(String(64))
+    assigned_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    seconds_spent: Mapped[float | None] = mapped_column(Float)
+
+
+class SubmissionRow(Base):
+    __tablename__ = "submissions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_key: Mapped[str] = mapped_column(String(128), unique=True)  # client-supplied idempotency key
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"), unique=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"), index=True)
+    prediction_id: Mapped[int | None] = mapped_column(ForeignKey("predictions.id"))  # what it started from
+    seconds_spent: Mapped[float] = mapped_column(Float)
+    client_info: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SubmissionLayerRow(LayerColumns, Base):
+    __tablename__ = "submission_layers"
+    __table_args__ = (UniqueConstraint("submission_id", "label"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"))
+
+
+class ExportRow(Base):
+    """Added by migration 0002: the manifest of every training-data export."""
+
+    __tablename__ = "exports"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filters: Mapped[dict] = mapped_column(JSON)
+    counts: Mapped[dict] = mapped_column(JSON)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -1,0 +1,254 @@
+"""The store: one SQLAlchemy engine, one session per operation, frozen domain objects out.
+
+Default database: SQLite at ``var/annotations.db`` (WAL, foreign keys on, busy timeout). Any
+SQLAlchemy URL works through ``--db`` or ``$STUDIO_DB``; PostgreSQL is tested in CI. The schema is
+managed by alembic only: opening a store upgrades it to the newest migration.
+
+SQLite write sessions start with ``BEGIN IMMEDIATE`` so that two writers never both read a task as
+open and then both fill it; PostgreSQL write paths lock the rows they change (``FOR UPDATE``).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from annotations import codec, models
+from annotations.domain import Annotator, Image, Prediction, Task, frozen_layers
+from annotations.errors import UnknownAnnotatorError, UnknownTaskError
+from annotations.files import ImageLimits
+from engine.errors import InputError
+from engine.paths import var_dir
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Workflow settings.
+
+    gold_rate: share of tasks served from the gold pool (every round(1/gold_rate)-th task).
+    assignment_timeout_s: an assignment not finished within this time frees its slot.
+    max_labels: most object labels one task may carry.
+    image_limits: size and pixel limits for imported images.
+    """
+
+    gold_rate: float = 0.1
+    assignment_timeout_s: float = 1800.0
+    max_labels: int = 16
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+
+    def __post_init__(self):
+        if not 0.0 <= self.gold_rate <= 1.0:
+            raise InputError(f"gold_rate must be in [0, 1], got {self.gold_rate}")
+        if self.assignment_timeout_s <= 0:
+            raise InputError(f"assignment_timeout_s must be positive, got {self.assignment_timeout_s}")
+
+
+def default_url() -> str:
+    return os.environ.get("STUDIO_DB") or f"sqlite:///{var_dir() / 'annotations.db'}"
+
+
+def utcnow() -> datetime:
+    """Naive UTC (the columns are timezone-less on every backend), to the microsecond."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _is_memory_sqlite(url: str) -> bool:
+    return url in ("sqlite://", "sqlite:///:memory:")
+
+
+def _configure_sqlite(engine: Engine, memory: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def set_pragmas(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def begin(connection):
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str) -> Engine:
+    if _is_memory_sqlite(url):
+        engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+        _configure_sqlite(engine, memory=True)
+    elif url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+                               pool_size=20, max_overflow=20)
+        _configure_sqlite(engine, memory=False)
+    else:
+        engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    return engine
+
+
+class Store:
+    """The annotation store. ``Store(url)`` opens (and migrates) a database; all methods are thread-safe."""
+
+    def __init__(self, url: str | None = None, *, data_dir: Path | str | None = None,
+                 config: StoreConfig | None = None, migrate: bool = True):
+        self.url = url or default_url()
+        self.config = config or StoreConfig()
+        self.data_dir = Path(data_dir) if data_dir else var_dir() / "annotations"
+        if self.url.startswith("sqlite:///") and not _is_memory_sqlite(self.url):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(self.url)
+        self.dialect = self.engine.dialect.name
+        # One shared connection serves an in-memory database, so its sessions must take turns.
+        self._memory_lock = threading.RLock() if _is_memory_sqlite(self.url) else None
+        if migrate:
+            self.migrate()
+
+    def migrate(self, revision: str = "head") -> None:
+        from annotations.migrations import upgrade
+
+        with self.engine.begin() as connection:
+            upgrade(connection, revision)
+
+    @contextmanager
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """One session per operation: commit on success, roll back on any error."""
+        bind = self.engine.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
+        lock = self._memory_lock or _NO_LOCK
+        with lock, Session(bind=bind, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def lock_for_update(self, statement):
+        """``SELECT ... FOR UPDATE`` where the backend has row locks (SQLite writers are already serialised)."""
+        return statement if self.dialect == "sqlite" else statement.with_for_update()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- annotators -------------------------------------------------------------------------
+    def ensure_annotator(self, external_id: str, role: str = "annotator") -> Annotator:
+        """The annotator with this login / crowd worker id, created on first sight."""
+        external_id = check_external_id(external_id)
+        if role not in models.ROLES:
+            raise InputError(f"role must be one of {models.ROLES}, got {role!r}")
+        with self.session(write=True) as session:
+            row = session.scalar(select(models.AnnotatorRow).where(models.AnnotatorRow.external_id == external_id))
+            if row is None:
+                row = models.AnnotatorRow(external_id=external_id, role=role, qualification="pending",
+                                          created_at=utcnow())
+                session.add(row)
+                session.flush()
+            return annotator_from_row(row)
+
+    def annotator(self, annotator_id: int) -> Annotator:
+        with self.session() as session:
+            row = session.get(models.AnnotatorRow, annotator_id)
+            if row is None:
+                raise UnknownAnnotatorError(f"no annotator with id {annotator_id}")
+            return annotator_from_row(row)
+
+    def set_qualification(self, annotator_id: int, qualification: str) -> Annotator:
+        if qualification not in models.QUALIFICATIONS:
+            raise InputError(f"qualification must be one of {models.QUALIFICATIONS}, got {qualification!r}")
+        with self.session(write=True) as session:
+            row = session.get(models.AnnotatorRow, annotator_id)
+            if row is None:
+                raise UnknownAnnotatorError(f"no annotator with id {annotator_id}")
+            row.qualification = qualification
+            return annotator_from_row(row)
+
+    # ---- tasks ------------------------------------------------------------------------------
+    def task(self, task_id: int) -> Task:
+        with self.session() as session:
+            return self.task_from_row(session, task_row_or_error(session, task_id))
+
+    def task_ids(self) -> list[int]:
+        with self.session() as session:
+            return list(session.scalars(select(models.TaskRow.id).order_by(models.TaskRow.id)))
+
+    def gold_answer(self, task_id: int) -> dict:
+        """label -> reference payload of a gold task (empty when the task has none)."""
+        with self.session() as session:
+            rows = session.scalars(select(models.GoldLayerRow).where(models.GoldLayerRow.task_id == task_id))
+            return {row.label: codec.decode(row.encoding, row.data) for row in rows}
+
+    def task_from_row(self, session: Session, row: models.TaskRow) -> Task:
+        image = session.get(models.ImageRow, row.image_id)
+        obj = session.get(models.ObjectRow, row.object_id) if row.object_id else None
+        prediction = self.prediction_from_id(session, row.prediction_id) if row.prediction_id else None
+        return Task(id=row.id, kind=row.kind, topology=row.topology, labels=tuple(row.labels),
+                    image=self.image_from_row(image), object_id=row.object_id,
+                    object_class=obj.class_name if obj else None, prediction=prediction,
+                    redundancy=row.redundancy, priority=row.priority, is_gold=row.is_gold, batch_id=row.batch_id)
+
+    def image_from_row(self, row: models.ImageRow) -> Image:
+        return Image(id=row.id, sha256=row.sha256, path=self.data_dir / row.path, format=row.format,
+                     width=row.width, height=row.height, original_name=row.original_name,
+                     source=row.source, licence=row.licence)
+
+    @staticmethod
+    def prediction_from_id(session: Session, prediction_id: int) -> Prediction:
+        row = session.get(models.PredictionRow, prediction_id)
+        layers = session.scalars(select(models.PredictionLayerRow)
+                                 .where(models.PredictionLayerRow.prediction_id == prediction_id))
+        return Prediction(id=row.id, model_name=row.model_name, model_version=row.model_version,
+                          parameters=dict(row.parameters), topology=row.topology,
+                          layers=frozen_layers({layer.label: codec.decode(layer.encoding, layer.data)
+                                                for layer in layers}))
+
+    def object_points(self, object_id: int):
+        """(N, 3) float32 points of an affordance object (mesh vertices or point cloud)."""
+        import numpy as np
+
+        with self.session() as session:
+            row = session.get(models.ObjectRow, object_id)
+            if row is None:
+                raise InputError(f"no object with id {object_id}")
+            path = self.data_dir / row.path
+        with np.load(path, allow_pickle=False) as data:
+            return data["points"]
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_LOCK = _NoLock()
+
+
+def check_external_id(external_id: str) -> str:
+    text = str(external_id).strip()
+    if not text or len(text) > 128 or not text.isprintable():
+        raise InputError("an annotator id must be 1-128 printable characters")
+    return text
+
+
+def annotator_from_row(row: models.AnnotatorRow) -> Annotator:
+    return Annotator(id=row.id, external_id=row.external_id, role=row.role, qualification=row.qualification)
+
+
+def task_row_or_error(session: Session, task_id: int) -> models.TaskRow:
+    row = session.get(models.TaskRow, task_id) if isinstance(task_id, int) and not isinstance(task_id, bool) else None
+    if row is None:
+        raise UnknownTaskError(f"no task with id {task_id!r}")
+    return row

@@ -110,8 +110,12 @@ class Store:
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(self.url)
         self.dialect = self.engine.dialect.name
-        # One shared connection serves an in-memory database, so its sessions must take turns.
+        # One shared connection serves an in-memory database, so its sessions must take turns. SQLite
+        # has one writer at a time anyway: queueing this process's writers on a lock hands the write
+        # lock over at once, where SQLite's busy handler would sleep and poll.
         self._memory_lock = threading.RLock() if _is_memory_sqlite(self.url) else None
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" and not self._memory_lock else None
+        self.last_expiry_check = float("-inf")  # monotonic time of the last sweep for stale assignments
         if migrate:
             self.migrate()
 
@@ -125,7 +129,7 @@ class Store:
     def session(self, write: bool = False) -> Iterator[Session]:
         """One session per operation: commit on success, roll back on any error."""
         bind = self.engine.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
-        lock = self._memory_lock or _NO_LOCK
+        lock = self._memory_lock or (self._write_lock if write else None) or _NO_LOCK
         with lock, Session(bind=bind, expire_on_commit=False) as session:
             try:
                 yield session

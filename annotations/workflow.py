@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import timedelta
 from typing import Mapping
 
@@ -32,6 +33,7 @@ FLAG_REASONS = ("image_unusable", "no_contact_visible")
 MAX_CLIENT_INFO_BYTES = 4096
 MAX_SECONDS = 24 * 3600.0
 _RETRIES = 3
+EXPIRY_CHECK_S = 5.0
 
 
 def next_task(store: Store, annotator_id: int) -> Assignment | None:
@@ -52,8 +54,10 @@ def _next_task_once(store: Store, annotator_id: int) -> Assignment | None:
         row = _open_assignment(session, annotator_id) or _claim(store, session, annotator_id)
         if row is None:
             return None
-        return Assignment(id=row.id, task=store.task_from_row(session, session.get(models.TaskRow, row.task_id)),
-                          annotator_id=annotator_id, status=row.status, assigned_at=row.assigned_at)
+        claimed = (row.id, row.task_id, row.status, row.assigned_at)
+    with store.session() as session:  # reading the task's details needs no write lock
+        task = store.task_from_row(session, session.get(models.TaskRow, claimed[1]))
+    return Assignment(id=claimed[0], task=task, annotator_id=annotator_id, status=claimed[2], assigned_at=claimed[3])
 
 
 def _open_assignment(session: Session, annotator_id: int) -> models.AssignmentRow | None:
@@ -103,7 +107,14 @@ def _change_filled(session: Session, task_id: int, delta: int) -> None:
 
 
 def expire_stale_assignments(store: Store, session: Session) -> int:
-    """Free the slots of assignments left open longer than the timeout. Returns how many expired."""
+    """Free the slots of assignments left open longer than the timeout. Returns how many expired.
+
+    Runs at most once per ``EXPIRY_CHECK_S`` per store (or per tenth of the timeout, when shorter).
+    """
+    now = time.monotonic()
+    if now - store.last_expiry_check < min(EXPIRY_CHECK_S, store.config.assignment_timeout_s / 10):
+        return 0
+    store.last_expiry_check = now
     cutoff = utcnow() - timedelta(seconds=store.config.assignment_timeout_s)
     stale = session.scalars(store.lock_for_update(
         select(models.AssignmentRow).where(models.AssignmentRow.status == "assigned",
@@ -115,30 +126,34 @@ def expire_stale_assignments(store: Store, session: Session) -> int:
 
 
 def submit(store: Store, annotator_id: int, task_id: int, layers: Mapping, submission_key: str, *,
-           seconds_spent: float | None = None, client_info: Mapping | None = None) -> SubmissionReceipt:
+           seconds_spent: float | None = None, client_info: Mapping | None = None,
+           topology: str | None = None) -> SubmissionReceipt:
     """Store one annotation. ``layers``: label -> vertex ids (human contact) or per-point values (object).
 
-    Labels of the task that are absent count as "no contact". Raises ``PayloadError`` for a malformed
-    payload and ``NotAssignedError`` when the annotator holds no open assignment for the task.
+    Labels of the task that are absent count as "no contact". ``topology``, when the client sends it,
+    must be the task's. Raises ``PayloadError`` for a malformed payload and ``NotAssignedError`` when
+    the annotator holds no open assignment for the task.
     """
     key = _check_key(submission_key)
     info = _check_client_info(client_info)
     for attempt in range(_RETRIES):
         try:
-            return _submit_once(store, annotator_id, task_id, layers, key, seconds_spent, info)
+            return _submit_once(store, annotator_id, task_id, layers, key, seconds_spent, info, topology)
         except IntegrityError:  # the same key raced in from a second request: the first one won
             if attempt == _RETRIES - 1:
                 raise
     raise AssertionError("unreachable")
 
 
-def _submit_once(store, annotator_id, task_id, layers, key, seconds_spent, info) -> SubmissionReceipt:
+def _submit_once(store, annotator_id, task_id, layers, key, seconds_spent, info, topology) -> SubmissionReceipt:
     with store.session(write=True) as session:
         earlier = session.scalar(select(models.SubmissionRow).where(models.SubmissionRow.submission_key == key))
         if earlier is not None:
             return _receipt_for_repeat(earlier, annotator_id, task_id)
         annotator_row_or_error(session, annotator_id)
         task = task_row_or_error(session, task_id)
+        if topology is not None and topology != task.topology:
+            raise PayloadError(f"the annotation was made on {topology!r} but task {task.id} uses {task.topology!r}")
         encoded = encode_layers(task, layers)
         assignment = _claimable_assignment(store, session, task, annotator_id)
         now = utcnow()

@@ -2,12 +2,13 @@
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _doctor(models_dir):

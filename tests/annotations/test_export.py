@@ -1,0 +1,183 @@
+"""Training-data export: DAMON-style npz, PIAD-style text, manifest, filters, determinism, round trip."""
+from __future__ import annotations
+
+import json
+import pickle
+import uuid
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from store_helpers import count_rows, write_batch
+
+from annotations import models, qc, workflow
+from annotations.batch import import_batch
+from annotations.export import ExportFilters, export_training_data
+from annotations.store import Store, StoreConfig
+from engine.errors import InputError
+
+PAINTS = {  # annotator -> task index -> {label: vertex ids}
+    "a": [{"chair": range(0, 100), "supporting": range(6000, 6100)}, {"chair": range(10, 20)}],
+    "b": [{"chair": range(0, 90)}, {"chair": range(10, 20)}],
+    "c": [{"chair": range(50, 120), "supporting": range(6000, 6050)}, {"chair": range(500, 600)}],
+}
+
+
+def paint(store: Store, people: dict, plan: dict = PAINTS) -> None:
+    for name, per_task in plan.items():
+        for layers in per_task:
+            assignment = workflow.next_task(store, people[name])
+            workflow.submit(store, people[name], assignment.task.id,
+                            {label: list(ids) for label, ids in layers.items()}, uuid.uuid4().hex)
+
+
+@pytest.fixture
+def filled(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}", data_dir=tmp_path / "data", config=StoreConfig(gold_rate=0.0))
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    np.savez(folder / "mug.npz", points=np.random.default_rng(1).random((2048, 3)) - 0.5)
+    rows = [{"image": f"img{i}.png", "labels": ["chair", "supporting"], "topology": "smplh-6890",
+             "source": "lab camera", "licence": "CC-BY-4.0"} for i in range(2)]
+    rows.append({"image": "img0.png", "kind": "object_affordance", "labels": ["sit"], "object": "mug.npz",
+                 "object_class": "mug", "redundancy": 2, "priority": -1})
+    import_batch(store, write_batch(folder, rows))
+    people = {name: store.ensure_annotator(name).id for name in "abc"}
+    paint(store, people)
+    for name, values in (("a", np.linspace(0, 1, 2048)), ("b", np.full(2048, 0.25))):
+        task = workflow.next_task(store, people[name]).task
+        workflow.submit(store, people[name], task.id, {"sit": values}, uuid.uuid4().hex)
+    return store, people
+
+
+def test_damon_npz_has_the_documented_keys_shapes_and_majority(filled, tmp_path):
+    store, _ = filled
+    manifest = export_training_data(store, tmp_path / "out")
+    with np.load(tmp_path / "out/contact_smplh-6890.npz") as data:  # plain numpy: allow_pickle=False
+        assert set(data.files) == {"imgname", "contact_label", "contact_label_objectwise",
+                                   "contact_label_objectwise_json", "topology"}
+        labels, names = data["contact_label"], data["imgname"]
+        objectwise = [json.loads(text) for text in data["contact_label_objectwise_json"]]
+        assert str(data["topology"]) == "smplh-6890"
+    assert labels.shape == (2, 6890) and labels.dtype == np.uint8
+    # Task 1: chair 0..99 / 0..89 / 50..119 -> 2 of 3 on 0..99 -> majority 0..99; supporting 6000..6049.
+    assert objectwise[0] == {"chair": list(range(0, 100)), "supporting": list(range(6000, 6050))}
+    assert objectwise[1] == {"chair": list(range(10, 20)), "supporting": []}
+    assert np.flatnonzero(labels[0]).tolist() == list(range(100)) + list(range(6000, 6050))
+    assert all((tmp_path / "out" / name).is_file() for name in names)
+    with np.load(tmp_path / "out/contact_smplh-6890.npz", allow_pickle=True) as data:
+        assert data["contact_label_objectwise"][0]["chair"] == list(range(100))  # DAMON's dict form
+    lines = [json.loads(line) for line in (tmp_path / "out/manifest.jsonl").read_text().splitlines()]
+    assert [line["kind"] for line in lines] == ["human_contact", "human_contact", "object_affordance"]
+    masks = np.zeros((3, 2 * 6890), bool)
+    for row, name in enumerate("abc"):
+        for label, ids in PAINTS[name][0].items():
+            masks[row, np.array(list(ids)) + (6890 if label == "supporting" else 0)] = True
+    assert lines[0]["provenance"]["annotators"] == 3
+    assert lines[0]["provenance"]["agreement"]["fleiss_kappa"] == pytest.approx(qc.fleiss_kappa(masks), abs=1e-6)
+    assert (lines[0]["source"], lines[0]["licence"], lines[0]["row"]) == ("lab camera", "CC-BY-4.0", 0)
+    assert manifest.counts == {"tasks": 3, "human_contact": 2, "object_affordance": 1}
+    assert count_rows(store, models.ExportRow) == 1
+
+
+def test_piad_text_holds_points_and_the_mean_affordance(filled, tmp_path):
+    store, _ = filled
+    export_training_data(store, tmp_path / "out")
+    (text_file,) = (tmp_path / "out/affordance").iterdir()
+    table = np.loadtxt(text_file, dtype=str)
+    assert table.shape == (2048, 5 + 17)
+    assert table[0, 0] == "0" and table[5, 1] == "mug"
+    values = table[:, 5:].astype(float)
+    sit = values[:, 5]  # "sit" is PIAD's sixth affordance
+    np.testing.assert_allclose(sit, (np.linspace(0, 1, 2048) + 0.25) / 2, atol=1e-4)
+    assert np.all(np.delete(values, 5, axis=1) == 0)
+    np.testing.assert_allclose(table[:, 2:5].astype(float), store.object_points(1), atol=1e-6)
+
+
+def test_export_is_deterministic_and_round_trips(filled, tmp_path):
+    store, _ = filled
+    first = export_training_data(store, tmp_path / "one")
+    second = export_training_data(store, tmp_path / "two")
+    assert first.content_hash == second.content_hash
+    for name in first.files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    copy = Store(f"sqlite:///{tmp_path / 'copy.db'}", data_dir=tmp_path / "copy-data")
+    report = import_batch(copy, tmp_path / "one")
+    assert report.num_tasks == 3
+    assert all(copy.task(task_id).is_gold for task_id in copy.task_ids())
+    again = export_training_data(copy, tmp_path / "three", ExportFilters(source="gold"))
+    for name, digest in again.files.items():
+        if name != "manifest.jsonl":  # task ids are new in the second store
+            assert first.files[name] == digest, name
+    old_lines = (tmp_path / "one/manifest.jsonl").read_text().splitlines()
+    new_lines = (tmp_path / "three/manifest.jsonl").read_text().splitlines()
+    for old, new in zip(old_lines, new_lines):
+        old, new = json.loads(old), json.loads(new)
+        assert {**old, "task_id": 0} == {**new, "task_id": 0}  # provenance travels with the labels
+
+
+def test_filters_agreement_flags_qualification_and_weights(filled, tmp_path):
+    store, people = filled
+    strict = export_training_data(store, tmp_path / "strict", ExportFilters(min_agreement=0.9))
+    assert strict.counts["human_contact"] == 0  # task 1 kappa < 0.9, task 2 one dissenter
+    store.set_qualification(people["c"], "qualified")
+    only_c = export_training_data(store, tmp_path / "qualified", ExportFilters(only_qualified=True))
+    with np.load(tmp_path / "qualified/contact_smplh-6890.npz") as data:
+        objectwise = [json.loads(text) for text in data["contact_label_objectwise_json"]]
+    assert objectwise[1]["chair"] == list(range(500, 600)) and only_c.counts["object_affordance"] == 0
+    three_people = Store(f"sqlite:///{tmp_path / 'w.db'}", data_dir=tmp_path / "w-data",
+                         config=StoreConfig(gold_rate=0.5))
+    rows = [{"image": "img0.png", "labels": ["chair"], "gold": True, "gold_answer": {"chair": list(range(50))}},
+            {"image": "img1.png", "labels": ["chair"], "redundancy": 3}]
+    import_batch(three_people, write_batch(tmp_path / "wb", rows))
+    who = {name: three_people.ensure_annotator(name).id for name in "abc"}
+    # Rate 0.5: the real task first, then gold. On gold a is exact while b and c are far off
+    # (accuracy 1, 0, 0); on the real task b and c outvote a unless votes are weighted.
+    paint(three_people, who, {"a": [{"chair": range(50)}, {"chair": range(50)}],
+                              "b": [{"chair": range(100, 150)}, {"chair": range(3000, 3050)}],
+                              "c": [{"chair": range(100, 150)}, {"chair": range(4000, 4050)}]})
+    plain = export_training_data(three_people, tmp_path / "plain")
+    weighted = export_training_data(three_people, tmp_path / "weighted", ExportFilters(weighted=True))
+    with np.load(tmp_path / "plain/contact_smplh-6890.npz") as a, \
+            np.load(tmp_path / "weighted/contact_smplh-6890.npz") as b:
+        assert np.flatnonzero(a["contact_label"][0]).tolist() == list(range(100, 150))
+        assert np.flatnonzero(b["contact_label"][0]).tolist() == list(range(50))
+    assert plain.content_hash != weighted.content_hash
+
+
+def test_flagged_tasks_are_excluded_unless_asked(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'f.db'}", data_dir=tmp_path / "data", config=StoreConfig(gold_rate=0.0))
+    import_batch(store, write_batch(tmp_path / "b", [{"image": "img0.png", "labels": ["chair"], "redundancy": 2}]))
+    first, second = store.ensure_annotator("a").id, store.ensure_annotator("b").id
+    task_id = workflow.next_task(store, first).task.id
+    workflow.submit(store, first, task_id, {"chair": [1, 2]}, uuid.uuid4().hex)
+    workflow.next_task(store, second)
+    workflow.flag(store, second, task_id, "no_contact_visible")
+    assert export_training_data(store, tmp_path / "x").counts["tasks"] == 0
+    assert export_training_data(store, tmp_path / "y", ExportFilters(exclude_flagged=False)).counts["tasks"] == 1
+
+
+def test_smplx_variant_through_the_topology_map(filled, tmp_path):
+    store, _ = filled
+    models_dir = tmp_path / "models"
+    (models_dir / "body").mkdir(parents=True)
+    rows = np.arange(10475)
+    matrix = sp.csr_matrix((np.ones(10475), (rows, rows % 6890)), shape=(10475, 6890))
+    (models_dir / "body/smpl_to_smplx.pkl").write_bytes(pickle.dumps({"matrix": matrix}))
+    export_training_data(store, tmp_path / "out", models_dir=models_dir)
+    with np.load(tmp_path / "out/contact_smplh-6890.npz") as data:
+        smplx, smplh = data["contact_label_smplx"], data["contact_label"]
+    assert smplx.shape == (2, 10475) and smplx.dtype == np.uint8
+    np.testing.assert_array_equal(smplx, smplh[:, rows % 6890])
+
+
+def test_bad_export_requests_fail_cleanly(filled, tmp_path):
+    store, _ = filled
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy/keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        export_training_data(store, tmp_path / "busy")
+    assert (tmp_path / "busy/keep.txt").read_text() == "mine"
+    for bad in ({"source": "crowd"}, {"min_agreement": 2.0}, {"agreement_metric": "f1"}, {"min_annotators": 0}):
+        with pytest.raises(InputError):
+            ExportFilters(**bad)

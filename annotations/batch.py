@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from annotations import codec, models
 from annotations.errors import BatchRejected, PayloadError, UnsafeArchiveError
-from annotations.files import CheckedImage, check_image, read_zip, resolve_inside
+from annotations.files import ArchiveLimits, CheckedImage, check_image, read_zip, resolve_inside
 from annotations.store import Store, utcnow
 from annotations.vocabulary import normalise_affordance, normalise_labels
 from annotations.workflow import check_ids, check_point_values
@@ -122,6 +122,8 @@ def open_source(source: Path, defaults: BatchDefaults) -> tuple[Callable[[str], 
         raise InputError(f"{source} does not exist; give a folder, a .zip, a .csv or a .jsonl")
     suffix = source.suffix.lower()
     if suffix == ".zip":
+        if source.stat().st_size > ArchiveLimits().max_total_bytes:
+            raise UnsafeArchiveError(f"{source.name} is larger than {ArchiveLimits().max_total_bytes // 2**20} MiB")
         members = read_zip(source)
         return zip_reader(members), rows_for(sorted(members), zip_reader(members), defaults)
     if suffix in (".csv", ".jsonl"):

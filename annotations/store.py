@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -218,8 +219,6 @@ class Store:
 
     def object_points(self, object_id: int):
         """(N, 3) float32 points of an affordance object (mesh vertices or point cloud)."""
-        import numpy as np
-
         with self.session() as session:
             row = session.get(models.ObjectRow, object_id)
             if row is None:

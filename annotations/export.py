@@ -5,7 +5,8 @@ Layout of an export folder (every byte is a function of the database: same store
   - ``imgname`` (N,) str: ``images/<sha256><suffix>`` inside the export.
   - ``contact_label`` (N, V) uint8: contact with anything (union of every label).
   - ``contact_label_smplx`` (N, 10475) uint8: only for SMPL/SMPL-H with the topology map available.
-  - ``contact_label_objectwise_json`` (N,) str: JSON ``{label: [vertex ids]}``, ``supporting`` included.
+  - ``contact_label_objectwise_json`` (N,) bytes: UTF-8 JSON ``{label: [vertex ids]}``, ``supporting``
+    included (bytes, not str: numpy stores str as 4 bytes per character, padded to the longest row).
   - ``contact_label_objectwise`` (N,) object: the same as dicts, as DAMON stores it (needs
     ``allow_pickle=True``; every other key loads with plain ``np.load``).
   - ``topology`` () str. Whether labels are the crowd's consensus or gold answers is in ``export.json``.
@@ -25,6 +26,7 @@ import hashlib
 import io
 import json
 import math
+import shutil
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -127,10 +129,10 @@ def select_tasks(store: Store, filters: ExportFilters) -> list[ExportedTask]:
     if filters.source == "gold":
         return gold_tasks(store)
     annotations = load_task_annotations(store, only_qualified=filters.only_qualified)
-    report = quality_report(store)
-    flagged = {t.task_id for t in report.tasks if t.flags}
-    weights = annotator_weights(report) if filters.weighted else None
+    weights = annotator_weights(quality_report(store)) if filters.weighted else None
     with store.session() as session:
+        flagged = set(session.scalars(select(models.AssignmentRow.task_id)
+                                      .where(models.AssignmentRow.status == "flagged").distinct()))
         tasks = {row.id: row for row in session.scalars(select(models.TaskRow).where(~models.TaskRow.is_gold))}
         images = {row.id: row for row in session.scalars(select(models.ImageRow))}
         predictions = {row.id: row for row in session.scalars(select(models.PredictionRow))}
@@ -200,7 +202,8 @@ def contact_npz(group: list[ExportedTask], topology: str, topology_map) -> bytes
                   for entry in group]
     arrays = {"imgname": np.array([image_name(entry.image) for entry in group]),
               "contact_label": union,
-              "contact_label_objectwise_json": np.array([json.dumps(item, sort_keys=True) for item in objectwise]),
+              "contact_label_objectwise_json": np.array([json.dumps(item, sort_keys=True).encode()
+                                                         for item in objectwise], dtype=bytes),
               "contact_label_objectwise": np.array(objectwise + [None], dtype=object)[:-1],
               "topology": np.array(topology)}
     if topology_map is not None and topology in ("smpl-6890", "smplh-6890"):
@@ -268,13 +271,12 @@ def manifest_lines(exported: list[ExportedTask], point_files: dict[int, str]) ->
 
 
 def write_export(store, out: Path, files: dict[str, bytes], exported, filters, counts, progress) -> ExportManifest:
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir(parents=True, exist_ok=True)
     digests = {}
     for entry in progress(exported):
         name = image_name(entry.image)
         if name not in digests:
-            source = store.data_dir / entry.image.path
-            files_write(out / name, source.read_bytes())
+            shutil.copyfile(store.data_dir / entry.image.path, out / name)  # content-addressed: no re-hash
             digests[name] = entry.image.sha256
     for name, data in files.items():
         files_write(out / name, data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        String, Text, UniqueConstraint)
+                        String, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 TASK_KINDS = ("human_contact", "object_affordance")
@@ -86,7 +86,11 @@ class TaskRow(Base):
     __table_args__ = (CheckConstraint(f"kind IN {TASK_KINDS}", name="ck_task_kind"),
                       CheckConstraint("redundancy >= 1", name="ck_task_redundancy"),
                       CheckConstraint("filled >= 0", name="ck_task_filled"),
-                      Index("ix_tasks_open", "is_gold", "priority", "id"))
+                      # Partial indexes (migration 0003): next_task walks open tasks in serving order.
+                      Index("ix_tasks_open", "is_gold", text("priority DESC"), "id",
+                            sqlite_where=text("filled < redundancy"), postgresql_where=text("filled < redundancy")),
+                      Index("ix_tasks_gold", text("priority DESC"), "id",
+                            sqlite_where=text("is_gold = 1"), postgresql_where=text("is_gold")))
     id: Mapped[int] = mapped_column(primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))

@@ -7,6 +7,7 @@ optionally weighted by each annotator's gold accuracy; soft object values are av
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import groupby
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,7 +73,7 @@ def decode_layer(task: models.TaskRow, encoding: str, data: bytes) -> np.ndarray
 
 
 def load_task_annotations(store: Store, only_qualified: bool = False) -> dict[int, TaskAnnotations]:
-    """Every task's submissions, decoded, in one pass over the layers table."""
+    """Every task's submissions, decoded, in one pass over the layers table (ordered by task)."""
     sub, layer = models.SubmissionRow, models.SubmissionLayerRow
     query = (select(sub.task_id, sub.annotator_id, sub.id, layer.label, layer.encoding, layer.data)
              .join(layer, layer.submission_id == sub.id).order_by(sub.task_id, sub.id))
@@ -81,19 +82,24 @@ def load_task_annotations(store: Store, only_qualified: bool = False) -> dict[in
                      .where(models.AnnotatorRow.qualification == "qualified")
     with store.session() as session:
         tasks = {row.id: row for row in session.scalars(select(models.TaskRow))}
-        grouped: dict[int, dict[int, dict]] = defaultdict(dict)
-        annotator_of: dict[int, int] = {}
-        for task_id, annotator_id, submission_id, label, encoding, data in session.execute(query):
-            grouped[task_id].setdefault(submission_id, {})[label] = decode_layer(tasks[task_id], encoding, data)
-            annotator_of[submission_id] = annotator_id
-    return {task_id: stack_task(tasks[task_id], submissions, annotator_of) for task_id, submissions in grouped.items()}
+        return {task_id: stack_task(tasks[task_id], list(rows))
+                for task_id, rows in groupby(session.execute(query), key=lambda row: row[0])}
 
 
-def stack_task(task: models.TaskRow, submissions: dict[int, dict], annotator_of: dict[int, int]) -> TaskAnnotations:
+def stack_task(task: models.TaskRow, rows: list) -> TaskAnnotations:
+    """Fill one (A, L, V) array from a task's layer rows (ordered by submission)."""
     labels = tuple(task.labels)
-    layers = np.stack([np.stack([by_label[label] for label in labels]) for by_label in submissions.values()])
+    submissions = list(dict.fromkeys((row[2], row[1]) for row in rows))  # (submission id, annotator id)
+    order = {submission_id: index for index, (submission_id, _) in enumerate(submissions)}
+    is_ids = rows[0][4] == "ids"
+    layers = np.zeros((len(submissions), len(labels), count_for(task)), dtype=bool if is_ids else np.float32)
+    for _, _, submission_id, label, encoding, data in rows:
+        if encoding == "ids":
+            layers[order[submission_id], labels.index(label), codec.decode_ids(data)] = True
+        else:
+            layers[order[submission_id], labels.index(label)] = codec.decode_values(data)
     return TaskAnnotations(task_id=task.id, kind=task.kind, topology=task.topology, labels=labels,
-                           annotator_ids=tuple(annotator_of[sid] for sid in submissions), layers=layers)
+                           annotator_ids=tuple(annotator for _, annotator in submissions), layers=layers)
 
 
 def gold_answers(store: Store) -> dict[int, np.ndarray]:

@@ -102,8 +102,8 @@ def _assign(session: Session, task_id: int, annotator_id: int) -> models.Assignm
 
 
 def _change_filled(session: Session, task_id: int, delta: int) -> None:
-    session.execute(update(models.TaskRow).where(models.TaskRow.id == task_id)
-                    .values(filled=models.TaskRow.filled + delta))
+    table = models.TaskRow.__table__  # a Core UPDATE: no ORM flush or identity-map sync on the hot path
+    session.connection().execute(update(table).where(table.c.id == task_id).values(filled=table.c.filled + delta))
 
 
 def expire_stale_assignments(store: Store, session: Session) -> int:

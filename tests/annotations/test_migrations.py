@@ -26,7 +26,7 @@ def test_first_revision_upgrades_to_head_with_data_intact(tmp_path):
     engine.dispose()
     store = Store(url, data_dir=tmp_path / "data")  # opening a store upgrades it
     with store.engine.begin() as connection:
-        assert current_revision(connection) == "0002"
+        assert current_revision(connection) == "0003"
         assert "exports" in sa.inspect(connection).get_table_names()
         assert connection.exec_driver_sql("SELECT external_id, qualification FROM annotators").all() == \
             [("w1", "qualified")]
@@ -34,8 +34,18 @@ def test_first_revision_upgrades_to_head_with_data_intact(tmp_path):
     assert store.annotator(1).qualification == "qualified"
 
 
+PARTIAL_INDEXES = ("ix_tasks_open", "ix_tasks_gold")  # alembic cannot compare expression indexes
+
+
 def test_head_schema_matches_the_models(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'head.db'}", data_dir=tmp_path / "data")
+
+    def comparable(item, name, kind, reflected, other):
+        return not (kind == "index" and name in PARTIAL_INDEXES)
+
     with store.engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-    assert differences == []
+        context = MigrationContext.configure(connection, opts={"include_object": comparable})
+        assert compare_metadata(context, Base.metadata) == []
+        sql = dict(connection.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index'").all())
+    assert "priority DESC" in sql["ix_tasks_open"] and sql["ix_tasks_open"].endswith("WHERE filled < redundancy")
+    assert sql["ix_tasks_gold"].endswith("WHERE is_gold = 1")

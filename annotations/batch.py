@@ -24,7 +24,7 @@ from annotations.errors import BatchRejected, PayloadError, UnsafeArchiveError
 from annotations.files import ArchiveLimits, CheckedImage, check_image, read_zip, resolve_inside
 from annotations.store import Store, utcnow
 from annotations.vocabulary import normalise_affordance, normalise_labels
-from annotations.workflow import check_ids, check_point_values
+from annotations.workflow import check_known_labels, check_point_values, encode_payload
 from engine.body.topology import num_vertices
 from engine.errors import InputError
 from engine.paths import write_atomically
@@ -218,7 +218,7 @@ def plan_row(row: dict, read_file, defaults: BatchDefaults, config) -> PlannedTa
         redundancy=bounded_int(row.get("redundancy", defaults.redundancy), "redundancy", 1, MAX_REDUNDANCY),
         priority=bounded_int(row.get("priority", defaults.priority), "priority", -10**6, 10**6),
         gold=parse_bool(row.get("gold", False)), object=obj,
-        gold_layers=gold_layers(row.get("gold_answer"), read_file, kind, labels, count, topology),
+        gold_layers=gold_layers(row.get("gold_answer"), read_file, kind, labels, topology),
         prediction=prediction(row, read_file, labels, count, topology),
         source=optional_text(row.get("source"), 500), licence=optional_text(row.get("licence"), 200),
         provenance=row.get("provenance") if isinstance(row.get("provenance"), dict) else None)
@@ -284,16 +284,10 @@ def layer_source(value, read_file, what: str) -> Mapping:
     raise InputError(f"{what} must be an object {{label: values}} or the path of an .npz with one array per label")
 
 
-def gold_layers(value, read_file, kind, labels, count, topology):
+def gold_layers(value, read_file, kind: str, labels: tuple[str, ...], topology: str):
     if value is None:
         return None
-    layers = layer_source(value, read_file, "gold_answer")
-    check_known(layers, labels, "gold_answer")
-    if kind == "human_contact":
-        return {label: ("ids", codec.encode_ids(check_ids(list(layers.get(label, ())), count, topology, label)))
-                for label in labels}
-    return {label: ("values", codec.encode_values(check_point_values(layers.get(label), count, label)))
-            for label in labels}
+    return encode_payload(kind, topology, labels, layer_source(value, read_file, "gold_answer"), "gold_answer")
 
 
 def prediction(row: dict, read_file, labels, count: int, topology: str) -> Mapping | None:
@@ -301,7 +295,7 @@ def prediction(row: dict, read_file, labels, count: int, topology: str) -> Mappi
     if value is None:
         return None
     layers = layer_source(value, read_file, "prediction")
-    check_known(layers, labels, "prediction")
+    check_known_labels(layers, labels, "prediction")
     parameters = row.get("parameters", {})
     parameters = json.loads(parameters) if isinstance(parameters, str) else parameters
     if not isinstance(parameters, dict) or len(json.dumps(parameters)) > 4096:
@@ -311,12 +305,6 @@ def prediction(row: dict, read_file, labels, count: int, topology: str) -> Mappi
             "parameters": parameters, "topology": topology,
             "layers": {label: check_point_values(np.asarray(layers[label], dtype=np.float64).ravel(), count, label)
                        for label in labels if label in layers}}
-
-
-def check_known(layers: Mapping, labels: tuple[str, ...], what: str) -> None:
-    unknown = sorted(str(label) for label in layers if label not in labels)
-    if unknown:
-        raise PayloadError(f"{what} has label(s) {unknown} that the row does not list ({list(labels)})")
 
 
 def load_object(row: dict, read_file) -> PlannedObject:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -130,7 +130,7 @@ class Store:
     def session(self, write: bool = False) -> Iterator[Session]:
         """One session per operation: commit on success, roll back on any error."""
         bind = self.engine.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
-        lock = self._memory_lock or (self._write_lock if write else None) or _NO_LOCK
+        lock = self._memory_lock or (self._write_lock if write else None) or nullcontext()
         with lock, Session(bind=bind, expire_on_commit=False) as session:
             try:
                 yield session
@@ -226,17 +226,6 @@ class Store:
             path = self.data_dir / row.path
         with np.load(path, allow_pickle=False) as data:
             return data["points"]
-
-
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NO_LOCK = _NoLock()
 
 
 def check_external_id(external_id: str) -> str:

@@ -225,19 +225,33 @@ def _finish_without_submission(store: Store, annotator_id: int, task_id: int, st
 
 # ---- payload validation ------------------------------------------------------------------------
 def encode_layers(task: models.TaskRow, layers: Mapping) -> dict[str, tuple[str, bytes]]:
-    """Validate a payload against the task and encode it: label -> (encoding, bytes), every task label."""
+    """Validate a submission against its task and encode it: label -> (encoding, bytes)."""
+    return encode_payload(task.kind, task.topology, tuple(task.labels), layers, f"the payload for task {task.id}")
+
+
+def encode_payload(kind: str, topology: str, labels: tuple[str, ...], layers: Mapping,
+                   what: str) -> dict[str, tuple[str, bytes]]:
+    """Every label's annotation, checked and encoded; absent labels mean no contact (human contact).
+
+    Human contact: vertex ids -> ("ids", uint32 bytes). Object affordance: one value per point ->
+    ("values", float32 bytes). Used for submissions and for gold answers alike.
+    """
     if not isinstance(layers, Mapping):
-        raise PayloadError("the payload must map each object label to its annotation")
-    unknown = sorted(str(label) for label in layers if label not in task.labels)
-    if unknown:
-        raise PayloadError(f"unknown label(s) {unknown} for task {task.id}; its labels are {list(task.labels)}")
-    if task.kind == "human_contact":
-        count = num_vertices(task.topology)
-        return {label: ("ids", codec.encode_ids(check_ids(layers.get(label, ()), count, task.topology, label)))
-                for label in task.labels}
-    count = points_count(task.topology)
+        raise PayloadError(f"{what} must map each object label to its annotation")
+    check_known_labels(layers, labels, what)
+    if kind == "human_contact":
+        count = num_vertices(topology)
+        return {label: ("ids", codec.encode_ids(check_ids(layers.get(label, ()), count, topology, label)))
+                for label in labels}
+    count = points_count(topology)
     return {label: ("values", codec.encode_values(check_point_values(layers.get(label), count, label)))
-            for label in task.labels}
+            for label in labels}
+
+
+def check_known_labels(layers: Mapping, labels: tuple[str, ...], what: str) -> None:
+    unknown = sorted(str(label) for label in layers if label not in labels)
+    if unknown:
+        raise PayloadError(f"{what} has unknown label(s) {unknown}; the labels are {list(labels)}")
 
 
 def check_ids(ids, count: int, topology: str, label: str) -> np.ndarray:

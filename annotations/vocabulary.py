@@ -9,12 +9,10 @@ from __future__ import annotations
 import re
 
 from annotations.errors import PayloadError
+# One definition of the affordance columns, shared with the engine (torch-free module).
+from engine.contact.vocabulary import AFFORDANCES, LEMON_EXTRA_AFFORDANCES, PIAD_AFFORDANCES  # noqa: F401
 
 SUPPORTING = "supporting"
-PIAD_AFFORDANCES = ("grasp", "contain", "lift", "open", "lay", "sit", "support", "wrapgrasp", "pour", "move",
-                    "display", "push", "listen", "wear", "press", "cut", "stab")
-LEMON_EXTRA_AFFORDANCES = ("pull", "ride", "play", "carry")
-AFFORDANCES = PIAD_AFFORDANCES + LEMON_EXTRA_AFFORDANCES
 MAX_LABEL_LENGTH = 64
 _LABEL = re.compile(r"[a-z0-9][a-z0-9 _'\-]*")
 

@@ -127,6 +127,20 @@ class RenderedViews:
         weight_sum = weight_sum.view(num_views, self.num_vertices)
         return LiftPlan(channels, pixel, slot.reshape(-1), weight.reshape(-1), weight_sum, weight_sum > 0)
 
+    def plan_on(self, device, dtype) -> LiftPlan:
+        """``plan`` moved to a device with float weights of ``dtype`` (kept, so training moves it once)."""
+        key = (str(device), dtype)
+        if key not in self._plans:
+            plan = self.plan
+            self._plans[key] = LiftPlan(plan.channels, plan.pixel.to(device), plan.slot.to(device),
+                                        plan.weight.to(device, dtype), plan.weight_sum.to(device, dtype),
+                                        plan.visible.to(device))
+        return self._plans[key]
+
+    @cached_property
+    def _plans(self) -> dict:
+        return {}
+
     def visible_vertices(self) -> np.ndarray:
         """(num_vertices,) bool: seen in at least one view."""
         return self.plan.visible.any(0).numpy()
@@ -259,14 +273,21 @@ def lift(views: RenderedViews, mask_probs) -> np.ndarray:
     probs = _as_masks(views, mask_probs, "mask_probs")
     if probs.min() < 0 or probs.max() > 1:
         raise InputError("mask_probs must be probabilities in [0, 1]; use lift_logits for raw logits")
-    plan = views.plan
-    per_pixel = probs.reshape(-1)[plan.pixel.to(probs.device)].cpu()
-    votes = plan.weight * per_pixel.repeat_interleave(plan.channels)
-    numerator = torch.bincount(plan.slot, votes, minlength=plan.weight_sum.numel()).view_as(plan.weight_sum)
+    return lift_tensor(views, probs).to(torch.float32).cpu().numpy()
+
+
+def lift_tensor(views: RenderedViews, probs: torch.Tensor) -> torch.Tensor:
+    """``lift`` for training: (..., V, H, W) probabilities -> (..., num_vertices), differentiable, on
+    ``probs``' device and dtype. Inputs are trusted (no range checks)."""
+    plan = views.plan_on(probs.device, probs.dtype)
+    lead = probs.shape[:-3]
+    per_pixel = probs.reshape(*lead, -1)[..., plan.pixel]
+    votes = plan.weight * per_pixel.repeat_interleave(plan.channels, dim=-1)
+    numerator = votes.new_zeros(*lead, plan.weight_sum.numel()).index_add(-1, plan.slot, votes)
+    numerator = numerator.view(*lead, *plan.weight_sum.shape)
     per_view = torch.where(plan.visible, numerator / plan.weight_sum.clamp(min=1e-12), torch.zeros_like(numerator))
     seen = plan.visible.sum(0)
-    score = per_view.sum(0) / seen.clamp(min=1)
-    return score.clamp(0, 1).to(torch.float32).numpy()
+    return (per_view.sum(-2) / seen.clamp(min=1)).clamp(0, 1)
 
 
 def lift_logits(views: RenderedViews, logits) -> np.ndarray:

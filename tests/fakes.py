@@ -105,3 +105,33 @@ def write_compact_segmentation(models_dir: Path, topology: str, vertices: np.nda
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({f"patch{k}": np.nonzero(labels == k)[0].tolist() for k in range(parts)}))
     return path
+
+
+CONTACT_OBJECTS = {"chair": ("hips", "left_thigh", "right_thigh"), "cup": ("right_hand",),
+                   "skateboard": ("left_foot", "right_foot")}
+
+
+def write_contact_dataset(root: Path, body, count: int = 12, seed: int = 0) -> Path:
+    """A DAMON-style npz (our export's keys) on ``body``'s topology: ``count`` noisy solid-colour PNGs, one
+    per object of ``CONTACT_OBJECTS`` in turn, whose contact is exactly that object's parts."""
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = np.array([[230, 40, 40], [40, 230, 40], [40, 40, 230]])
+    names, labels, objectwise = [], [], []
+    for index in range(count):
+        label = list(CONTACT_OBJECTS)[index % len(CONTACT_OBJECTS)]
+        pixels = colours[index % len(colours)][None, None] + rng.normal(0, 20, (48, 64, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / f"img{index}.png")
+        ids = np.concatenate([body.part_vertex_ids(part) for part in CONTACT_OBJECTS[label]])
+        contact = np.zeros(body.num_vertices, np.uint8)
+        contact[ids] = 1
+        names.append(f"img{index}.png")
+        labels.append(contact)
+        objectwise.append(json.dumps({label: sorted(int(i) for i in ids)}).encode())
+    path = root / "train.npz"
+    np.savez(path, imgname=np.array(names), contact_label=np.stack(labels), topology=np.array(body.topology),
+             contact_label_objectwise_json=np.array(objectwise, dtype=bytes))
+    return path

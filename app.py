@@ -22,11 +22,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_engine(models: str | None, device: str = "auto"):
+    """The one Engine of this process, with every model the studio and the CLIs use registered."""
+    from engine.contact.predict import register_contact_models
+    from engine.paths import models_dir
+    from engine.runtime import Engine, EngineConfig
+
+    engine = Engine(EngineConfig(models_dir=models_dir(models), device=device))
+    register_contact_models(engine)
+    return engine
+
+
 def doctor(models: str | None) -> int:
     from engine.assets import doctor_report
     from engine.paths import models_dir
 
     print(doctor_report(models_dir(models)).format())
+    print()
+    print(build_engine(models).status().format())
     return 0
 
 

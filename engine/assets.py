@@ -35,7 +35,8 @@ class DoctorReport:
         state = "exists" if self.models_dir.is_dir() else "does not exist yet"
         lines = [f"Models directory: {self.models_dir} ({state})", ""]
         lines.append("Always available (no licensed files): the built-in open body (openbody-v1), multi-view "
-                     "rendering, Render-Localize-Lift (lift/project), geodesic distances.")
+                     "rendering, Render-Localize-Lift (lift/project), geodesic distances, contact metrics, and human "
+                     "contact from the category-prior baseline (labelled 'baseline: category prior').")
         lines.append("")
         for check in self.checks:
             if check.found:
@@ -64,6 +65,14 @@ def doctor_report(models_dir: Path | str) -> DoctorReport:
     ]
     checks.append(_check("SMPL(-H) <-> SMPL-X topology map", "converting per-vertex contact between smplh-6890 and smplx-10475",
                          root, (SMPL_TO_SMPLX_FILE,)))
+    for variant, enables in (("hcontact", "semantic human contact (without it: the category-prior baseline)"),
+                             ("oafford", "object affordance"), ("joint", "joint human and object contact")):
+        checks.append(_check(f"InteractVLM {variant} (merged HF folder)", enables, root,
+                             (f"interactvlm/{variant}/config.json",)))
+    checks.append(_check("CLIP ViT-L/14 vision folder", "the InteractVLM vision tower (needed by every variant)", root,
+                         ("clip-vit-large-patch14/config.json",)))
+    checks.append(_check("SAM ViT-H (segment_anything .pth)", "training a new InteractVLM variant from SAM", root,
+                         ("sam/sam_vit_h_4b8939.pth",)))
     for topology in ("smplh-6890", "smplx-10475", "smpl-6890"):
         checks.append(_check(f"part segmentation for {topology} (optional)",
                              "named body parts from your own segmentation instead of skinning-weight parts",

@@ -332,3 +332,40 @@ def load_predictor(models_dir: Path | str, variant: str = "hcontact", *, device:
         raise MissingAssetError(f"InteractVLM {variant} checkpoint", folder, "see the README's model table")
     loaded = load_interactvlm(folder, Path(models_dir) / CLIP_FOLDER, preset=None, dtype=dtype, device=device, bits=bits)
     return InteractVLMPredictor(loaded, body.to(device), topology_map)
+
+
+# ---- the shared engine's registry ------------------------------------------------------------------------------
+CAPABILITIES = {"hcontact": "human contact (InteractVLM)", "oafford": "object affordance (InteractVLM)",
+                "joint": "human and object contact (InteractVLM joint)"}
+# bf16 sizes of the released variants: 13B LM + ViT-L/14 + ViT-H + Γ; the engine evicts ahead with these.
+RELEASED_BYTES = 27 * 1024 ** 3
+
+
+def _variant_loader(variant: str):
+    def load(context):
+        context.progress(0.1, f"loading InteractVLM {variant} from {variant_folder(context.models_dir, variant)}")
+        dtype = "bf16" if context.device.type == "cuda" else "fp32"
+        return load_predictor(context.models_dir, variant, device=context.device, dtype=dtype)
+    return load
+
+
+def _prior_loader(context):
+    body, topology_map = default_body(context.models_dir)
+    return CategoryPriorPredictor(body, topology_map)
+
+
+def register_contact_models(engine) -> None:
+    """Register ``interactvlm-<variant>`` for each released variant and ``category-prior`` (always available)."""
+    from engine.runtime import ModelSpec
+
+    for variant in VARIANTS:
+        requires = (Path("interactvlm") / variant / "config.json", Path(CLIP_FOLDER) / "config.json")
+        engine.register(ModelSpec(f"interactvlm-{variant}", _variant_loader(variant), CAPABILITIES[variant],
+                                  estimate_bytes=RELEASED_BYTES, requires=requires))
+    engine.register(ModelSpec("category-prior", _prior_loader, "human contact (baseline: category prior)"))
+
+
+def human_contact_model(engine) -> str:
+    """The registry name the studio should use for human contact: the model when present, else the prior."""
+    status = {entry.name: entry for entry in engine.status().models}
+    return "interactvlm-hcontact" if status["interactvlm-hcontact"].available else "category-prior"

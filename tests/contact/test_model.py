@@ -251,3 +251,33 @@ def test_degenerate_objects_are_refused(tiny_models, open_body):
         predictor.predict_object_affordance(_image(), np.full((10, 3), np.nan), object_label="mug")
     with pytest.raises(InputError):
         predictor.predict_object_affordance(_image(), np.eye(3), np.array([[0, 1, 7]]), object_label="mug")
+
+
+def test_the_shared_engine_serves_the_models(tiny_models, tmp_path):
+    from engine.contact.predict import human_contact_model, register_contact_models
+    from engine.runtime import Engine, EngineConfig
+
+    engine = Engine(EngineConfig(models_dir=tiny_models, device="cpu"))
+    register_contact_models(engine)
+    assert human_contact_model(engine) == "interactvlm-hcontact"
+    available = {entry.name: entry.available for entry in engine.status().models}
+    assert available == {"interactvlm-hcontact": True, "interactvlm-oafford": True, "interactvlm-joint": False,
+                         "category-prior": True}
+    predictor = engine.get("interactvlm-hcontact")
+    assert isinstance(predictor, InteractVLMPredictor) and engine.get("interactvlm-hcontact") is predictor
+    assert engine.memory_used() == predictor.memory_bytes() > 0
+    with pytest.raises(MissingAssetError, match="joint"):
+        engine.get("interactvlm-joint")
+
+    empty = Engine(EngineConfig(models_dir=tmp_path, device="cpu"))
+    register_contact_models(empty)
+    assert human_contact_model(empty) == "category-prior"
+    assert isinstance(empty.get("category-prior"), CategoryPriorPredictor)
+
+
+def test_quantising_off_cuda_is_refused(tiny_models, open_body):
+    from engine.contact.quantise import quantise_language_model
+
+    predictor = load_predictor(tiny_models, "hcontact", dtype="fp32", body=open_body)
+    with pytest.raises(InputError, match="CUDA"):
+        quantise_language_model(predictor.model, 8)

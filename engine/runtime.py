@@ -82,7 +82,7 @@ def _require_available(device: torch.device) -> None:
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise InputError(f"device {str(device)!r} does not exist: this machine has {count} CUDA device(s), "
-                             f"cuda:0 to cuda:{count - 1}")
+                             f"indexes 0 to {count - 1}")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise InputError("device 'mps' requested but Apple MPS is not available here; use 'cpu' or 'auto'")
 

@@ -34,7 +34,7 @@ from engine.contact import sam as sam_io
 from engine.contact.config import ContactModelConfig, LanguageSize, VisionSize, get_config
 from engine.contact.lora import merged_state_dict
 from engine.contact.model import InteractVLM
-from engine.contact.sam import SAM_SPECS, CheckpointMismatch, load_state_dict_strict
+from engine.contact.sam import SAM_SPECS, load_state_dict_strict
 from engine.contact.vlm import token_id
 from engine.errors import InputError, MissingAssetError
 

@@ -132,9 +132,9 @@ class CategoryPriorPredictor:
         return [self.predict_human_contact(image, label) for image, label in requests]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _ViewCache:
-    """Renders, SAM embeddings (V, C, s, s) of a fixed target."""
+    """Renders of a fixed target and their SAM embeddings (V, C, s, s)."""
 
     views: rll.RenderedViews
     embeddings: torch.Tensor

@@ -24,7 +24,7 @@ import json
 import math
 import random
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,7 +36,7 @@ from engine import metrics, rll
 from engine.body.model import BodyModel
 from engine.contact import prompts
 from engine.contact.checkpoint import CLIP_FOLDER, load_interactvlm, new_model, save_released
-from engine.contact.data import (AffordanceSample, HumanContactSample, load_image_rgb, read_affordance_manifest,
+from engine.contact.data import (AffordanceSample, load_image_rgb, read_affordance_manifest,
                                  read_damon_npz, split)
 from engine.contact.lora import apply_lora, has_lora
 from engine.contact.losses import LossTerms, human_contact_losses, object_affordance_losses
@@ -97,7 +97,7 @@ class TrainResult:
     model_folder: Path
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Targets:
     """What one target kind (human body or an object) needs per sample: views, their SAM embeddings."""
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from engine.contact.predict import load_predictor
 from engine.contact.train import TrainOptions, _schedule, main, train

@@ -160,8 +160,8 @@ def config_json(config: ContactModelConfig, token_ids: dict[str, int]) -> dict:
                 img_emb_len=config.vision.num_patches, mm_use_im_start_end=config.use_im_start_end,
                 mm_hidden_size=config.vision.hidden, mm_vision_select_layer=config.vision.select_layer,
                 out_dim=SAM_SPECS[config.sam].output_channels)
-    data[STUDIO_KEY] = {"preset": config.name.removeprefix("tiny-"), "sam": config.sam,
-                        "camera_hidden": config.camera_hidden, "num_views": config.num_views, "token_ids": token_ids}
+    data[STUDIO_KEY] = {"preset": config.name, "sam": config.sam, "camera_hidden": config.camera_hidden,
+                        "num_views": config.num_views, "max_new_tokens": config.max_new_tokens, "token_ids": token_ids}
     return data
 
 
@@ -198,7 +198,8 @@ def read_config(folder: Path, clip_folder: Path, preset: str | None = None) -> C
     base = get_config(name)
     return replace(base, language=language_size(data, folder), vision=vision_size(clip_folder, data.get("mm_vision_select_layer", -2)),
                    sam=studio.get("sam", "vit_h"), camera_hidden=studio.get("camera_hidden", base.camera_hidden),
-                   use_im_start_end=data.get("mm_use_im_start_end", base.use_im_start_end))
+                   use_im_start_end=data.get("mm_use_im_start_end", base.use_im_start_end),
+                   max_new_tokens=studio.get("max_new_tokens", base.max_new_tokens))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -241,7 +241,13 @@ class InteractVLMPredictor:
             cache = self.body_views()
             logits = self.localise("human", generation.hidden[self.config.token_for["human"]], cache, "body")
         token = self.config.token_for["human"]
-        return [self._human_result(cache.views, logits[i], labels[i], generation.answers[i], generation.emitted[token][i])
+        probs = torch.sigmoid(logits.clamp(-rll.LOGIT_CLAMP, rll.LOGIT_CLAMP))
+        lifted = rll.lift_tensor(cache.views, probs).cpu().numpy()  # on the model's device: one pass for the batch
+        if not np.isfinite(lifted).all():
+            raise RuntimeError(f"the {self.source} model produced non-finite masks; check its weights and dtype")
+        masks = probs.cpu().numpy()
+        return [human_result(self.body, lifted[i], label=labels[i], answer=generation.answers[i], masks=masks[i],
+                             source=self.source, topology_map=self.topology_map, emitted=generation.emitted[token][i])
                 for i in range(len(requests))]
 
     def _human_question(self, label: str | None) -> str:
@@ -250,12 +256,6 @@ class InteractVLMPredictor:
                 raise InputError("the joint model needs an object label")
             return prompts.joint_question(label)
         return prompts.human_question(label)
-
-    def _human_result(self, views, logits, label, answer, emitted) -> HumanContactResult:
-        probabilities = rll.lift_logits(views, logits.cpu())
-        masks = torch.sigmoid(logits.clamp(-rll.LOGIT_CLAMP, rll.LOGIT_CLAMP)).cpu().numpy()
-        return human_result(self.body, probabilities, label=label, answer=answer, masks=masks, source=self.source,
-                            topology_map=self.topology_map, emitted=emitted)
 
     def predict_object_affordance(self, image, vertices, faces=None, *, object_label: str,
                                   affordance: str | None = None) -> AffordanceResult:

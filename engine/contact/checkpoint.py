@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
 
 from engine.contact import sam as sam_io
+from engine.contact.data import resolve_inside
 from engine.contact.config import ContactModelConfig, LanguageSize, VisionSize, get_config
 from engine.contact.lora import merged_state_dict
 from engine.contact.model import InteractVLM
@@ -111,16 +112,11 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         shards = [name]
     state = {}
     for shard in shards:
-        path = _inside(folder, shard)
+        path = resolve_inside(folder, shard, what=f"{folder} weight index")
+        if not path.is_file():
+            raise InputError(f"weight shard {shard!r} named by the index is missing from {folder}")
         state.update(load_file(str(path)) if shard.endswith(".safetensors") else sam_io.read_torch_weights(path))
     return state
-
-
-def _inside(folder: Path, name: str) -> Path:
-    path = (folder / name).resolve()
-    if not path.is_relative_to(folder.resolve()) or not path.is_file():
-        raise InputError(f"weight shard {name!r} is missing or outside {folder}")
-    return path
 
 
 def write_weights(state: dict[str, torch.Tensor], folder: Path, shard_bytes: int = 4 * 1024 ** 3) -> None:

@@ -281,3 +281,21 @@ def test_quantising_off_cuda_is_refused(tiny_models, open_body):
     predictor = load_predictor(tiny_models, "hcontact", dtype="fp32", body=open_body)
     with pytest.raises(InputError, match="CUDA"):
         quantise_language_model(predictor.model, 8)
+
+
+def test_sharded_folders_load_and_an_escaping_index_is_refused(tmp_path):
+    from engine.contact.checkpoint import read_weights, write_weights
+
+    model, _ = _save_variant(tmp_path, "tiny-hcontact")
+    folder = tmp_path / "interactvlm" / "hcontact"
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    write_weights(state, folder, shard_bytes=64 * 1024)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 3
+    loaded = read_weights(folder)
+    assert set(loaded) == set(state) and all(torch.equal(loaded[name], state[name]) for name in state)
+    index["weight_map"]["lm_head.weight"] = "../../outside.safetensors"
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(InputError, match="leaves the folder"):
+        read_weights(folder)

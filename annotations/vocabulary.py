@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 
 from annotations.errors import PayloadError
-# One definition of the affordance columns, shared with the engine (torch-free module).
-from engine.contact.vocabulary import AFFORDANCES, LEMON_EXTRA_AFFORDANCES, PIAD_AFFORDANCES  # noqa: F401
+# One definition of the affordance columns and label rules, shared with the engine (torch-free module).
+from engine.contact.vocabulary import (AFFORDANCES, LEMON_EXTRA_AFFORDANCES, MAX_LABEL_LENGTH,  # noqa: F401
+                                       PIAD_AFFORDANCES, SUPPORTING)
 
-SUPPORTING = "supporting"
-MAX_LABEL_LENGTH = 64
 _LABEL = re.compile(r"[a-z0-9][a-z0-9 _'\-]*")
 
 

@@ -45,6 +45,7 @@ from engine.contact.prior import part_contact_summary
 from engine.contact.vlm import IGNORE_INDEX, clip_pixels, tokenize_with_image
 from engine.errors import InputError
 from engine.paths import write_atomically
+from engine.runtime import pick_device
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,7 @@ class _Targets:
 class Trainer:
     def __init__(self, options: TrainOptions, progress: Callable[[int, int, float], None] | None = None):
         self.options, self.progress = options, progress
-        self.device = torch.device("cuda" if options.device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if options.device == "auto" else options.device))
+        self.device = pick_device(options.device)
         self.model, self.tokenizer = self._build_model()
         self.target = "human" if options.human_data is not None else "object"
         if self.target not in self.model.config.targets:
@@ -118,6 +118,7 @@ class Trainer:
         self.token_id = self.tokenizer.convert_tokens_to_ids(self.token)
         self.trainable = set_trainable(self.model)
         self.body: BodyModel | None = None
+        self._body: _Targets | None = None
         self._object_cache: dict[int, _Targets] = {}
 
     # ---- setup ---------------------------------------------------------------------------------------

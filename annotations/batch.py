@@ -108,6 +108,33 @@ def import_batch(store: Store, source: Path | str, *, defaults: BatchDefaults = 
     return commit(store, plans, name or source.name, allow_repeat)
 
 
+def add_task(store: Store, image: bytes, image_name: str, *, labels, kind: str = "human_contact",
+             topology: str = DEFAULT_TOPOLOGY, prediction: Mapping | None = None, model_name: str | None = None,
+             model_version: str | None = None, object_points: np.ndarray | None = None,
+             object_faces: np.ndarray | None = None, object_class: str | None = None, redundancy: int = 1,
+             priority: int = 0, source: str | None = None) -> int:
+    """One task made in the studio (a demo prediction to correct); checked exactly like a batch row.
+
+    ``prediction``: label -> per-vertex (or per-point) values. Returns the new task's id.
+    """
+    files = {"image" + Path(image_name).suffix.lower(): image}
+    row = {"image": next(iter(files)), "labels": list(labels), "kind": kind, "topology": topology,
+           "redundancy": redundancy, "priority": priority, "source": source}
+    if prediction is not None:
+        row.update(prediction={label: np.asarray(values) for label, values in prediction.items()},
+                   model_name=model_name, model_version=model_version)
+    if object_points is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, points=object_points, **({"faces": object_faces} if object_faces is not None else {}))
+        files["object.npz"] = buffer.getvalue()
+        row.update(object="object.npz", object_class=object_class or "object")
+    plan = plan_row({key: value for key, value in row.items() if value is not None}, zip_reader(files),
+                    BatchDefaults(), store.config)
+    report = commit(store, [plan], f"studio: {Path(image_name).name}"[:255], allow_repeat=True)
+    with store.session() as session:
+        return session.scalar(select(models.TaskRow.id).where(models.TaskRow.batch_id == report.batch_id))
+
+
 # ---- sources ------------------------------------------------------------------------------------
 def open_source(source: Path, defaults: BatchDefaults) -> tuple[Callable[[str], bytes], list[tuple[int, dict]]]:
     """(file reader relative to the batch, [(line number, row dict)])."""

@@ -7,6 +7,7 @@ optionally weighted by each annotator's gold accuracy; soft object values are av
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 from itertools import groupby
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from annotations import codec, models, qc
-from annotations.store import Store
+from annotations.store import Store, utcnow
 from annotations.workflow import points_count
 from engine.body.topology import num_vertices
 
@@ -72,11 +73,14 @@ def decode_layer(task: models.TaskRow, encoding: str, data: bytes) -> np.ndarray
     return codec.ids_to_mask(array, count_for(task)) if encoding == "ids" else array
 
 
-def load_task_annotations(store: Store, only_qualified: bool = False) -> dict[int, TaskAnnotations]:
-    """Every task's submissions, decoded, in one pass over the layers table (ordered by task)."""
+def load_task_annotations(store: Store, only_qualified: bool = False,
+                          task_ids: list[int] | None = None) -> dict[int, TaskAnnotations]:
+    """Every task's submissions (or only ``task_ids``'), decoded, in one pass over the layers table."""
     sub, layer = models.SubmissionRow, models.SubmissionLayerRow
     query = (select(sub.task_id, sub.annotator_id, sub.id, layer.label, layer.encoding, layer.data)
              .join(layer, layer.submission_id == sub.id).order_by(sub.task_id, sub.id))
+    if task_ids is not None:
+        query = query.where(sub.task_id.in_([int(task_id) for task_id in task_ids]))
     if only_qualified:
         query = query.join(models.AnnotatorRow, models.AnnotatorRow.id == sub.annotator_id) \
                      .where(models.AnnotatorRow.qualification == "qualified")
@@ -170,3 +174,22 @@ def aggregate(entry: TaskAnnotations, weights: dict[int, float] | None = None) -
     if entry.layers.dtype == bool:
         return np.stack([qc.majority_vote(entry.layers[:, k], w) for k in range(len(entry.labels))])
     return np.stack([qc.weighted_mean(entry.layers[:, k], w) for k in range(len(entry.labels))]).astype(np.float32)
+
+
+def throughput(store: Store, bucket_seconds: int = 60, buckets: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Submissions per bucket over the last ``buckets * bucket_seconds``: (B,) bucket starts, (B,) counts.
+
+    Bucket starts are seconds before now (negative, oldest first); the newest bucket ends now.
+    """
+    if not 1 <= bucket_seconds <= 86_400 or not 1 <= buckets <= 10_000:
+        raise ValueError("bucket_seconds must be in [1, 86400] and buckets in [1, 10000]")
+    now = utcnow()
+    since = now - timedelta(seconds=bucket_seconds * buckets)
+    with store.session() as session:
+        times = session.scalars(select(models.SubmissionRow.created_at)
+                                .where(models.SubmissionRow.created_at >= since)).all()
+    ages = np.array([(now - created).total_seconds() for created in times], dtype=np.float64)
+    index = np.clip(buckets - 1 - (ages // bucket_seconds).astype(int), 0, buckets - 1)
+    counts = np.bincount(index, minlength=buckets)
+    starts = -bucket_seconds * np.arange(buckets, 0, -1)
+    return starts, counts

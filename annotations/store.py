@@ -219,13 +219,17 @@ class Store:
 
     def object_points(self, object_id: int):
         """(N, 3) float32 points of an affordance object (mesh vertices or point cloud)."""
+        return self.object_geometry(object_id)[0]
+
+    def object_geometry(self, object_id: int):
+        """(N, 3) float32 points and (F, 3) int64 faces (None for a point cloud) of an affordance object."""
         with self.session() as session:
             row = session.get(models.ObjectRow, object_id)
             if row is None:
                 raise InputError(f"no object with id {object_id}")
             path = self.data_dir / row.path
         with np.load(path, allow_pickle=False) as data:
-            return data["points"]
+            return data["points"], (data["faces"] if "faces" in data.files else None)
 
 
 def check_external_id(external_id: str) -> str:

@@ -47,6 +47,28 @@ def next_task(store: Store, annotator_id: int) -> Assignment | None:
     return None
 
 
+def assign_task(store: Store, annotator_id: int, task_id: int) -> Assignment:
+    """Hand one particular task to this annotator (the studio's "Correct this"); it takes a slot.
+
+    Raises ``NotAssignedError`` when the annotator already had this task or its slots are full.
+    """
+    with store.session(write=True) as session:
+        annotator_row_or_error(session, annotator_id)
+        task = session.scalar(store.lock_for_update(select(models.TaskRow).where(models.TaskRow.id == int(task_id))))
+        if task is None:
+            task_row_or_error(session, task_id)
+        if session.scalar(select(models.AssignmentRow.id).where(models.AssignmentRow.task_id == task.id,
+                                                                models.AssignmentRow.annotator_id == annotator_id)):
+            raise NotAssignedError(f"task {task.id} was already given to this annotator")
+        if not task.is_gold and task.filled >= task.redundancy:
+            raise NotAssignedError(f"task {task.id} has all {task.redundancy} of its slots taken")
+        row = _assign(session, task.id, annotator_id)
+        claimed = (row.id, row.status, row.assigned_at)
+        domain_task = store.task_from_row(session, task)
+    return Assignment(id=claimed[0], task=domain_task, annotator_id=annotator_id, status=claimed[1],
+                      assigned_at=claimed[2])
+
+
 def _next_task_once(store: Store, annotator_id: int) -> Assignment | None:
     with store.session(write=True) as session:
         annotator_row_or_error(session, annotator_id)

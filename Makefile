@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+WEB := studio/web
+WEB_STAMP := $(WEB)/node_modules/.installed-$(shell cksum $(WEB)/package-lock.json | cut -d' ' -f1)
 
 .PHONY: run test bench doctor
 
@@ -12,13 +14,19 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-run: $(STAMP)
+# three.js for the painter comes from npm, exactly as the lockfile says (no download at run time).
+$(WEB_STAMP): $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund
+	rm -f $(WEB)/node_modules/.installed-*
+	touch $(WEB_STAMP)
+
+run: $(STAMP) $(WEB_STAMP)
 	$(BIN)/python app.py serve --host 127.0.0.1 --port 7860
 
-test: $(STAMP)
+test: $(STAMP) $(WEB_STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(WEB_STAMP)
 	set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 doctor: $(STAMP)

@@ -7,28 +7,32 @@ import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-MAX_UPLOAD = "50mb"
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="app.py", description="Interaction Studio: 3D human-object contact in the browser.")
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="start the web app (default)")
     serve.add_argument("--models", default=None, help="models directory (default: $STUDIO_MODELS or models/)")
+    serve.add_argument("--db", default=None, help="annotation store URL (default: $STUDIO_DB or SQLite under var/)")
+    serve.add_argument("--data", default=None, help="folder for the store's images and objects (default: var/annotations)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--gpu-concurrency", type=int, default=1, help="GPU-bound events that run at once (default 1)")
+    serve.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    serve.add_argument("--annotator-logins", default=None,
+                       help="file of username:password lines; without it annotators use /annotate?worker=ID")
     doctor = commands.add_parser("doctor", help="list model files found, missing, and where each goes")
     doctor.add_argument("--models", default=None, help="models directory (default: $STUDIO_MODELS or models/)")
     return parser
 
 
-def build_engine(models: str | None, device: str = "auto"):
+def build_engine(models: str | None, device: str = "auto", gpu_concurrency: int = 1):
     """The one Engine of this process, with every model the studio and the CLIs use registered."""
     from engine.contact.predict import register_contact_models
     from engine.paths import models_dir
     from engine.runtime import Engine, EngineConfig
 
-    engine = Engine(EngineConfig(models_dir=models_dir(models), device=device))
+    engine = Engine(EngineConfig(models_dir=models_dir(models), device=device, gpu_concurrency=gpu_concurrency))
     register_contact_models(engine)
     return engine
 
@@ -43,13 +47,43 @@ def doctor(models: str | None) -> int:
     return 0
 
 
-def serve(models: str | None, host: str, port: int) -> int:
-    from engine.paths import models_dir
-    from studio.preview import build_preview
+def build_studio(settings):
+    """The process's one Studio: one Engine and one Store shared by every page."""
+    from annotations.store import Store
+    from studio.context import Studio
 
-    demo = build_preview(models_dir(models))
-    demo.queue(default_concurrency_limit=1, api_open=False)
-    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, show_error=True)
+    engine = build_engine(str(settings.models_dir), settings.device, settings.gpu_concurrency)
+    return Studio(settings, engine, Store(settings.db_url, data_dir=settings.data_dir))
+
+
+def settings_from_args(args):
+    from pathlib import Path
+
+    from engine.paths import models_dir
+    from studio.settings import StudioSettings, admin_from_env, logins_from_file
+
+    logins = logins_from_file(args.annotator_logins) if args.annotator_logins else ()
+    return StudioSettings(models_dir=models_dir(args.models), db_url=args.db,
+                          data_dir=Path(args.data) if args.data else None, gpu_concurrency=args.gpu_concurrency,
+                          admin=admin_from_env(), annotator_logins=logins, device=args.device)
+
+
+def serve(args) -> int:
+    import uvicorn
+
+    from engine.errors import InputError
+    from studio.server import build_server
+
+    try:
+        settings = settings_from_args(args)
+    except (InputError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if settings.admin is None:
+        print("note: /admin is closed; set STUDIO_ADMIN_USER and STUDIO_ADMIN_PASSWORD to open it", file=sys.stderr)
+    app = build_server(build_studio(settings))
+    print(f"Interaction Studio on http://{args.host}:{args.port}/  (annotators: /annotate?worker=ID, admin: /admin)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -57,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "doctor":
         return doctor(args.models)
-    if args.command in (None, "serve"):
-        return serve(getattr(args, "models", None), getattr(args, "host", "127.0.0.1"), getattr(args, "port", 7860))
+    if args.command is None:
+        args = _parser().parse_args(["serve", *(argv or [])])
+    if args.command == "serve":
+        return serve(args)
     return 2
 
 

@@ -1,12 +1,12 @@
-"""The CLI doctor and the preview page, driven through gradio_client like a remote user."""
+"""The CLI: doctor and serve."""
+import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-
-import numpy as np
-import pytest
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,43 +32,55 @@ def test_doctor_reports_found_files(smplx_models_dir):
     assert "Bodies usable now: openbody, smplx" in result.stdout
 
 
-@pytest.fixture(scope="module")
-def preview_url(smplx_models_dir):
-    from studio.preview import build_preview
-
+def _serve(tmp_path, env_extra, *args):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    demo = build_preview(smplx_models_dir)
-    demo.queue(default_concurrency_limit=1, api_open=False)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("STUDIO_ADMIN")}
+    env.update(STUDIO_VAR=str(tmp_path / "var"), **env_extra)
+    command = [sys.executable, str(ROOT / "app.py"), "serve", "--models", str(tmp_path), "--port", str(port),
+               "--db", f"sqlite:///{tmp_path / 'store.db'}", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), port
 
 
-@pytest.mark.parametrize("kind,vertices", [("openbody", "10614"), ("smplx", "10475")])
-def test_render_body_endpoint_returns_real_renders(preview_url, kind, vertices):
-    from gradio_client import Client
-
-    client = Client(preview_url, verbose=False)
-    image_path, legend = client.predict(kind, "body parts", 256, api_name="/render_body")
-    image = np.asarray(Image.open(image_path).convert("RGB"))
-    assert image.shape == (512, 512, 3)
-    body = (image < 250).any(-1)
-    assert 0.03 < body.mean() < 0.6, "the body fills part of every view"
-    for quadrant in (body[:256, :256], body[:256, 256:], body[256:, :256], body[256:, 256:]):
-        assert quadrant.mean() > 0.01
-    assert len(np.unique(image[body].reshape(-1, 3) // 16, axis=0)) > 15, "parts have distinct colours"
-    assert vertices in legend and "left_hand" in legend
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
-def test_render_body_endpoint_refuses_bad_input(preview_url):
-    from gradio_client import Client
+def test_serve_mounts_three_pages_and_keeps_admin_closed_without_credentials(tmp_path):
+    process, port = _serve(tmp_path, {})
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                status, _ = _get(f"http://127.0.0.1:{port}/annotate/")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+                time.sleep(0.5)
+        assert status == 200
+        assert _get(f"http://127.0.0.1:{port}/")[0] == 200
+        status, text = _get(f"http://127.0.0.1:{port}/admin")
+        assert status == 503 and "STUDIO_ADMIN_PASSWORD" in text
+        status, text = _get(f"http://127.0.0.1:{port}/studio/mesh/body/openbody-v1.json")
+        assert status == 200 and text.startswith('{"topology":"openbody-v1"')
+        assert _get(f"http://127.0.0.1:{port}/studio/mesh/body/..%2F..%2Fetc%2Fpasswd.json")[0] == 404
+        assert _get(f"http://127.0.0.1:{port}/studio/static/package.json")[0] == 404, "only the painter's files are served"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
-    client = Client(preview_url, verbose=False)
-    with pytest.raises(Exception, match="1024"):
-        client.predict("openbody", "body parts", 5000, api_name="/render_body")
-    with pytest.raises(Exception, match="smpl"):
-        client.predict("smpl", "body parts", 256, api_name="/render_body")
-    image_path, _ = client.predict("openbody", "normals (InteractVLM render)", 128, api_name="/render_body")
-    assert Image.open(image_path).size == (256, 256), "the server keeps serving after errors"
+
+def test_serve_refuses_a_short_admin_password_and_a_bad_login_file(tmp_path):
+    process, _ = _serve(tmp_path, {"STUDIO_ADMIN_USER": "admin", "STUDIO_ADMIN_PASSWORD": "short"})
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2 and "at least 8 characters" in stderr
+    logins = tmp_path / "logins.txt"
+    logins.write_text("alice:long-enough-password\nbob\n")
+    process, _ = _serve(tmp_path, {}, "--annotator-logins", str(logins))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2 and "line 2" in stderr

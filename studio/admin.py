@@ -1,0 +1,212 @@
+"""``/admin``: the lab's console (admin login required). Import, live QC, per-task review, export for training."""
+from __future__ import annotations
+
+import html
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from annotations import review
+from annotations.batch import BatchDefaults, import_batch
+from annotations.errors import UnknownTaskError
+from annotations.export import ExportFilters, export_training_data
+from annotations.files import safe_member_name
+from annotations.vocabulary import normalise_labels
+from engine import rll
+from engine.errors import InputError
+from studio import exports
+from studio.context import STORE_LANE, Studio, user_errors
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+REFRESH_SECONDS = 15
+REVIEW_RESOLUTION = 256
+MAX_REVIEWED = 12
+
+
+def stage_upload(paths: list[str], folder: Path) -> Path:
+    """Copy uploaded files into one folder under safe names; return what to import (zip, manifest or folder)."""
+    if not paths:
+        raise InputError("upload a .zip, or a tasks.csv / tasks.jsonl together with its images")
+    for path in paths:
+        shutil.copyfile(path, folder / safe_member_name(Path(path).name))
+    names = sorted(item.name for item in folder.iterdir())
+    zips = [name for name in names if name.lower().endswith(".zip")]
+    manifests = [name for name in names if name.lower().endswith(MANIFEST_SUFFIXES)]
+    if len(zips) + len(manifests) > 1:
+        raise InputError(f"upload one batch at a time: found {zips + manifests}")
+    return folder / (zips + manifests)[0] if zips or manifests else folder
+
+
+def import_upload(studio: Studio, paths, labels: str, topology: str, redundancy) -> str:
+    defaults = BatchDefaults(labels=normalise_labels([item for item in str(labels or "").split("|") if item.strip()],
+                                                     studio.store.config.max_labels) if labels else (),
+                             topology=topology, redundancy=int(redundancy or 3))
+    with tempfile.TemporaryDirectory() as folder:
+        source = stage_upload([str(path) for path in (paths or [])], Path(folder))
+        report = import_batch(studio.store, source, defaults=defaults)
+    return (f"Imported batch {report.batch_id} (<code>{html.escape(report.name)}</code>): {report.num_tasks} tasks, "
+            f"{report.num_images} images ({report.new_images} new).")
+
+
+def dashboard(studio: Studio) -> tuple:
+    """(summary html, annotator table, task table, agreement plot data, gold plot data, throughput plot data)."""
+    report = review.quality_report(studio.store)
+    annotators = pd.DataFrame([{"annotator": a.external_id, "qualification": a.qualification,
+                                "submissions": a.submissions, "gold submissions": a.gold_submissions,
+                                "gold accuracy (IoU)": _rounded(a.gold_accuracy),
+                                "median seconds": _rounded(a.median_seconds)} for a in report.annotators],
+                              columns=["annotator", "qualification", "submissions", "gold submissions",
+                                       "gold accuracy (IoU)", "median seconds"])
+    tasks = pd.DataFrame([{"task": t.task_id, "submissions": t.submissions, "flags": t.flags,
+                           "kappa": _rounded(t.agreement.fleiss_kappa), "mean IoU": _rounded(t.agreement.mean_pairwise_iou)}
+                          for t in report.tasks], columns=["task", "submissions", "flags", "kappa", "mean IoU"])
+    starts, counts = review.throughput(studio.store, bucket_seconds=60, buckets=60)
+    flow = pd.DataFrame({"minutes ago": starts / 60.0, "submissions per minute": counts})
+    agreement = tasks.dropna(subset=["kappa"]).assign(task=lambda frame: frame["task"].astype(str))
+    gold = annotators.dropna(subset=["gold accuracy (IoU)"])
+    summary = (f"<p id='qc-summary'><b>{report.total_submissions}</b> submissions from <b>{len(report.annotators)}</b> "
+               f"annotators on <b>{len(report.tasks)}</b> tasks; <b>{int(counts[-10:].sum())}</b> in the last 10 min.</p>")
+    return summary, annotators, tasks, agreement, gold, flow
+
+
+def _rounded(value: float) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), 4)
+
+
+def review_task(studio: Studio, task_id) -> tuple[list, str]:
+    """Each annotator's layers and the aggregate, rendered side by side, with a caption per image."""
+    task_id = _task_id(task_id)
+    task = studio.store.task(task_id)
+    entries = review.load_task_annotations(studio.store, task_ids=[task_id])
+    if task_id not in entries:
+        return [], f"<p id='review-info'>Task {task_id} has no submissions yet.</p>"
+    entry = entries[task_id]
+    names = {a.id: a.external_id for a in map(studio.store.annotator, entry.annotator_ids)}
+    colours = list(exports.label_colours(task.labels).values())
+    shown = [(entry.layers[i].astype(np.float32), f"{names[a]}") for i, a in enumerate(entry.annotator_ids[:MAX_REVIEWED])]
+    shown.append((review.aggregate(entry).astype(np.float32), "aggregate (majority vote)"))
+    gallery = [(render_layers(studio, task, values, colours), caption) for values, caption in shown]
+    legend = " &middot; ".join(f'<span style="color:{c}">&#9632;</span> {html.escape(label)}'
+                               for label, c in zip(task.labels, colours))
+    return gallery, f"<p id='review-info'>Task {task_id}: {len(entry.annotator_ids)} submissions. {legend}</p>"
+
+
+def render_layers(studio: Studio, task, values: np.ndarray, colours: list[str]) -> np.ndarray:
+    """(H, 2W, 3) uint8: the front and back views of the task's body or object coloured by (L, V) values."""
+    if task.kind == "human_contact":
+        body = studio.body(task.topology)
+        vertices, faces, preset = body.vitruvian_vertices(), body.faces, "body"
+        rgb = exports.blend_vertex_colours(values, colours)
+    else:
+        vertices, faces = studio.store.object_geometry(task.object_id)
+        preset = "object_mesh" if faces is not None else "object_points"
+        rgb = exports.heat_colours(values[0])
+    views = rll.render_views(vertices, faces, preset=preset, resolution=REVIEW_RESOLUTION, topology=task.topology,
+                             vertex_colours=rgb.astype(np.float32))
+    return np.concatenate([views.images[0], views.images[2]], 1)
+
+
+def _optional_number(value, name: str) -> float | None:
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"{name} must be a number or empty, got {str(value)[:40]!r}") from None
+
+
+def _task_id(value) -> int:
+    try:
+        task_id = int(value)
+    except (TypeError, ValueError):
+        raise InputError("enter a task id (a whole number)") from None
+    if task_id < 1:
+        raise UnknownTaskError(f"no task with id {task_id}")
+    return task_id
+
+
+def export_zip(studio: Studio, min_agreement, only_qualified: bool, include_flagged: bool, min_annotators,
+               source: str, progress) -> str:
+    """Export for training into a fresh folder and zip it with fixed dates (same store, same bytes)."""
+    filters = ExportFilters(source=source, min_agreement=_optional_number(min_agreement, "minimum agreement"),
+                            exclude_flagged=not include_flagged, only_qualified=bool(only_qualified),
+                            min_annotators=int(min_annotators or 1))
+    folder = studio.output_folder()
+    progress(0.1, desc="aggregating the annotations")
+    manifest = export_training_data(studio.store, folder / "export", filters, models_dir=studio.settings.models_dir)
+    progress(0.8, desc="zipping")
+    target = folder / f"export-{manifest.export_id}.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in manifest.directory.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(str(path.relative_to(manifest.directory)), ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return str(target)
+
+
+def build_admin(studio: Studio) -> gr.Blocks:
+    lane = {"concurrency_id": STORE_LANE, "concurrency_limit": studio.settings.store_concurrency}
+    with gr.Blocks(title="Interaction Studio: admin") as page:
+        gr.Markdown("# Admin console\nImport batches, watch quality, review tasks and export training data.")
+        with gr.Tab("Import"):
+            files = gr.File(label="a .zip, or tasks.csv / tasks.jsonl with its images", file_count="multiple",
+                            elem_id="import-files")
+            labels = gr.Textbox(label="labels for images without a manifest (separated by |)", elem_id="import-labels")
+            topology = gr.Dropdown(["smplh-6890", "smplx-10475", "openbody-v1"], value="smplh-6890",
+                                   label="body topology", elem_id="import-topology")
+            redundancy = gr.Number(3, precision=0, minimum=1, maximum=50, label="annotators per task")
+            run_import = gr.Button("Import", variant="primary", elem_id="import")
+            import_report = gr.HTML(elem_id="import-report")
+        with gr.Tab("Quality"):
+            summary = gr.HTML(elem_id="qc-summary-box")
+            with gr.Row():
+                agreement_plot = gr.BarPlot(x="task", y="kappa", title="agreement per task (Fleiss' kappa)")
+                gold_plot = gr.BarPlot(x="annotator", y="gold accuracy (IoU)", title="annotator accuracy on gold")
+                flow_plot = gr.LinePlot(x="minutes ago", y="submissions per minute", title="throughput")
+            annotator_table = gr.Dataframe(label="annotators", interactive=False, elem_id="qc-annotators")
+            task_table = gr.Dataframe(label="tasks", interactive=False, elem_id="qc-tasks")
+            refresh = gr.Button("Refresh", elem_id="qc-refresh")
+            timer = gr.Timer(REFRESH_SECONDS)
+        with gr.Tab("Review"):
+            task_id = gr.Number(label="task id", precision=0, elem_id="review-task")
+            show = gr.Button("Show", elem_id="review-show")
+            review_info = gr.HTML(elem_id="review-info-box")
+            gallery = gr.Gallery(label="each annotator's layers (front | back) and the aggregate", columns=3)
+        with gr.Tab("Export"):
+            source = gr.Radio(["consensus", "gold"], value="consensus", label="source")
+            min_agreement = gr.Textbox("", label="minimum agreement (Fleiss' kappa in [-1, 1]; empty = keep every task)",
+                                       elem_id="export-min-agreement")
+            min_annotators = gr.Number(1, precision=0, minimum=1, label="minimum annotators")
+            only_qualified = gr.Checkbox(False, label="only qualified annotators")
+            include_flagged = gr.Checkbox(False, label="include flagged tasks")
+            run_export = gr.Button("Export for training", variant="primary", elem_id="export")
+            export_file = gr.File(label="export (DAMON-style npz, PIAD files, manifest)", elem_id="export-file")
+
+        quality = [summary, annotator_table, task_table, agreement_plot, gold_plot, flow_plot]
+
+        @user_errors
+        def on_import(paths, label_text, topology_value, redundancy_value, progress=gr.Progress()):
+            progress(0.1, desc="checking every row")
+            return import_upload(studio, paths, label_text, topology_value, redundancy_value)
+
+        @user_errors
+        def on_export(agreement_value, qualified, flagged, annotators_value, source_value, progress=gr.Progress()):
+            return export_zip(studio, agreement_value, qualified, flagged, annotators_value, source_value, progress)
+
+        run_import.click(on_import, inputs=[files, labels, topology, redundancy], outputs=[import_report],
+                         api_name="import_batch", **lane)
+        show_quality = user_errors(lambda: dashboard(studio))
+        refresh.click(show_quality, outputs=quality, api_name="quality", **lane)
+        timer.tick(show_quality, outputs=quality, api_name="quality_tick", api_visibility="private", **lane)
+        page.load(show_quality, outputs=quality, api_name="quality_on_load", api_visibility="private", **lane)
+        show.click(user_errors(lambda value: review_task(studio, value)), inputs=[task_id],
+                   outputs=[gallery, review_info], api_name="review_task", **lane)
+        run_export.click(on_export, inputs=[min_agreement, only_qualified, include_flagged, min_annotators, source],
+                         outputs=[export_file], api_name="export", **lane)
+    return page

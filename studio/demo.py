@@ -1,0 +1,301 @@
+"""``/``: the public demo. Semantic human contact and object affordance, each with downloads and a way to correct.
+
+Both tabs run on the GPU lane (one ``concurrency_id``, limit from the settings). "Correct this" and
+"Paint instead" turn the result into a store task held by a fresh opaque worker id and open the
+painter at ``/annotate?worker=...`` in a new tab.
+"""
+from __future__ import annotations
+
+import html
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from annotations import batch, workflow
+from engine import rll
+from engine.contact.predict import MAX_BATCH, human_contact_model
+from engine.contact.vocabulary import AFFORDANCES, OBJECT_LABELS, resolve_affordance, resolve_object_label
+from engine.errors import InputError
+from engine.objects import ObjectGeometry, builtin_object, builtin_object_names, load_object_file
+from studio import exports
+from studio.context import GPU_LANE, Studio, user_errors
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+AFFORDANCE_MODEL = "interactvlm-oafford"
+OPEN_JS = "(url) => { if (url) window.open(url, '_blank'); return []; }"
+UPLOAD_CHOICE = "my upload"
+
+
+@dataclass(frozen=True)
+class ContactRun:
+    """The last contact result of a session, kept server-side so "Correct this" can turn it into a task.
+
+    probabilities: (L, V) float32 on ``topology``.
+    """
+
+    image_path: str
+    labels: tuple[str, ...]
+    topology: str
+    probabilities: np.ndarray
+    source: str
+
+
+@dataclass(frozen=True)
+class ObjectRun:
+    """An object affordance request to paint instead of predict (no checkpoint)."""
+
+    image_path: str
+    affordance: str
+    geometry: ObjectGeometry
+
+
+def requested_labels(labels) -> list[str | None]:
+    """Resolved, de-duplicated object labels; none at all means binary contact with anything."""
+    if isinstance(labels, str):
+        labels = [labels]
+    resolved = list(dict.fromkeys(resolve_object_label(str(label)) for label in (labels or []) if str(label).strip()))
+    if len(resolved) > MAX_BATCH:
+        raise InputError(f"at most {MAX_BATCH} object labels at once, got {len(resolved)}")
+    return resolved or [None]
+
+
+def image_file(image) -> str:
+    if not image:
+        raise InputError("upload an image first (JPEG, PNG, WEBP or BMP)")
+    return image if isinstance(image, str) else getattr(image, "name", str(image))
+
+
+class ContactDemo:
+    """Handlers of the semantic contact tab."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+        self._views: dict[tuple[str, int], np.ndarray] = {}
+
+    def predict(self, image, labels, progress) -> tuple:
+        path, wanted = image_file(image), requested_labels(labels)
+        name = human_contact_model(self.studio.engine)
+        with self.studio.engine.use(name, progress=lambda f, text: progress(0.1 + 0.4 * f, desc=text)) as model:
+            progress(0.5, desc=f"predicting contact for {len(wanted)} label(s)")
+            results = model.predict_human_contact_batch([(path, label) for label in wanted])
+        names = [result.object_label or "contact" for result in results]
+        run = ContactRun(path, tuple(names), results[0].topology,
+                         np.stack([result.probabilities for result in results]), results[0].source)
+        progress(0.8, desc="writing the 3D model and downloads")
+        return run, results
+
+    def outputs(self, run: ContactRun, results) -> tuple:
+        """(glb path, overlay grid, answer html, source html, [npz, glb] downloads)."""
+        colours = list(exports.label_colours(run.labels).values())
+        body = self.studio.body(run.topology)
+        vertices = body.vitruvian_vertices().detach().cpu().numpy()
+        folder = self.studio.output_folder()
+        glb = exports.write_bytes(folder, "contact.glb", exports.coloured_glb(
+            vertices, np.asarray(body.faces), exports.blend_vertex_colours(run.probabilities, colours)))
+        smplx = [result.smplx_probabilities for result in results]
+        npz = exports.write_bytes(folder, "contact.npz", exports.contact_npz(
+            list(run.labels), run.probabilities, run.topology, run.source,
+            np.stack(smplx) if all(item is not None for item in smplx) else None, Path(run.image_path).name))
+        grid = exports.overlay_grid(self.body_views(run.topology, results[0].view_masks.shape[-1]),
+                                    np.stack([result.view_masks for result in results]), colours)
+        return str(glb), grid, answer_html(run, results, colours), source_html(run.source), [str(npz), str(glb)]
+
+    def body_views(self, topology: str, resolution: int) -> np.ndarray:
+        """(4, S, S, 3) uint8 renders of the body the masks were predicted on (cached)."""
+        key = (topology, resolution)
+        if key not in self._views:
+            body = self.studio.body(topology)
+            self._views[key] = rll.render_views(body.vitruvian_vertices(), body.faces, preset="body",
+                                                resolution=resolution, topology=topology).images
+        return self._views[key]
+
+    def correct(self, run: ContactRun | None) -> str:
+        """Make the result a task held by a fresh worker id; returns the painter's URL."""
+        if run is None:
+            raise InputError("predict contact first; then you can correct the result")
+        if "contact" in run.labels:
+            raise InputError("binary contact has no object label to paint; predict with at least one object label")
+        prediction = {label: values for label, values in zip(run.labels, run.probabilities)}
+        labels = run.labels + (("supporting",) if "supporting" not in run.labels else ())
+        task_id = batch.add_task(self.studio.store, Path(run.image_path).read_bytes(), Path(run.image_path).name,
+                                 labels=labels, topology=run.topology, prediction=prediction,
+                                 model_name=run.source, model_version="studio demo", priority=100, source="studio demo")
+        return hand_to_new_worker(self.studio, task_id)
+
+
+def hand_to_new_worker(studio: Studio, task_id: int) -> str:
+    worker = f"demo-{secrets.token_hex(8)}"
+    annotator = studio.store.ensure_annotator(worker)
+    workflow.assign_task(studio.store, annotator.id, task_id)
+    return f"/annotate?worker={worker}"
+
+
+def answer_html(run: ContactRun, results, colours: list[str]) -> str:
+    rows = []
+    for result, label, colour in zip(results, run.labels, colours):
+        parts = ", ".join(html.escape(part) for part in result.parts) or "no part"
+        rows.append(f'<li><span style="color:{colour}">&#9632;</span> <b>{html.escape(label)}</b>: '
+                    f'{html.escape(result.answer)} <i>(contacted parts: {parts})</i></li>')
+    return "<ul id='contact-answers'>" + "".join(rows) + "</ul>"
+
+
+def source_html(source: str) -> str:
+    kind = "a baseline, not the model" if source.startswith("baseline:") else "InteractVLM checkpoint"
+    return f"<p id='model-source'>Produced by <b>{html.escape(source)}</b> ({kind}).</p>"
+
+
+class AffordanceDemo:
+    """Handlers of the affordance tab."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    def missing_files(self) -> tuple[Path, ...]:
+        status = {entry.name: entry for entry in self.studio.engine.status().models}
+        return status[AFFORDANCE_MODEL].missing
+
+    def notice(self) -> str:
+        missing = self.missing_files()
+        if not missing:
+            return ""
+        files = "".join(f"<li><code>{html.escape(str(path))}</code></li>" for path in missing)
+        return ("<div id='affordance-missing'><b>No affordance checkpoint.</b> Predicting affordance needs these "
+                f"files, which are missing:<ul>{files}</ul>You can still <b>paint</b> an affordance annotation on the "
+                "object instead: press <i>Paint instead</i>.</div>")
+
+    def geometry(self, choice: str, upload, object_label: str) -> ObjectGeometry:
+        if choice == UPLOAD_CHOICE:
+            if not upload:
+                raise InputError("choose a built-in object or upload a mesh or point cloud")
+            path = image_file(upload)
+            return load_object_file(path, Path(path).name, class_name=object_label or "object")
+        return builtin_object(choice)
+
+    def predict(self, image, choice, upload, object_label, affordance, progress) -> tuple:
+        path = image_file(image)
+        geometry = self.geometry(choice, upload, object_label)
+        label = resolve_object_label(object_label) if object_label else geometry.class_name
+        wanted = resolve_affordance(affordance)
+        if self.missing_files():
+            raise InputError("no affordance checkpoint is installed: " + ", ".join(map(str, self.missing_files()))
+                             + ". Press 'Paint instead' to annotate the object by hand.")
+        with self.studio.engine.use(AFFORDANCE_MODEL, progress=lambda f, text: progress(0.5 * f, desc=text)) as model:
+            progress(0.5, desc="predicting affordance")
+            result = model.predict_object_affordance(path, geometry.vertices, geometry.faces, object_label=label,
+                                                     affordance=wanted)
+        folder = self.studio.output_folder()
+        glb = exports.write_bytes(folder, "affordance.glb", exports.coloured_glb(
+            geometry.vertices, geometry.faces, exports.heat_colours(result.values)))
+        npz = exports.write_bytes(folder, "affordance.npz", exports.affordance_npz(result, geometry.vertices))
+        text = (f"<p id='affordance-answer'>{html.escape(result.answer)}</p>" + source_html(result.source))
+        return str(glb), text, [str(npz), str(glb)]
+
+    def paint_instead(self, image, choice, upload, object_label, affordance) -> str:
+        path = image_file(image)
+        geometry = self.geometry(choice, upload, object_label)
+        label = resolve_object_label(object_label) if object_label else geometry.class_name
+        task_id = batch.add_task(self.studio.store, Path(path).read_bytes(), Path(path).name,
+                                 labels=[resolve_affordance(affordance)], kind="object_affordance",
+                                 object_points=geometry.vertices, object_faces=geometry.faces, object_class=label,
+                                 priority=100, source="studio demo")
+        return hand_to_new_worker(self.studio, task_id)
+
+
+def example_rows() -> list[list]:
+    rows = [["person_chair.png", ["chair"]], ["person_bottle.png", ["bottle"]], ["person_bowl.png", ["bowl", "chair"]]]
+    return [[str(EXAMPLES / name), labels] for name, labels in rows if (EXAMPLES / name).exists()]
+
+
+def build_demo(studio: Studio) -> gr.Blocks:
+    gpu = {"concurrency_id": GPU_LANE, "concurrency_limit": studio.settings.gpu_concurrency}
+    with gr.Blocks(title="Interaction Studio") as page:
+        gr.Markdown("# Interaction Studio\n3D human-object contact from one image (InteractVLM). Results that look "
+                    "wrong can be corrected in the painter and become training data.")
+        with gr.Tab("Semantic contact"):
+            contact_tab(ContactDemo(studio), gpu)
+        with gr.Tab("Affordance"):
+            affordance_tab(AffordanceDemo(studio), gpu)
+    return page
+
+
+def contact_tab(demo: ContactDemo, gpu: dict) -> None:
+    run = gr.State(None)
+    with gr.Row():
+        with gr.Column():
+            image = gr.File(label="image (JPEG, PNG, WEBP or BMP)", file_types=[".jpg", ".jpeg", ".png", ".webp", ".bmp"],
+                            elem_id="contact-image")
+            labels = gr.Dropdown(list(OBJECT_LABELS), multiselect=True, allow_custom_value=True, value=["chair"],
+                                 label="object labels (pick or type; none = contact with anything)", elem_id="labels")
+            predict = gr.Button("Predict contact", variant="primary", elem_id="predict-contact")
+            gr.Examples(example_rows(), inputs=[image, labels])
+        with gr.Column():
+            viewer = gr.Model3D(label="contact on the body (one colour per object)", elem_id="contact-3d")
+            source = gr.HTML(elem_id="contact-source")
+            answers = gr.HTML(elem_id="contact-answer")
+    with gr.Row():
+        grid = gr.Image(label="the four InteractVLM views with the predicted masks", elem_id="contact-grid")
+        with gr.Column():
+            downloads = gr.File(label="downloads: contact.npz and contact.glb", file_count="multiple",
+                                elem_id="contact-downloads")
+            correct = gr.Button("Correct this in the painter", elem_id="correct")
+            link = gr.Textbox(label="painter link", interactive=False, elem_id="correct-link")
+
+    @user_errors
+    def on_predict(image_value, label_values, progress=gr.Progress()):
+        result_run, results = demo.predict(image_value, label_values, progress)
+        return (result_run, *demo.outputs(result_run, results))
+
+    @user_errors
+    def on_correct(state):
+        return demo.correct(state)
+
+    predict.click(on_predict, inputs=[image, labels], outputs=[run, viewer, grid, answers, source, downloads],
+                  api_name="predict_contact", **gpu)
+    correct.click(on_correct, inputs=[run], outputs=[link], api_name="correct_contact").then(
+        None, inputs=[link], js=OPEN_JS, api_name="open_painter", api_visibility="private")
+
+
+def affordance_tab(demo: AffordanceDemo, gpu: dict) -> None:
+    gr.HTML(demo.notice(), elem_id="affordance-notice")
+    with gr.Row():
+        with gr.Column():
+            image = gr.File(label="image", file_types=[".jpg", ".jpeg", ".png", ".webp", ".bmp"],
+                            elem_id="affordance-image")
+            names = list(builtin_object_names())
+            choice = gr.Dropdown(names + [UPLOAD_CHOICE], value=names[0], label="object", elem_id="object-choice")
+            upload = gr.File(label="or upload a mesh / point cloud (.obj .ply .off .stl .glb .npy .npz .txt)",
+                             file_types=[".obj", ".ply", ".off", ".stl", ".glb", ".npy", ".npz", ".txt"],
+                             elem_id="object-upload")
+            label = gr.Dropdown(list(OBJECT_LABELS), value=builtin_object(names[0]).class_name, allow_custom_value=True,
+                                label="object label", elem_id="object-label")
+            affordance = gr.Dropdown(list(AFFORDANCES), value="sit", label="affordance", elem_id="affordance")
+            with gr.Row():
+                predict = gr.Button("Predict affordance", variant="primary", elem_id="predict-affordance",
+                                    interactive=not demo.missing_files())
+                paint = gr.Button("Paint instead", elem_id="paint-affordance")
+        with gr.Column():
+            viewer = gr.Model3D(label="affordance on the object", elem_id="affordance-3d")
+            answer = gr.HTML(elem_id="affordance-answer-box")
+            downloads = gr.File(label="downloads", file_count="multiple", elem_id="affordance-downloads")
+            link = gr.Textbox(label="painter link", interactive=False, elem_id="paint-link")
+
+    @user_errors
+    def on_predict(image_value, choice_value, upload_value, label_value, affordance_value, progress=gr.Progress()):
+        return demo.predict(image_value, choice_value, upload_value, label_value, affordance_value, progress)
+
+    @user_errors
+    def on_paint(image_value, choice_value, upload_value, label_value, affordance_value):
+        return demo.paint_instead(image_value, choice_value, upload_value, label_value, affordance_value)
+
+    @user_errors
+    def on_choice(choice_value):
+        return builtin_object(choice_value).class_name if choice_value != UPLOAD_CHOICE else gr.update()
+
+    inputs = [image, choice, upload, label, affordance]
+    predict.click(on_predict, inputs=inputs, outputs=[viewer, answer, downloads], api_name="predict_affordance", **gpu)
+    paint.click(on_paint, inputs=inputs, outputs=[link], api_name="paint_affordance").then(
+        None, inputs=[link], js=OPEN_JS, api_name="open_affordance_painter", api_visibility="private")
+    choice.change(on_choice, inputs=[choice], outputs=[label], api_name="object_label_for")

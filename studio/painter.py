@@ -1,0 +1,134 @@
+"""The 3D painter as a Gradio component: ``gr.HTML`` that mounts ``studio/web/painter.js`` (three.js from npm).
+
+Python talks to the painter through two hidden textboxes:
+- ``payload`` (Python -> browser): JSON with the mesh URL, labels, colours, starting layers and the
+  prediction. Its change event hands it to ``painter.load``.
+- ``painted`` (browser -> Python): events that need the painting read it in their ``js`` step from
+  ``window.studioPainter``; the handler parses and validates it (``read_painting``) before anything
+  is stored.
+After every stroke the painter clicks the hidden ``painter-sync`` button, whose event checks the
+painting on the server and reports per-label counts (the paint -> server round trip).
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+import gradio as gr
+import numpy as np
+
+from annotations.errors import PayloadError
+from annotations.workflow import check_ids
+from engine.body.topology import num_vertices
+from studio.exports import CONTACT_THRESHOLD, label_colours
+
+MAX_PAINTING_BYTES = 4 * 2**20
+STATIC_URL = "/studio/static"
+
+MOUNT_JS = f"""
+const box = element.querySelector('.studio-painter');
+window.studioPainterReady = import('{STATIC_URL}/painter.js').then((module) => {{
+  const painter = module.createPainter(box);
+  box.addEventListener('painter-change', () => {{
+    const sync = document.querySelector('#painter-sync button') || document.getElementById('painter-sync');
+    if (sync) sync.click();
+  }});
+  return painter;
+}});
+"""
+
+LOAD_JS = """(payload) => {
+  if (payload && window.studioPainterReady) window.studioPainterReady.then((p) => p.load(payload));
+  return [];
+}"""
+
+# Replaces the first input (the hidden ``painted`` box) with the painter's current state.
+READ_JS = """(...args) => {
+  const p = window.studioPainter;
+  if (p) {
+    const s = p.state();
+    args[0] = JSON.stringify({task: s.taskId, topology: s.topology, layers: p.layers(), seconds: s.secondsActive});
+  }
+  return args;
+}"""
+
+
+@dataclass(frozen=True)
+class Painting:
+    """What the painter sent, checked against the task: label -> sorted unique vertex (or point) ids (K,) int64."""
+
+    task_id: int | None
+    topology: str
+    layers: Mapping[str, np.ndarray]
+    seconds: float | None
+
+    def counts(self) -> dict[str, int]:
+        return {label: int(ids.size) for label, ids in self.layers.items()}
+
+
+def painter_component() -> tuple[gr.HTML, gr.Textbox, gr.Textbox, gr.Button]:
+    """The painter, its two hidden textboxes (payload in, painting out) and the hidden sync button."""
+    painter = gr.HTML('<div class="studio-painter" id="studio-painter"></div>',
+                      js_on_load=MOUNT_JS, elem_id="painter-host", min_height=600)
+    payload = gr.Textbox(visible="hidden", elem_id="painter-payload")
+    painted = gr.Textbox(visible="hidden", elem_id="painter-painted")
+    sync = gr.Button("sync", visible="hidden", elem_id="painter-sync")
+    payload.change(None, inputs=[payload], js=LOAD_JS, api_name="painter_load", api_visibility="private")
+    return painter, payload, painted, sync
+
+
+def payload_json(*, mesh_url: str, kind: str, topology: str, task_id: int | None, labels, layers=None,
+                 prediction: Mapping[str, np.ndarray] | None = None) -> str:
+    """The JSON ``painter.load`` takes. ``layers`` default to the prediction thresholded at 0.5."""
+    prediction = dict(prediction or {})
+    if layers is None:
+        layers = {label: np.flatnonzero(np.asarray(values) >= CONTACT_THRESHOLD) for label, values in prediction.items()}
+    return json.dumps({
+        "mesh_url": mesh_url, "kind": kind, "topology": topology, "task_id": task_id, "labels": list(labels),
+        "colours": label_colours(labels),
+        "layers": {label: np.asarray(ids, dtype=np.int64).tolist() for label, ids in layers.items()},
+        "prediction": {label: np.round(np.asarray(values, dtype=np.float64), 3).tolist()
+                       for label, values in prediction.items()}})
+
+
+def read_painting(text: str, labels: tuple[str, ...], topology: str, count: int | None = None) -> Painting:
+    """Parse the painter's JSON and check every id against the topology; ``PayloadError`` when anything is off."""
+    if not isinstance(text, str) or not text:
+        raise PayloadError("no painting was received from the painter; reload the page and try again")
+    if len(text) > MAX_PAINTING_BYTES:
+        raise PayloadError(f"the painting is larger than {MAX_PAINTING_BYTES // 2**20} MiB")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise PayloadError("the painting is not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("layers"), dict):
+        raise PayloadError("the painting must be an object with a 'layers' mapping")
+    if data.get("topology") != topology:
+        raise PayloadError(f"the painting was made on {str(data.get('topology'))[:40]!r}, but this task uses {topology!r}")
+    unknown = sorted(str(label)[:40] for label in data["layers"] if label not in labels)
+    if unknown:
+        raise PayloadError(f"the painting has unknown layer(s) {unknown}; the layers are {list(labels)}")
+    total = count if count is not None else num_vertices(topology)
+    layers = {label: check_ids(data["layers"].get(label, []), total, topology, label) for label in labels}
+    return Painting(task_id=_optional_int(data.get("task")), topology=topology,
+                    layers=MappingProxyType(layers), seconds=_optional_seconds(data.get("seconds")))
+
+
+def counts_html(painting: Painting, colours: Mapping[str, str]) -> str:
+    """A one-line summary of what the server holds, labels escaped."""
+    items = [f'<span style="color:{colours.get(label, "#444")}">&#9632;</span> {html.escape(label)}: '
+             f'{count} vertices' for label, count in painting.counts().items()]
+    return '<div id="painter-server-counts">checked on the server: ' + " &middot; ".join(items) + "</div>"
+
+
+def _optional_int(value) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _optional_seconds(value) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value >= 0:
+        return float(value)
+    return None

@@ -1,0 +1,85 @@
+"""One FastAPI server: the painter's static files and meshes, and three Gradio apps on their paths.
+
+    /                 the demo (semantic contact, affordance)
+    /annotate         the annotator workflow (``?worker=ID`` or a login)
+    /admin            the admin console (admin login; closed when no admin account is configured)
+    /studio/static/   painter.js and three.js from ``studio/web/node_modules``
+    /studio/mesh/     body meshes by topology, task objects by task id (JSON for the painter)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from engine.errors import InputError, MissingAssetError
+from studio.admin import build_admin
+from studio.annotate import build_annotate
+from studio.context import Studio, mesh_json
+from studio.demo import EXAMPLES, build_demo
+from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
+
+WEB = Path(__file__).resolve().parent / "web"
+THREE_BUILD = WEB / "node_modules" / "three" / "build"
+CLOSED_ADMIN = (f"<h1>Admin console closed</h1><p>Set ${ADMIN_USER_ENV} and ${ADMIN_PASSWORD_ENV} (at least 8 "
+                "characters) before starting the server to open it.</p>")
+
+
+def build_server(studio: Studio) -> FastAPI:
+    app = FastAPI(title="Interaction Studio", docs_url=None, redoc_url=None, openapi_url=None)
+    add_static_routes(app)
+    add_mesh_routes(app, studio)
+    settings = studio.settings
+    if settings.admin is not None:
+        mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check)
+    else:
+        app.add_api_route("/admin", lambda: HTMLResponse(CLOSED_ADMIN, status_code=503), methods=["GET"])
+    mount(app, build_annotate(studio), "/annotate", studio,
+          auth=any_login(settings.annotator_logins) if settings.annotator_logins else None)
+    mount(app, build_demo(studio), "/", studio)
+    return app
+
+
+def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None) -> None:
+    """Queue the page (REST calls cannot skip the queue) and mount it with the upload limit."""
+    page.queue(api_open=False, default_concurrency_limit=studio.settings.store_concurrency)
+    gr.mount_gradio_app(app, page, path, auth=auth, max_file_size=studio.settings.max_upload_bytes, show_error=True,
+                        allowed_paths=[str(studio.outputs), str(EXAMPLES)], ssr_mode=False,
+                        footer_links=["api"] if path == "/" else [])
+
+
+def add_static_routes(app: FastAPI) -> None:
+    """Only the painter's module and three's build folder are served (never node_modules at large)."""
+    app.add_api_route("/studio/static/painter.js", _file_route(WEB / "painter.js", "text/javascript"), methods=["GET"])
+    app.mount("/studio/static/three", StaticFiles(directory=THREE_BUILD, check_dir=False), name="three")
+
+
+def _file_route(path: Path, media_type: str):
+    def serve() -> FileResponse:
+        if not path.is_file():
+            raise HTTPException(404, f"{path.name} is missing; run `make run` (it installs the web assets)")
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "no-cache"})
+    return serve
+
+
+def add_mesh_routes(app: FastAPI, studio: Studio) -> None:
+    @app.get("/studio/mesh/body/{topology}.json")
+    def body_mesh(topology: str) -> JSONResponse:
+        try:
+            return JSONResponse(studio.body_mesh_json(topology), headers={"Cache-Control": "max-age=3600"})
+        except (InputError, MissingAssetError) as error:
+            raise HTTPException(404, str(error)) from None
+
+    @app.get("/studio/mesh/task/{task_id}.json")
+    def task_mesh(task_id: int) -> JSONResponse:
+        try:
+            task = studio.store.task(task_id)
+            if task.object_id is None:
+                raise InputError(f"task {task_id} has no object; its body is at /studio/mesh/body/{task.topology}.json")
+            points, faces = studio.store.object_geometry(task.object_id)
+        except InputError as error:
+            raise HTTPException(404, str(error)) from None
+        return JSONResponse(mesh_json(task.topology, points, faces), headers={"Cache-Control": "max-age=3600"})

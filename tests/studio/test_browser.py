@@ -1,0 +1,189 @@
+"""What a person does, in Debian's Chromium: paint with the mouse, switch layer, erase, submit; the admin's export.
+
+The painted region is checked against the drag independently of the painter: the test projects the
+body's vertices with the camera the page reports and asks that every stored vertex lies under the
+brush's path, and that the path is covered.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotations import workflow
+from annotations.batch import add_task
+from annotations.review import load_task_annotations
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TOPOLOGY = "openbody-v1"
+BRUSH_RADIUS = 0.03  # the painter's default, metres
+
+
+def png_bytes(seed: int, size=(96, 128)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def project(mesh: dict, camera: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Page-pixel positions (V, 2) and clip depth (V,) of every vertex under the page's camera."""
+    vertices = np.asarray(mesh["vertices"], dtype=np.float64).reshape(-1, 3)
+    matrix = np.asarray(camera["viewProjection"], dtype=np.float64).reshape(4, 4).T  # column-major in JS
+    clip = np.concatenate([vertices, np.ones((len(vertices), 1))], 1) @ matrix.T
+    ndc = clip[:, :3] / clip[:, 3:4]
+    rect = camera["rect"]
+    x = rect["left"] + (ndc[:, 0] + 1) / 2 * rect["width"]
+    y = rect["top"] + (1 - ndc[:, 1]) / 2 * rect["height"]
+    return np.stack([x, y], 1), ndc[:, 2]
+
+
+def segment_distance(points: np.ndarray, start, end) -> np.ndarray:
+    start, end = np.asarray(start, float), np.asarray(end, float)
+    direction = end - start
+    t = np.clip(((points - start) @ direction) / (direction @ direction), 0, 1)
+    return np.linalg.norm(points - (start + t[:, None] * direction), axis=1)
+
+
+def front_vertices(mesh: dict) -> np.ndarray:
+    """Vertices on the camera-facing half of the body (the painter starts with a front view along -Z)."""
+    vertices = np.asarray(mesh["vertices"]).reshape(-1, 3)
+    return vertices[:, 2] > np.median(vertices[:, 2])
+
+
+def drag(page, start, end, steps: int = 12) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=steps)
+    page.mouse.up()
+
+
+def wait_for_server_count(page, label: str, previous: str | None) -> str:
+    """Wait until the server's check of the painting changed (the paint -> server round trip)."""
+    page.wait_for_function(
+        """([label, previous]) => { const el = document.getElementById('painter-server-counts');
+           return el && el.textContent.includes(label) && el.textContent !== previous; }""",
+        arg=[label, previous], timeout=15000)
+    return page.inner_text("#painter-server-counts")
+
+
+def open_annotator(page, url: str, worker: str, task_id: int) -> None:
+    page.goto(f"{url}/annotate/?worker={worker}")
+    page.wait_for_selector(f'#studio-painter[data-ready="1"][data-task="{task_id}"]', timeout=60000)
+
+
+def test_annotator_paints_switches_layer_erases_and_submits(browser, studio_server, artifacts):
+    store = studio_server.studio.store
+    mesh = studio_server.studio.body_mesh_json(TOPOLOGY)
+    zero = np.zeros(len(mesh["vertices"]) // 3, dtype=np.float32)
+    task_id = add_task(store, png_bytes(1), "paint.png", labels=["chair", "supporting"], topology=TOPOLOGY,
+                       prediction={"chair": zero}, model_name="test zero prediction", redundancy=1, priority=1000)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_annotator(page, studio_server.url, "w1", task_id)
+    assert page.evaluate("window.studioPainter.state().counts") == {"chair": 0, "supporting": 0}
+
+    screen, _ = project(mesh, page.evaluate("window.studioPainter.camera()"))
+    front = front_vertices(mesh)
+    parts = np.asarray(mesh["part_labels"])
+    chest = screen[(parts == mesh["part_names"].index("chest")) & front].mean(0)
+    belly = screen[(parts == mesh["part_names"].index("abdomen")) & front].mean(0)
+    radius_px = brush_radius_pixels(page, mesh)
+    stroke = (chest - [3 * radius_px, 0], chest + [3 * radius_px, 0])
+    rub = (chest + [1.5 * radius_px, 0], chest + [4 * radius_px, 0])
+    support = (belly - [0, radius_px], belly + [0, radius_px])
+
+    drag(page, *stroke)
+    first = wait_for_server_count(page, "chair", None)
+    painted_before_erase = set(page.evaluate("window.studioPainter.layers().chair"))
+    page.click('[data-layer="supporting"]')
+    drag(page, *support)
+    second = wait_for_server_count(page, "supporting", first)
+    page.click('[data-layer="chair"]')
+    page.click('[data-action="erase"]')
+    drag(page, *rub)
+    wait_for_server_count(page, "chair", second)
+    page.screenshot(path=str(artifacts / "annotator-painted.png"))
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('status').innerText.includes('Submitted task')", timeout=15000)
+
+    stored = load_task_annotations(store, task_ids=[task_id])[task_id]
+    chair = np.flatnonzero(stored.layers[0, stored.labels.index("chair")])
+    supporting = np.flatnonzero(stored.layers[0, stored.labels.index("supporting")])
+    assert set(chair) < painted_before_erase, "the erase removed vertices and added none"
+    assert_under_path(screen, chair, front, (stroke[0], rub[0]), radius_px)
+    assert_under_path(screen, supporting, front, support, radius_px)
+    erased = segment_distance(screen[chair], rub[0] + [0.5 * radius_px, 0], rub[1] - [radius_px, 0])
+    assert erased.min() > 0.5 * radius_px, "the erased stretch holds no chair vertex"
+    assert not set(chair) & set(supporting) or len(set(chair) & set(supporting)) < 0.1 * len(chair)
+    with store.session() as session:
+        from annotations import models
+        rows = session.query(models.SubmissionRow).filter_by(task_id=task_id).all()
+        assert len(rows) == 1 and rows[0].seconds_spent > 0
+
+
+def brush_radius_pixels(page, mesh: dict) -> float:
+    """The default brush radius in page pixels at the body's depth (finite difference of the projection)."""
+    camera = page.evaluate("window.studioPainter.camera()")
+    vertices = np.asarray(mesh["vertices"]).reshape(-1, 3)
+    centre = vertices.mean(0)
+    probe = {"vertices": np.concatenate([centre, centre + [BRUSH_RADIUS, 0, 0]]).tolist()}
+    screen, _ = project(probe, camera)
+    return float(np.linalg.norm(screen[1] - screen[0]))
+
+
+def assert_under_path(screen: np.ndarray, ids: np.ndarray, front: np.ndarray, segment, radius_px: float) -> None:
+    """Every painted vertex lies within the brush of the path, on the visible side; the path is covered."""
+    assert len(ids) >= 10, f"only {len(ids)} vertices painted"
+    distance = segment_distance(screen[ids], *segment)
+    assert distance.max() < 2.0 * radius_px + 4, f"a vertex {distance.max():.1f}px from the path (brush {radius_px:.1f}px)"
+    assert front[ids].mean() > 0.95, "painted vertices are on the side facing the camera"
+    samples = [np.asarray(segment[0]) + t * (np.asarray(segment[1]) - segment[0]) for t in np.linspace(0.1, 0.9, 9)]
+    covered = [np.linalg.norm(screen[ids] - sample, axis=1).min() < radius_px for sample in samples]
+    assert np.mean(covered) >= 0.85, f"the path is covered at {np.mean(covered):.0%} of its samples"
+
+
+def test_annotator_cannot_open_admin_and_admin_export_loads(browser, studio_server, tmp_path):
+    store = studio_server.studio.store
+    task_id = add_task(store, png_bytes(2), "export.png", labels=["cup"], topology=TOPOLOGY, redundancy=1, priority=-5)
+    annotator = store.ensure_annotator("export-worker")
+    workflow.assign_task(store, annotator.id, task_id)
+    workflow.submit(store, annotator.id, task_id, {"cup": [5, 6, 7, 8]}, "export-test-key-1", topology=TOPOLOGY)
+
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{studio_server.url}/annotate/?worker=w-admin-probe")
+    page.wait_for_selector("#studio-painter", timeout=60000)
+    for path in ("/admin/gradio_api/info", "/admin/config"):
+        status = page.evaluate(f"fetch('{path}').then(r => r.status)")
+        assert status in (401, 403), f"{path} answered {status} to an annotator"
+    page.goto(f"{studio_server.url}/admin/")
+    assert "Admin console" not in page.content()
+    page.fill("input[type=password]", "wrong password")
+    page.fill("input:not([type=password])", studio_server.studio.settings.admin.username)
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(1000)
+    assert "Admin console" not in page.content()
+
+    settings = studio_server.studio.settings.admin
+    page.goto(f"{studio_server.url}/admin/")
+    page.fill("input:not([type=password])", settings.username)
+    page.fill("input[type=password]", settings.password)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Admin console", timeout=30000)
+    page.get_by_role("tab", name="Export").click()
+    page.click("#export")
+    link = page.wait_for_selector("#export-file a[download], #export-file a", timeout=60000)
+    with page.expect_download() as download_info:
+        link.click()
+    archive = tmp_path / "export.zip"
+    download_info.value.save_as(archive)
+    with zipfile.ZipFile(archive) as bundle:
+        arrays = np.load(io.BytesIO(bundle.read(f"contact_{TOPOLOGY}.npz")))
+        manifest = [json.loads(line) for line in bundle.read("manifest.jsonl").decode().splitlines()]
+    entry = next(item for item in manifest if item["task_id"] == task_id)
+    assert np.flatnonzero(arrays["contact_label"][entry["row"]]).tolist() == [5, 6, 7, 8]
+    context.close()

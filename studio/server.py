@@ -83,3 +83,33 @@ def add_mesh_routes(app: FastAPI, studio: Studio) -> None:
         except InputError as error:
             raise HTTPException(404, str(error)) from None
         return JSONResponse(mesh_json(task.topology, points, faces), headers={"Cache-Control": "max-age=3600"})
+
+
+class BackgroundServer:
+    """The studio served by uvicorn on a thread (tests and benchmarks): ``url`` without a trailing slash."""
+
+    def __init__(self, studio: Studio, host: str = "127.0.0.1", port: int | None = None, timeout_s: float = 60.0):
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        if port is None:
+            with socket.socket() as probe:
+                probe.bind((host, 0))
+                port = probe.getsockname()[1]
+        self.studio, self.url = studio, f"http://{host}:{port}"
+        self._server = uvicorn.Server(uvicorn.Config(build_server(studio), host=host, port=port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"the studio server did not start on {self.url}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self.studio.store.close()

@@ -1,9 +1,6 @@
 """A real studio server (uvicorn in a thread) on a free port, with its own store; optionally tiny models."""
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,37 +18,19 @@ class RunningStudio:
     models_dir: Path
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_studio(models_dir: Path, folder: Path, **settings) -> tuple[RunningStudio, object]:
-    import uvicorn
-
     from app import build_studio
-    from studio.server import build_server
+    from studio.server import BackgroundServer
     from studio.settings import Login, StudioSettings
 
     config = StudioSettings(models_dir=models_dir, db_url=f"sqlite:///{folder / 'store.db'}", data_dir=folder / "data",
                             admin=Login(ADMIN_USER, ADMIN_PASSWORD), **settings)
-    studio = build_studio(config)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_server(studio), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the studio server did not start")
-        time.sleep(0.05)
-    return RunningStudio(f"http://127.0.0.1:{port}", studio, models_dir), server
+    server = BackgroundServer(build_studio(config))
+    return RunningStudio(server.url, server.studio, models_dir), server
 
 
 def stop(server, running: RunningStudio) -> None:
-    server.should_exit = True
-    running.studio.store.close()
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import gradio as gr
 import numpy as np
 
 from annotations import batch, workflow
+from annotations.files import check_image
 from engine import rll
 from engine.contact.predict import MAX_BATCH, human_contact_model
 from engine.contact.vocabulary import AFFORDANCES, OBJECT_LABELS, resolve_affordance, resolve_object_label
@@ -68,6 +69,17 @@ def image_file(image) -> str:
     return image if isinstance(image, str) else getattr(image, "name", str(image))
 
 
+def checked_image(studio: Studio, image) -> bytes:
+    """The upload's bytes once the store's checks pass (format, size from the header, then a full decode).
+
+    Messages name the file by its own name, never by the server's upload path.
+    """
+    path = Path(image_file(image))
+    data = path.read_bytes()
+    check_image(data, path.name, studio.store.config.image_limits)
+    return data
+
+
 class ContactDemo:
     """Handlers of the semantic contact tab."""
 
@@ -76,11 +88,11 @@ class ContactDemo:
         self._views: dict[tuple[str, int], np.ndarray] = {}
 
     def predict(self, image, labels, progress) -> tuple:
-        path, wanted = image_file(image), requested_labels(labels)
+        path, data, wanted = image_file(image), checked_image(self.studio, image), requested_labels(labels)
         name = human_contact_model(self.studio.engine)
         with self.studio.engine.use(name, progress=lambda f, text: progress(0.1 + 0.4 * f, desc=text)) as model:
             progress(0.5, desc=f"predicting contact for {len(wanted)} label(s)")
-            results = model.predict_human_contact_batch([(path, label) for label in wanted])
+            results = model.predict_human_contact_batch([(data, label) for label in wanted])
         names = [result.object_label or "contact" for result in results]
         run = ContactRun(path, tuple(names), results[0].topology,
                          np.stack([result.probabilities for result in results]), results[0].source)
@@ -108,8 +120,9 @@ class ContactDemo:
         key = (topology, resolution)
         if key not in self._views:
             body = self.studio.body(topology)
+            grey = np.tile(exports.BASE_GREY.astype(np.float32), (body.num_vertices, 1))  # masks stand out on grey
             self._views[key] = rll.render_views(body.vitruvian_vertices(), body.faces, preset="body",
-                                                resolution=resolution, topology=topology).images
+                                                resolution=resolution, topology=topology, vertex_colours=grey).images
         return self._views[key]
 
     def correct(self, run: ContactRun | None) -> str:
@@ -175,7 +188,7 @@ class AffordanceDemo:
         return builtin_object(choice)
 
     def predict(self, image, choice, upload, object_label, affordance, progress) -> tuple:
-        path = image_file(image)
+        data = checked_image(self.studio, image)
         geometry = self.geometry(choice, upload, object_label)
         label = resolve_object_label(object_label) if object_label else geometry.class_name
         wanted = resolve_affordance(affordance)
@@ -184,7 +197,7 @@ class AffordanceDemo:
                              + ". Press 'Paint instead' to annotate the object by hand.")
         with self.studio.engine.use(AFFORDANCE_MODEL, progress=lambda f, text: progress(0.5 * f, desc=text)) as model:
             progress(0.5, desc="predicting affordance")
-            result = model.predict_object_affordance(path, geometry.vertices, geometry.faces, object_label=label,
+            result = model.predict_object_affordance(data, geometry.vertices, geometry.faces, object_label=label,
                                                      affordance=wanted)
         folder = self.studio.output_folder()
         glb = exports.write_bytes(folder, "affordance.glb", exports.coloured_glb(
@@ -194,10 +207,10 @@ class AffordanceDemo:
         return str(glb), text, [str(npz), str(glb)]
 
     def paint_instead(self, image, choice, upload, object_label, affordance) -> str:
-        path = image_file(image)
+        path, data = image_file(image), checked_image(self.studio, image)
         geometry = self.geometry(choice, upload, object_label)
         label = resolve_object_label(object_label) if object_label else geometry.class_name
-        task_id = batch.add_task(self.studio.store, Path(path).read_bytes(), Path(path).name,
+        task_id = batch.add_task(self.studio.store, data, Path(path).name,
                                  labels=[resolve_affordance(affordance)], kind="object_affordance",
                                  object_points=geometry.vertices, object_faces=geometry.faces, object_class=label,
                                  priority=100, source="studio demo")

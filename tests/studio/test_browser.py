@@ -187,3 +187,63 @@ def test_annotator_cannot_open_admin_and_admin_export_loads(browser, studio_serv
     entry = next(item for item in manifest if item["task_id"] == task_id)
     assert np.flatnonzero(arrays["contact_label"][entry["row"]]).tolist() == [5, 6, 7, 8]
     context.close()
+
+
+def toast_text(page) -> str:
+    page.wait_for_selector(".toast-body", timeout=30000)
+    text = page.inner_text(".toast-body")
+    page.evaluate("document.querySelectorAll('.toast-close').forEach((b) => b.click())")
+    page.wait_for_timeout(300)
+    return text
+
+
+def open_demo(page, url: str) -> None:
+    page.goto(f"{url}/")
+    page.wait_for_selector("#predict-contact", timeout=60000)
+
+
+def upload_and_predict(page, url: str, path) -> str:
+    open_demo(page, url)
+    page.set_input_files("#contact-image input[type=file]", str(path))
+    page.wait_for_timeout(500)
+    page.click("#predict-contact")
+    return toast_text(page)
+
+
+def test_bad_input_in_the_page_gets_a_clear_message_and_the_server_keeps_serving(browser, studio_server, tmp_path,
+                                                                                   picture, artifacts):
+    not_image = tmp_path / "holiday.png"
+    not_image.write_text("this is not a picture")
+    huge = tmp_path / "huge.png"
+    Image.new("L", (8000, 6250)).save(huge)
+    nan_mesh = tmp_path / "broken.obj"
+    nan_mesh.write_text("v nan 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    url = studio_server.url
+    assert "not a readable image" in upload_and_predict(page, url, not_image)
+    assert "at most 40,000,000 pixels" in upload_and_predict(page, url, huge)
+    open_demo(page, url)
+    page.set_input_files("#contact-image input[type=file]", str(picture))
+    page.wait_for_timeout(500)
+    page.click("#predict-contact")
+    page.wait_for_selector("#model-source", timeout=60000)
+    assert "baseline: category prior" in page.inner_text("#model-source"), "the server still serves after bad input"
+    page.screenshot(path=str(artifacts / "demo-contact.png"), full_page=True)
+
+    page.get_by_role("tab", name="Affordance").click()
+    page.set_input_files("#affordance-image input[type=file]", str(picture))
+    page.set_input_files("#object-upload input[type=file]", str(nan_mesh))
+    page.wait_for_timeout(500)
+    page.click("#object-choice input")
+    page.get_by_role("option", name="my upload").click()
+    page.click("#paint-affordance")
+    assert "NaN" in toast_text(page)
+
+    task_id = add_task(studio_server.studio.store, png_bytes(3), "range.png", labels=["bench"], topology=TOPOLOGY,
+                       redundancy=1, priority=900)
+    annotator = browser.new_page()
+    open_annotator(annotator, studio_server.url, "w-out-of-range", task_id)
+    annotator.evaluate("window.studioPainter.layers = () => ({bench: [0, 99999]})")
+    annotator.click("#submit")
+    assert "0..10613" in toast_text(annotator)
+    assert load_task_annotations(studio_server.studio.store, task_ids=[task_id]) == {}, "nothing was stored"

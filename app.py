@@ -41,9 +41,14 @@ def doctor(models: str | None) -> int:
     from engine.assets import doctor_report
     from engine.paths import models_dir
 
+    from studio.server import THREE_BUILD
+
     print(doctor_report(models_dir(models)).format())
     print()
     print(build_engine(models).status().format())
+    three = THREE_BUILD / "three.module.js"
+    state = "[found]  " if three.is_file() else "[missing] (run `make run`, which runs npm ci in studio/web)"
+    print(f"\nPainter web assets: {state} {three}")
     return 0
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotations import workflow
+from annotations import models, workflow
 from annotations.batch import add_task
 from annotations.review import load_task_annotations
 
@@ -119,10 +119,12 @@ def test_annotator_paints_switches_layer_erases_and_submits(browser, studio_serv
     erased = segment_distance(screen[chair], rub[0] + [0.5 * radius_px, 0], rub[1] - [radius_px, 0])
     assert erased.min() > 0.5 * radius_px, "the erased stretch holds no chair vertex"
     assert not set(chair) & set(supporting) or len(set(chair) & set(supporting)) < 0.1 * len(chair)
+    page.reload()
+    page.wait_for_selector("#progress", timeout=60000)
+    page.wait_for_function(f"!document.getElementById('task-info').innerText.includes('Task {task_id}:')")
     with store.session() as session:
-        from annotations import models
         rows = session.query(models.SubmissionRow).filter_by(task_id=task_id).all()
-        assert len(rows) == 1 and rows[0].seconds_spent > 0
+        assert len(rows) == 1 and rows[0].seconds_spent > 0, "a reload neither lost nor repeated the submission"
 
 
 def brush_radius_pixels(page, mesh: dict) -> float:

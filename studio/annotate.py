@@ -85,11 +85,12 @@ def task_view(studio: Studio, session: Session, assignment: Assignment | None, m
     task = assignment.task
     prediction, source = pre_annotation(studio, task)
     image = np.asarray(Image.open(task.image.path).convert("RGB"))
-    what = "contact with" if task.kind == "human_contact" else f"where a person would {task.labels[0]}"
-    names = ", ".join(f"<b>{html.escape(label)}</b>" for label in task.labels)
-    subject = f" on the <b>{html.escape(task.object_class or 'object')}</b>" if task.kind != "human_contact" else ""
-    text = (f"<div id='task-text'>Task {task.id}: paint {what} {names}{subject}. "
-            f"Pre-annotation: {html.escape(source)}.</div>")
+    if task.kind == "human_contact":
+        what = "contact with " + ", ".join(f"<b>{html.escape(label)}</b>" for label in task.labels)
+    else:
+        what = (f"where a person would <b>{html.escape(task.labels[0])}</b> on the "
+                f"<b>{html.escape(task.object_class or 'object')}</b>")
+    text = f"<div id='task-text'>Task {task.id}: paint {what}. Pre-annotation: {html.escape(source)}.</div>"
     payload = payload_json(mesh_url=mesh_url(task), kind=task.kind, topology=task.topology, task_id=task.id,
                            labels=task.labels, prediction=prediction)
     return session, image, text, progress, payload, message

@@ -8,11 +8,12 @@
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gradio as gr
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from engine.errors import InputError, MissingAssetError
@@ -24,6 +25,7 @@ from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
 
 WEB = Path(__file__).resolve().parent / "web"
 THREE_BUILD = WEB / "node_modules" / "three" / "build"
+API_SCHEMA = re.compile(rb"<script>window\.gradio_api_info = .*?;</script>", re.S)
 CLOSED_ADMIN = (f"<h1>Admin console closed</h1><p>Set ${ADMIN_USER_ENV} and ${ADMIN_PASSWORD_ENV} (at least 8 "
                 "characters) before starting the server to open it.</p>")
 
@@ -34,6 +36,7 @@ def build_server(studio: Studio) -> FastAPI:
     add_mesh_routes(app, studio)
     settings = studio.settings
     if settings.admin is not None:
+        hide_schema_from_login_page(app, "/admin")
         mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check)
     else:
         app.add_api_route("/admin", lambda: HTMLResponse(CLOSED_ADMIN, status_code=503), methods=["GET"])
@@ -49,6 +52,22 @@ def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None) -
     gr.mount_gradio_app(app, page, path, auth=auth, max_file_size=studio.settings.max_upload_bytes, show_error=True,
                         allowed_paths=[str(studio.outputs), str(EXAMPLES)], ssr_mode=False,
                         footer_links=["api"] if path == "/" else [])
+
+
+def hide_schema_from_login_page(app: FastAPI, prefix: str) -> None:
+    """Gradio puts every endpoint's schema into the page, even into the login page of an app behind auth;
+    before login, the admin page goes out without it (no endpoint names, parameters or choices)."""
+    @app.middleware("http")
+    async def strip_schema(request: Request, call_next):
+        response = await call_next(request)
+        if request.method != "GET" or request.url.path not in (prefix, prefix + "/") \
+                or "text/html" not in response.headers.get("content-type", ""):
+            return response
+        body = b"".join([chunk async for chunk in response.body_iterator])
+        if b'"auth_required":true' in body:
+            body = API_SCHEMA.sub(b"<script>window.gradio_api_info = {};</script>", body)
+        headers = {key: value for key, value in response.headers.items() if key.lower() != "content-length"}
+        return Response(body, status_code=response.status_code, headers=headers)
 
 
 def add_static_routes(app: FastAPI) -> None:
@@ -100,7 +119,9 @@ class BackgroundServer:
                 probe.bind((host, 0))
                 port = probe.getsockname()[1]
         self.studio, self.url = studio, f"http://{host}:{port}"
-        self._server = uvicorn.Server(uvicorn.Config(build_server(studio), host=host, port=port, log_level="warning"))
+        # Open heartbeat streams of gradio clients would hold a graceful shutdown for their whole timeout.
+        self._server = uvicorn.Server(uvicorn.Config(build_server(studio), host=host, port=port, log_level="warning",
+                                                     timeout_graceful_shutdown=1))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s

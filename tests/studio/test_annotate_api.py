@@ -1,0 +1,298 @@
+"""The annotator's page (``/annotate``) through ``gradio_client``: next task, check, submit, skip, flag.
+
+Each ``Client`` is one browser session; the server keeps the annotator in session state, so every
+call after ``/start_session`` acts for the worker that session started with.
+"""
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import numpy as np
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from PIL import Image
+from sqlalchemy import func, select
+
+from annotations import batch, models, workflow
+from annotations.review import load_task_annotations
+from engine.contact.prior import predict_category_prior
+
+TOPOLOGY, VERTICES = "openbody-v1", 10614
+NO_TASK = "No task is waiting for you"
+
+
+def png(seed: int, size=(48, 64)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def drain(store) -> None:
+    """Fill every open slot left by earlier tests, so a fresh worker sees only the tasks made next."""
+    while True:
+        filler = store.ensure_annotator(f"filler-{uuid.uuid4().hex[:8]}").id
+        claimed = 0
+        while (assignment := workflow.next_task(store, filler)) is not None:
+            workflow.submit(store, filler, assignment.task.id, {}, uuid.uuid4().hex)
+            claimed += 1
+        if not claimed:
+            return
+
+
+def new_tasks(store, *specs: tuple[tuple[str, ...], int]) -> list[int]:
+    """Fresh tasks ((labels, redundancy) each) that are the only claimable ones in the store."""
+    drain(store)
+    return [batch.add_task(store, png(index + len(store.task_ids()) * 7), f"x{index}.png", labels=list(labels),
+                           topology=TOPOLOGY, redundancy=redundancy) for index, (labels, redundancy) in enumerate(specs)]
+
+
+def session(running, worker: str) -> tuple[Client, tuple]:
+    client = Client(running.url + "/annotate/", verbose=False)
+    return client, client.predict(worker, api_name="/start_session")
+
+
+def painting(task_id, layers: dict, topology: str = TOPOLOGY, seconds: float = 3.0) -> str:
+    return json.dumps({"task": task_id, "topology": topology, "layers": layers, "seconds": seconds})
+
+
+def count_submissions(store, task_id: int | None = None) -> int:
+    query = select(func.count()).select_from(models.SubmissionRow)
+    if task_id is not None:
+        query = query.where(models.SubmissionRow.task_id == task_id)
+    with store.session() as db:
+        return db.scalar(query)
+
+
+def statuses(store, task_id: int) -> dict[str, tuple[str, str | None]]:
+    """worker -> (assignment status, flag reason) for one task."""
+    with store.session() as db:
+        rows = db.execute(select(models.AnnotatorRow.external_id, models.AssignmentRow.status,
+                                 models.AssignmentRow.flag_reason)
+                          .join(models.AnnotatorRow, models.AnnotatorRow.id == models.AssignmentRow.annotator_id)
+                          .where(models.AssignmentRow.task_id == task_id)).all()
+    return {worker: (status, reason) for worker, status, reason in rows}
+
+
+def worker_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_start_session_shows_the_task_with_the_prior_as_pre_annotation(studio_server):
+    store = studio_server.studio.store
+    (task_id,) = new_tasks(store, (("chair", "cup"), 1))
+    _, (image, text, progress, payload, status) = session(studio_server, worker_id("start"))
+    painter = json.loads(payload)
+    assert painter["task_id"] == task_id and painter["kind"] == "human_contact"
+    assert painter["topology"] == TOPOLOGY and painter["mesh_url"] == f"/studio/mesh/body/{TOPOLOGY}.json"
+    assert painter["labels"] == ["chair", "cup"]
+    assert painter["colours"] == {"chair": "#e6194b", "cup": "#3cb44b"}
+    body = studio_server.studio.body(TOPOLOGY)
+    for label in ("chair", "cup"):
+        prior = predict_category_prior(body, label).probabilities
+        assert painter["layers"][label] == np.flatnonzero(prior >= 0.5).tolist()
+        assert len(painter["prediction"][label]) == VERTICES
+        np.testing.assert_allclose(painter["prediction"][label], prior, atol=1e-3)
+    assert f"Task {task_id}" in text and "<b>chair</b>, <b>cup</b>" in text and "baseline: category prior" in text
+    assert np.asarray(Image.open(image)).shape == (48, 64, 3)
+    assert progress == "**0** done this session" and status == ""
+
+
+def test_submit_stores_exactly_the_painted_ids_once(studio_server):
+    store = studio_server.studio.store
+    (task_id,) = new_tasks(store, (("chair", "cup"), 1))
+    worker = worker_id("submit")
+    client, first = session(studio_server, worker)
+    assert json.loads(first[3])["task_id"] == task_id
+    chair, cup = [5, 3, 10613, 0, 3], [42]
+    painted = painting(task_id, {"chair": chair, "cup": cup})
+    counts = client.predict(painted, api_name="/check_painting")
+    assert "chair: 4 vertices" in counts and "cup: 1 vertices" in counts, "duplicates are counted once"
+    assert count_submissions(store, task_id) == 0, "checking stores nothing"
+
+    _, text, progress, payload, status = client.predict(painted, api_name="/submit")
+    assert status == f"Submitted task {task_id}"
+    assert progress == "**1** done this session"
+    assert NO_TASK in text and payload == ""
+    entry = load_task_annotations(store, task_ids=[task_id])[task_id]
+    assert entry.labels == ("chair", "cup") and entry.layers.shape == (1, 2, VERTICES)
+    assert np.flatnonzero(entry.layers[0, 0]).tolist() == [0, 3, 5, 10613]
+    assert np.flatnonzero(entry.layers[0, 1]).tolist() == [42]
+    assert store.annotator(entry.annotator_ids[0]).external_id == worker
+    with store.session() as db:
+        seconds = db.scalar(select(models.SubmissionRow.seconds_spent).where(models.SubmissionRow.task_id == task_id))
+    assert seconds == pytest.approx(3.0)
+    assert statuses(store, task_id) == {worker: ("submitted", None)}
+
+    # The same request again (a resend after the answer came back) stores nothing new.
+    with pytest.raises(AppError, match="no open task to submit"):
+        client.predict(painted, api_name="/submit")
+    assert count_submissions(store, task_id) == 1
+    # A reload (a new session of the same worker) offers nothing: nobody gets a task twice.
+    _, again = session(studio_server, worker)
+    assert NO_TASK in again[1] and again[3] == "" and again[2] == "**0** done this session"
+
+
+def test_a_double_click_is_stored_once(studio_server):
+    store = studio_server.studio.store
+    (task_id,) = new_tasks(store, (("chair",), 1))
+    client, _ = session(studio_server, worker_id("double"))
+    painted = painting(task_id, {"chair": [1, 2, 3]})
+    jobs = [client.submit(painted, api_name="/submit") for _ in range(2)]
+    answers = []
+    for job in jobs:
+        try:
+            answers.append(job.result(timeout=60)[4])
+        except AppError as error:  # the second click arrived after the first one moved on
+            answers.append(str(error))
+    assert count_submissions(store, task_id) == 1
+    assert any(answer.startswith(f"Submitted task {task_id}") for answer in answers), answers
+    assert all(answer.startswith(f"Submitted task {task_id}") or "no open task" in answer for answer in answers)
+
+
+def test_progress_counts_each_submission_and_serves_the_next_task(studio_server):
+    store = studio_server.studio.store
+    first, second = new_tasks(store, (("chair",), 1), (("chair", "cup"), 1))
+    client, opened = session(studio_server, worker_id("progress"))
+    assert json.loads(opened[3])["task_id"] == first
+    answer = client.predict(painting(first, {"chair": [7]}), api_name="/submit")
+    assert answer[2] == "**1** done this session" and json.loads(answer[3])["task_id"] == second
+    assert json.loads(answer[3])["labels"] == ["chair", "cup"]
+    # A resend of the first painting now meets the second task: refused, nothing stored.
+    with pytest.raises(AppError, match="another task"):
+        client.predict(painting(first, {"chair": [7]}), api_name="/submit")
+    answer = client.predict(painting(second, {"cup": [8, 9]}), api_name="/submit")
+    assert answer[2] == "**2** done this session" and answer[3] == ""
+    assert count_submissions(store, first) == 1 and count_submissions(store, second) == 1
+
+
+def test_skip_and_flag_finish_the_assignment_without_a_submission(studio_server):
+    store = studio_server.studio.store
+    skipped, flagged = new_tasks(store, (("chair",), 1), (("cup",), 1))
+    worker = worker_id("skipflag")
+    client, opened = session(studio_server, worker)
+    assert json.loads(opened[3])["task_id"] == skipped
+    answer = client.predict(api_name="/skip")
+    assert answer[4] == f"Skipped task {skipped}" and json.loads(answer[3])["task_id"] == flagged
+    assert statuses(store, skipped) == {worker: ("skipped", None)}
+    answer = client.predict("no_contact_visible", api_name="/flag")
+    assert answer[4] == f"Flagged task {flagged} (no_contact_visible)" and answer[3] == ""
+    assert statuses(store, flagged) == {worker: ("flagged", "no_contact_visible")}
+    assert count_submissions(store, skipped) == 0 and count_submissions(store, flagged) == 0
+    assert answer[2] == "**0** done this session"
+    with pytest.raises(AppError, match="no open task"):
+        client.predict(api_name="/skip")
+    # Skipping and flagging free the slot: the next worker gets the (older) skipped task first.
+    _, other = session(studio_server, worker_id("after-skip"))
+    assert json.loads(other[3])["task_id"] == skipped
+
+
+def test_flag_reason_must_be_one_of_the_listed(studio_server):
+    store = studio_server.studio.store
+    (task_id,) = new_tasks(store, (("chair",), 1))
+    worker = worker_id("badflag")
+    client, _ = session(studio_server, worker)
+    with pytest.raises(AppError, match="image_unusable"):
+        client.predict("<img src=x>", api_name="/flag")
+    assert statuses(store, task_id) == {worker: ("assigned", None)}
+
+
+def test_a_worker_never_gets_another_workers_task(studio_server):
+    store = studio_server.studio.store
+    (task_id,) = new_tasks(store, (("chair",), 1))
+    alice, opened = session(studio_server, worker_id("alice"))
+    assert json.loads(opened[3])["task_id"] == task_id
+    bob, offered = session(studio_server, worker_id("bob"))
+    image, text, _, payload, _ = offered
+    assert NO_TASK in text and payload == "" and image is None
+    painted = painting(task_id, {"chair": [1, 2]})
+    assert bob.predict(painted, api_name="/check_painting") == "", "no task: nothing to check against"
+    with pytest.raises(AppError, match="no open task to submit"):
+        bob.predict(painted, api_name="/submit")
+    with pytest.raises(AppError, match="no open task"):
+        bob.predict(api_name="/skip")
+    assert count_submissions(store, task_id) == 0
+    # Alice's session is untouched by Bob's calls.
+    assert alice.predict(painted, api_name="/submit")[4] == f"Submitted task {task_id}"
+    entry = load_task_annotations(store, task_ids=[task_id])[task_id]
+    assert [store.annotator(a).external_id.startswith("alice-") for a in entry.annotator_ids] == [True]
+
+
+def test_redundancy_two_gives_the_task_to_two_workers_and_no_third(studio_server):
+    store = studio_server.studio.store
+    (task_id,) = new_tasks(store, (("chair",), 2))
+    first = [session(studio_server, worker_id(name))[1][3] for name in ("r1", "r2", "r3")]
+    assert [json.loads(payload)["task_id"] if payload else None for payload in first] == [task_id, task_id, None]
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"layers": {"chair": [VERTICES]}}, "must be in 0..10613 for openbody-v1"),
+    ({"layers": {"chair": [-1]}}, "must be in 0..10613"),
+    ({"layers": {"chair": [0.5]}}, "flat list of integers"),
+    ({"layers": {"chair": "1,2"}}, "list of integers"),
+    ({"layers": {"chair": [1]}, "topology": "smplh-6890"}, "made on .*smplh-6890.*uses .*openbody-v1"),
+    ({"layers": {"<b>table</b>": [1]}}, "unknown layer"),
+    ({"layers": [1, 2]}, "must be an object with a .*layers"),
+    ("not json {", "not valid JSON"),
+    ("", "no painting was received"),
+])
+def test_bad_paintings_are_refused_and_nothing_is_stored(studio_server, bad, message):
+    store = studio_server.studio.store
+    (task_id,) = new_tasks(store, (("chair",), 1))
+    client, _ = session(studio_server, worker_id("bad"))
+    text = bad if isinstance(bad, str) else json.dumps({"task": task_id, "topology": TOPOLOGY, **bad})
+    for api in ("/check_painting", "/submit"):
+        with pytest.raises(AppError, match=message) as error:
+            client.predict(text, api_name=api)
+        assert "<b>" not in str(error.value), "labels are escaped in the message"
+    assert count_submissions(store, task_id) == 0
+    # The session still holds its task, and a good painting goes through.
+    answer = client.predict(painting(task_id, {"chair": [0, 1]}), api_name="/submit")
+    assert answer[4] == f"Submitted task {task_id}"
+    assert np.flatnonzero(load_task_annotations(store, task_ids=[task_id])[task_id].layers[0, 0]).tolist() == [0, 1]
+
+
+def test_a_painting_for_another_task_id_is_refused(studio_server):
+    store = studio_server.studio.store
+    (task_id,) = new_tasks(store, (("chair",), 1))
+    client, _ = session(studio_server, worker_id("other-id"))
+    with pytest.raises(AppError, match="another task"):
+        client.predict(painting(task_id + 1000, {"chair": [1]}), api_name="/submit")
+    assert count_submissions(store, task_id) == 0
+
+
+def test_no_worker_id_is_a_clear_error(studio_server):
+    client = Client(studio_server.url + "/annotate/", verbose=False)
+    with pytest.raises(AppError, match=r"open this page with your worker id, e.g. /annotate\?worker=YOUR_ID"):
+        client.predict("", api_name="/start_session")
+    for worker in ("   ", "x" * 129, "tab\there"):
+        with pytest.raises(AppError, match="an annotator id must be 1-128 printable characters"):
+            client.predict(worker, api_name="/start_session")
+    for api, args in (("/skip", ()), ("/submit", (painting(1, {}),)), ("/flag", ("image_unusable",))):
+        with pytest.raises(AppError, match="this page has no annotator yet"):
+            client.predict(*args, api_name=api)
+    assert client.predict(painting(1, {}), api_name="/check_painting") == ""
+    # The same session can still start properly afterwards.
+    assert client.predict(worker_id("late"), api_name="/start_session")[2] == "**0** done this session"
+
+
+def test_an_admin_account_id_cannot_annotate(studio_server):
+    store = studio_server.studio.store
+    new_tasks(store, (("chair",), 1))
+    store.ensure_annotator("lab-boss", role="admin")
+    client = Client(studio_server.url + "/annotate/", verbose=False)
+    with pytest.raises(AppError, match="belongs to an admin account"):
+        client.predict("lab-boss", api_name="/start_session")
+    with pytest.raises(AppError, match="this page has no annotator yet"):
+        client.predict(api_name="/skip")
+
+
+def test_the_annotator_page_has_no_admin_endpoints(studio_server):
+    client = Client(studio_server.url + "/annotate/", verbose=False)
+    endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert endpoints == {"/start_session", "/submit", "/skip", "/flag", "/check_painting"}
+    for api in ("/export", "/import_batch", "/quality", "/review_task"):
+        with pytest.raises(ValueError, match="Cannot find a function"):
+            client.predict(api_name=api)

@@ -86,7 +86,9 @@ def serve(args) -> int:
         return 2
     if settings.admin is None:
         print("note: /admin is closed; set STUDIO_ADMIN_USER and STUDIO_ADMIN_PASSWORD to open it", file=sys.stderr)
-    app = build_server(build_studio(settings))
+    studio = build_studio(settings)
+    print(f"bodies ready for the painter: {', '.join(studio.warm_up())}")
+    app = build_server(studio)
     print(f"Interaction Studio on http://{args.host}:{args.port}/  (annotators: /annotate?worker=ID, admin: /admin)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

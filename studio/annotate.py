@@ -25,6 +25,7 @@ from studio.exports import label_colours
 from studio.painter import READ_JS, counts_html, painter_component, payload_json, read_painting
 
 WORKER_JS = "() => new URLSearchParams(window.location.search).get('worker') || ''"
+CHECK_LANE = "painter-check"
 NO_TASK = "No task is waiting for you right now. Thank you! Come back later or close this page."
 
 
@@ -184,8 +185,11 @@ def build_annotate(studio: Studio) -> gr.Blocks:
         submit.click(on_submit, inputs=[painted, session], outputs=outputs, js=READ_JS, api_name="submit", **lane)
         skip.click(on_skip, inputs=[session], outputs=outputs, api_name="skip", **lane)
         flag.click(on_flag, inputs=[reason, session], outputs=outputs, api_name="flag", **lane)
+        # The check never touches the store, so it has its own lane and never waits behind submits; a stroke
+        # that ends while the previous check runs is checked right after it (always_last), never dropped.
         sync.click(on_sync, inputs=[painted, session], outputs=[server_counts], js=READ_JS, api_name="check_painting",
-                   **lane)
+                   concurrency_id=CHECK_LANE, concurrency_limit=studio.settings.store_concurrency,
+                   trigger_mode="always_last", show_progress="hidden")
     return page
 
 

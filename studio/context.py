@@ -65,6 +65,17 @@ class Studio:
                                                   np.asarray(body.part_labels), list(body.part_names))
         return self._mesh_json[topology]
 
+    def warm_up(self) -> tuple[str, ...]:
+        """Load every installed body and its painter mesh now, so no visitor pays for it; returns the topologies."""
+        ready = []
+        for topology in TOPOLOGY_BODIES:
+            try:
+                self.body_mesh_json(topology)
+            except MissingAssetError:
+                continue  # that body's licensed file is not installed; the doctor says where it goes
+            ready.append(topology)
+        return tuple(ready)
+
     def output_folder(self) -> Path:
         """A fresh folder for one request's downloads (Gradio serves them from its own cache)."""
         return Path(tempfile.mkdtemp(dir=self.outputs))

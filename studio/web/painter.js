@@ -861,23 +861,19 @@ export function createPainter(container, options = {}) {
     for (const id of entry.ids) setMembership(entry.label, id, on, null);
   }
 
-  function undo() {
-    if (!st.ready || st.stroke || !st.undo.length) return false;
-    const entry = st.undo.pop();
-    applyEntry(entry, false);
-    st.redo.push(entry);
+  // Undo and redo move one entry between the two stacks, replaying it backwards or forwards.
+  function moveHistory(from, to, forward) {
+    if (!st.ready || st.stroke || !from.length) return false;
+    const entry = from.pop();
+    applyEntry(entry, forward);
+    to.push(entry);
     afterHistory();
     return true;
   }
 
-  function redo() {
-    if (!st.ready || st.stroke || !st.redo.length) return false;
-    const entry = st.redo.pop();
-    applyEntry(entry, true);
-    st.undo.push(entry);
-    afterHistory();
-    return true;
-  }
+  function undo() { return moveHistory(st.undo, st.redo, false); }
+
+  function redo() { return moveHistory(st.redo, st.undo, true); }
 
   function afterHistory() {
     if (coloursDirty) { st.colours.needsUpdate = true; coloursDirty = false; }

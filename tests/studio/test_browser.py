@@ -106,6 +106,13 @@ def test_annotator_paints_switches_layer_erases_and_submits(browser, studio_serv
     page.click('[data-action="erase"]')
     drag(page, *rub)
     wait_for_server_count(page, "chair", second)
+    erased_count = page.evaluate("window.studioPainter.state().counts.chair")
+    page.click('[data-action="undo"]')
+    assert page.evaluate("window.studioPainter.state().counts.chair") == len(painted_before_erase), "undo restores"
+    page.click('[data-action="redo"]')
+    assert page.evaluate("window.studioPainter.state().counts.chair") == erased_count < len(painted_before_erase)
+    page.wait_for_function(f"document.getElementById('painter-server-counts').textContent"
+                           f".includes('chair: {erased_count} vertices')", timeout=15000)
     page.screenshot(path=str(artifacts / "annotator-painted.png"))
     page.click("#submit")
     page.wait_for_function("document.getElementById('status').innerText.includes('Submitted task')", timeout=15000)

@@ -113,3 +113,28 @@ class Submission:
     seconds_spent: float
     client_info: Mapping
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class Run:
+    """One result a studio tab produced. ``files`` maps each output file name to its absolute path.
+
+    kind: "contact" | "affordance" | "hoi" | "genzi".
+    method: what produced it, e.g. "interactvlm-hoi" or "baseline: silhouette only (no contacts)".
+    group_key: runs made from the same input share it (a perceptual study pairs them by it).
+    inputs: each input's source, e.g. {"body": "example", "contacts": "painted"}.
+    summary: figures worth listing (final losses, IoU, metrics).
+    """
+
+    id: str
+    kind: str
+    method: str
+    group_key: str | None
+    inputs: Mapping
+    files: Mapping[str, Path]
+    summary: Mapping
+    created_at: datetime
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method.startswith(BASELINE_PREFIX)

@@ -175,3 +175,23 @@ class ExportRow(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     location: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+RUN_KINDS = ("contact", "affordance", "hoi", "genzi")
+
+
+class RunRow(Base):
+    """Added by migration 0004: one result a tab produced (see ``annotations.runs``)."""
+
+    __tablename__ = "runs"
+    __table_args__ = (CheckConstraint(f"kind IN {RUN_KINDS}", name="ck_run_kind"),
+                      Index("ix_runs_kind_created", "kind", "created_at"))
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random hex: unguessable, safe in a path
+    kind: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(200))
+    group_key: Mapped[str | None] = mapped_column(String(128), index=True)  # runs made from the same input
+    owner: Mapped[str | None] = mapped_column(String(128))  # who made it (session or login), never shown
+    inputs: Mapped[dict] = mapped_column(JSON)  # every input's source, e.g. {"contacts": "painted"}
+    outputs: Mapped[dict] = mapped_column(JSON)  # file name -> size in bytes, under runs/<id>/
+    summary: Mapped[dict] = mapped_column(JSON)  # figures worth listing (losses, IoU, metrics)
+    created_at: Mapped[datetime] = mapped_column(DateTime)

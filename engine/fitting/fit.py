@@ -101,7 +101,9 @@ class FitConfig:
     learn_view_weights: optimise one logit per view (GenZI's view scores), starting at s = 0.5.
     min_views: the view-selection threshold tau.
     shape_weights: per-beta w of the shape prior (None: all 1).
-    flip_check: try the initial orientation facing and facing away from the first camera; keep the better.
+    orientation_hypotheses: upright starting orientations tried side by side (facing the first camera,
+        then turned by 360/n degrees each); ignored when ``BodyInit.global_orient`` is given.
+    select_after: the stage number (1-based) after which only the best hypothesis continues.
     """
 
     stages: tuple[StageConfig, ...] = DEFAULT_STAGES
@@ -110,7 +112,16 @@ class FitConfig:
     learn_view_weights: bool = False
     min_views: float = 3.0
     shape_weights: tuple[float, ...] | None = None
-    flip_check: bool = True
+    orientation_hypotheses: int = 4
+    select_after: int = 2
+
+    def __post_init__(self):
+        if not self.stages:
+            raise InputError("a fit needs at least one stage")
+        if self.orientation_hypotheses < 1 or self.select_after < 1:
+            raise InputError("orientation_hypotheses and select_after must be at least 1")
+        if self.rho <= 0:
+            raise InputError("rho must be positive")
 
 
 @dataclass(frozen=True)
@@ -310,7 +321,7 @@ def _weight_at(weight: Weight, step: int, iterations: int) -> float:
 
 
 def _decoded_pose(problem: _Problem, pose_variable: torch.Tensor) -> torch.Tensor:
-    """(1, num_body_joints * 3) axis-angle from the pose variable (the VPoser latent or the pose itself)."""
+    """(B, num_body_joints * 3) axis-angle from the pose variable (the VPoser latent or the pose itself)."""
     if problem.vposer is None:
         return pose_variable
     decoded = problem.vposer.decode_axis_angle(pose_variable)
@@ -318,26 +329,29 @@ def _decoded_pose(problem: _Problem, pose_variable: torch.Tensor) -> torch.Tenso
     return torch.nn.functional.pad(decoded, (0, missing)) if missing > 0 else decoded
 
 
-def _posed_sites(problem: _Problem, variables: dict, need_vertices: bool):
-    """Joints (22, 3), keypoints (K, 3), vertices (V, 3) or None, body pose (D,), rotation (3, 3)."""
+def _states(problem: _Problem, config: FitConfig, variables: dict, stage: int, iteration: int,
+            need_vertices: bool) -> list[FitState]:
+    """One ``FitState`` per orientation hypothesis (the batch of the variables), posed together."""
     body = problem.body
     body_pose = _decoded_pose(problem, variables["body_pose"])
-    rotation = rotation_6d_to_matrix(variables["global_orient"])[0]
+    rotation = rotation_6d_to_matrix(variables["global_orient"])
     zero = torch.zeros_like(variables["transl"])
     joints, site_vertices = sites_forward(body, variables["betas"], body_pose, zero, zero, problem.vertex_ids)
-    pelvis = joints[0, 0]
-    place = lambda points: (points - pelvis) @ rotation.T + pelvis + variables["transl"][0]
-    vertices = None
-    if need_vertices:  # the same rigid placement as BodyModel.forward's global_orient and transl
-        vertices = place(body(betas=variables["betas"], body_pose=body_pose).vertices[0])
-    joints, site_vertices = place(joints[0]), place(site_vertices[0])
-    return joints, problem.sites.gather(joints, site_vertices), vertices, body_pose[0], rotation
-
-
-def _view_weights(problem: _Problem, variables: dict, config: FitConfig) -> torch.Tensor:
-    if "view_logits" in variables and config.learn_view_weights:
-        return torch.sigmoid(variables["view_logits"])
-    return torch.ones(len(problem.cameras), dtype=problem.keypoints.dtype, device=problem.keypoints.device)
+    pelvis = joints[:, :1]
+    # the same rigid placement as BodyModel.forward's global_orient and transl
+    place = lambda points: (points - pelvis) @ rotation.transpose(1, 2) + pelvis + variables["transl"][:, None]
+    vertices = place(body(betas=variables["betas"], body_pose=body_pose).vertices) if need_vertices else None
+    joints = place(joints)
+    keypoints_3d = problem.sites.gather(joints, place(site_vertices))
+    view_weights = (torch.sigmoid(variables["view_logits"]) if config.learn_view_weights
+                    else torch.ones_like(variables["view_logits"]))
+    latent = variables["body_pose"] if problem.vposer is not None else None
+    return [FitState(stage=stage, iteration=iteration, body=body, cameras=problem.cameras, joints=joints[b],
+                     keypoints_3d=keypoints_3d[b], projected=energies.project_points(problem.cameras, keypoints_3d[b]),
+                     vertices=None if vertices is None else vertices[b], transl=variables["transl"][b],
+                     global_orient=rotation[b], body_pose=body_pose[b], betas=variables["betas"][b],
+                     latent=None if latent is None else latent[b], view_weights=view_weights[b])
+            for b in range(joints.shape[0])]
 
 
 def _energies(problem: _Problem, config: FitConfig, stage: StageConfig, state: FitState) -> dict[str, torch.Tensor]:
@@ -356,29 +370,20 @@ def _energies(problem: _Problem, config: FitConfig, stage: StageConfig, state: F
     return values
 
 
-def _state(problem: _Problem, config: FitConfig, variables: dict, stage: int, iteration: int,
-           need_vertices: bool) -> FitState:
-    joints, keypoints_3d, vertices, body_pose, rotation = _posed_sites(problem, variables, need_vertices)
-    return FitState(
-        stage=stage, iteration=iteration, body=problem.body, cameras=problem.cameras, joints=joints,
-        keypoints_3d=keypoints_3d, projected=energies.project_points(problem.cameras, keypoints_3d),
-        vertices=vertices, transl=variables["transl"][0], global_orient=rotation, body_pose=body_pose,
-        betas=variables["betas"][0], latent=variables["body_pose"][0] if problem.vposer is not None else None,
-        view_weights=_view_weights(problem, variables, config))
-
-
 # ---------------------------------------------------------------------------------- initialisation
 def _initial_variables(problem: _Problem, init: BodyInit, config: FitConfig) -> dict[str, torch.Tensor]:
+    """Variables with a leading batch of orientation hypotheses (1 when ``init.global_orient`` is given)."""
     body, like = problem.body, problem.keypoints
     tensor = lambda value, width: torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=like.dtype,
                                                   device=like.device).reshape(1, width)
     pose_width = body.num_body_joints * 3
+    identity = matrix_to_rotation_6d(torch.eye(3, dtype=like.dtype, device=like.device))[None]
     variables = {
         "transl": tensor(init.transl, 3) if init.transl is not None else like.new_zeros(1, 3),
         "global_orient": matrix_to_rotation_6d(axis_angle_to_matrix(tensor(init.global_orient, 3)))
-        if init.global_orient is not None else matrix_to_rotation_6d(torch.eye(3, dtype=like.dtype, device=like.device))[None],
+        if init.global_orient is not None else identity,
         "betas": tensor(init.betas, body.num_betas) if init.betas is not None else like.new_zeros(1, body.num_betas),
-        "view_logits": like.new_zeros(len(problem.cameras)),
+        "view_logits": like.new_zeros(1, len(problem.cameras)),
     }
     pose = tensor(init.body_pose, pose_width) if init.body_pose is not None else like.new_zeros(1, pose_width)
     if problem.vposer is None:
@@ -392,9 +397,9 @@ def _initial_variables(problem: _Problem, init: BodyInit, config: FitConfig) -> 
         if not torch.isfinite(value).all():
             raise InputError(f"initial {name} contains NaN or inf")
     if init.global_orient is None:
-        variables["global_orient"] = _facing_orientation(problem, variables, config)
+        variables = _orientation_hypotheses(problem, variables, config.orientation_hypotheses)
     if init.transl is None:
-        variables["transl"] = _translation_from_torso(problem, variables)
+        variables["transl"] = _translation_from_torso(problem, config, variables)
     return variables
 
 
@@ -402,108 +407,110 @@ def _camera_centres(cameras: OpenCVCamera) -> torch.Tensor:
     return -torch.einsum("ncd,nc->nd", cameras.R, cameras.t)
 
 
-def _translation_from_torso(problem: _Problem, variables: dict) -> torch.Tensor:
-    """Similar triangles per view (3D torso extent vs its 2D extent at focal f), averaged in the world."""
+def _translation_from_torso(problem: _Problem, config: FitConfig, variables: dict) -> torch.Tensor:
+    """(B, 3): similar triangles per view (3D torso extent vs 2D extent at focal f), averaged in the world."""
     with torch.no_grad():
-        _, sites, _, _, _ = _posed_sites(problem, {**variables, "transl": torch.zeros_like(variables["transl"])}, False)
-        estimates = []
-        for view in range(len(problem.cameras)):
-            visible = (problem.confidence[view] > 0) & problem.torso
-            if visible.sum() < 2:
-                visible = problem.confidence[view] > 0
-            if visible.sum() < 2:
-                continue
-            points3d, points2d = sites[visible], problem.keypoints[view][visible]
-            spread3d = torch.pdist(points3d).sum()
-            spread2d = torch.pdist(points2d).sum().clamp_min(1.0)
-            K, R, t = problem.cameras.K[view], problem.cameras.R[view], problem.cameras.t[view]
-            depth = math.sqrt(float(K[0, 0] * K[1, 1])) * spread3d / spread2d
-            centre2d = points2d.mean(0)
-            ray = torch.stack([(centre2d[0] - K[0, 2]) / K[0, 0], (centre2d[1] - K[1, 2]) / K[1, 1], torch.ones_like(depth)])
-            world_centre = R.T @ (ray * depth - t)
-            estimates.append(world_centre - points3d.mean(0))
-        if not estimates:
-            raise InputError("no view has two keypoints with confidence > 0; cannot place the body")
-        return torch.stack(estimates).mean(0, keepdim=True)
+        states = _states(problem, config, {**variables, "transl": torch.zeros_like(variables["transl"])}, 0, 0, False)
+        return torch.stack([_place_one(problem, state.keypoints_3d) for state in states])
 
 
-def _facing_orientation(problem: _Problem, variables: dict, config: FitConfig) -> torch.Tensor:
-    """6D orientation: upright, facing the first camera (or away from it, whichever fits the torso better)."""
-    candidates = []
-    for flip in ((0.0, math.pi) if config.flip_check else (0.0,)):
-        facing = _yaw_towards_camera(problem, variables, flip)
-        trial = {**variables, "global_orient": facing}
-        trial["transl"] = _translation_from_torso(problem, trial)
-        with torch.no_grad():
-            state = _state(problem, config, trial, 0, 0, False)
-            torso = problem.confidence * problem.torso
-            cost = energies.reprojection_energy(state.projected, problem.keypoints, torso, config.rho, state.view_weights)
-        candidates.append((float(cost), facing))
-    return min(candidates, key=lambda pair: pair[0])[1]
+def _place_one(problem: _Problem, sites: torch.Tensor) -> torch.Tensor:
+    estimates = []
+    for view in range(len(problem.cameras)):
+        visible = (problem.confidence[view] > 0) & problem.torso
+        if visible.sum() < 2:
+            visible = problem.confidence[view] > 0
+        if visible.sum() < 2:
+            continue
+        points3d, points2d = sites[visible], problem.keypoints[view][visible]
+        K, R, t = problem.cameras.K[view], problem.cameras.R[view], problem.cameras.t[view]
+        depth = math.sqrt(float(K[0, 0] * K[1, 1])) * torch.pdist(points3d).sum() / torch.pdist(points2d).sum().clamp_min(1.0)
+        centre = points2d.mean(0)
+        ray = torch.stack([(centre[0] - K[0, 2]) / K[0, 0], (centre[1] - K[1, 2]) / K[1, 1], torch.ones_like(depth)])
+        estimates.append(R.T @ (ray * depth - t) - points3d.mean(0))
+    if not estimates:
+        raise InputError("no view has two keypoints with confidence > 0; cannot place the body")
+    return torch.stack(estimates).mean(0)
 
 
-def _yaw_towards_camera(problem: _Problem, variables: dict, flip: float) -> torch.Tensor:
-    trial = {**variables, "global_orient": matrix_to_rotation_6d(torch.eye(3, dtype=variables["transl"].dtype))[None]}
-    position = _translation_from_torso(problem, trial)[0]
+def _orientation_hypotheses(problem: _Problem, variables: dict, count: int) -> dict:
+    """``count`` upright orientations: facing the first camera, then turned by 360/count degrees each."""
+    like = variables["transl"]
+    position = _place_one(problem, _states(problem, FitConfig(), variables, 0, 0, False)[0].keypoints_3d)
     towards = _camera_centres(problem.cameras)[0] - position
-    yaw = math.atan2(float(towards[0]), float(towards[2])) + flip
-    rotation = rotation_about_y(yaw, dtype=position.dtype).to(position.device)
-    return matrix_to_rotation_6d(rotation)[None]
+    facing = math.atan2(float(towards[0]), float(towards[2]))
+    yaws = [facing + 2 * math.pi * k / count for k in range(count)]
+    rotations = torch.stack([rotation_about_y(yaw, dtype=like.dtype) for yaw in yaws]).to(like.device)
+    expanded = {name: value.expand(count, *value.shape[1:]).clone() for name, value in variables.items()}
+    expanded["global_orient"] = matrix_to_rotation_6d(rotations)
+    return expanded
 
 
 # ---------------------------------------------------------------------------------- the loop
 def _run_stage(problem: _Problem, config: FitConfig, extra: dict[str, ExtraTerm], variables: dict, index: int,
-               report: Callable[[int], None]) -> StageHistory:
+               report: Callable[[int], None]) -> tuple[StageHistory, torch.Tensor]:
+    """Optimise one stage in place; returns its history and each hypothesis's last total (B,)."""
     stage = config.stages[index]
     names = [name for name in stage.optimise if name != "view_logits" or config.learn_view_weights]
     leaves = [variables[name].requires_grad_(True) for name in names]
+    batch = variables["transl"].shape[0]
     if not leaves or stage.iterations == 0:
-        return StageHistory(stage.name, np.zeros(0, np.float32), _frozen({}))
+        return StageHistory(stage.name, np.zeros(0, np.float32), _frozen({})), torch.zeros(batch)
     optimiser = (torch.optim.AdamW(leaves, lr=stage.lr, weight_decay=config.weight_decay) if config.weight_decay > 0
                  else torch.optim.Adam(leaves, lr=stage.lr))
     active_extra = {name: term for name, term in extra.items() if term.weights[index] != 0}
     need_vertices = any(term.needs_vertices for term in active_extra.values())
-    totals, per_term, skipped = [], {}, 0
+    totals, per_term, skipped, last = [], {}, 0, torch.zeros(batch)
     for step in range(stage.iterations):
         optimiser.zero_grad(set_to_none=True)
-        state = _state(problem, config, variables, index, step, need_vertices)
         weights = {name: _weight_at(w, step, stage.iterations) for name, w in stage.weights.items()}
-        terms = {name: value * weights[name] for name, value in _energies(problem, config, stage, state).items()
-                 if weights.get(name, 0.0) != 0.0}
-        for name, term in active_extra.items():
-            terms[name] = term.fn(state) * _weight_at(term.weights[index], step, stage.iterations)
-        total = sum(terms.values()) if terms else leaves[0].sum() * 0
-        if torch.isfinite(total) and total.requires_grad:
+        hypotheses = []
+        for state in _states(problem, config, variables, index, step, need_vertices):
+            terms = {name: value * weights[name] for name, value in _energies(problem, config, stage, state).items()
+                     if weights.get(name, 0.0) != 0.0}
+            for name, term in active_extra.items():
+                terms[name] = term.fn(state) * _weight_at(term.weights[index], step, stage.iterations)
+            hypotheses.append(terms)
+        sums = torch.stack([sum(terms.values()) if terms else leaves[0].sum() * 0 for terms in hypotheses])
+        total = sums.sum()
+        finite = bool(torch.isfinite(total))
+        if finite and total.requires_grad:
             total.backward()
-            if all(leaf.grad is None or torch.isfinite(leaf.grad).all() for leaf in leaves):
-                optimiser.step()
-            else:
-                skipped += 1
+        if finite and total.requires_grad and all(l.grad is None or torch.isfinite(l.grad).all() for l in leaves):
+            optimiser.step()
         else:
             skipped += 1
-        totals.append(float(total.detach()))
-        for name, value in terms.items():
+        last = sums.detach().cpu()
+        best = int(torch.nan_to_num(last, nan=float("inf")).argmin())
+        totals.append(float(last[best]))
+        for name, value in hypotheses[best].items():
             per_term.setdefault(name, []).append(float(value.detach()))
         report(step + 1)
     for leaf in leaves:
         leaf.requires_grad_(False)
-    return StageHistory(stage.name, np.asarray(totals, np.float32),
-                        _frozen({name: np.asarray(values, np.float32) for name, values in per_term.items()}), skipped)
+    history = StageHistory(stage.name, np.asarray(totals, np.float32),
+                           _frozen({name: np.asarray(values, np.float32) for name, values in per_term.items()}), skipped)
+    return history, last
+
+
+def _keep_best(variables: dict, last: torch.Tensor) -> dict:
+    best = int(torch.nan_to_num(last, nan=float("inf")).argmin())
+    return {name: value[best:best + 1].detach().clone() for name, value in variables.items()}
 
 
 def _result(problem: _Problem, config: FitConfig, variables: dict, history: list[StageHistory], layout: str) -> BodyFit:
     with torch.no_grad():
-        state = _state(problem, config, variables, len(config.stages), 0, True)
+        state = _states(problem, config, variables, len(config.stages), 0, True)[0]
         weights = energies.normalised_view_weights(state.view_weights, len(problem.cameras), state.projected)
         error = energies.reprojection_error_px(state.projected, problem.keypoints)
     numpy = lambda tensor: tensor.detach().cpu().numpy().astype(np.float32)
     return BodyFit(
-        topology=problem.body.topology, transl=numpy(state.transl), global_orient=numpy(matrix_to_axis_angle(state.global_orient)),
-        body_pose=numpy(state.body_pose), betas=numpy(state.betas),
-        latent=None if state.latent is None else numpy(state.latent), joints=numpy(state.joints),
-        vertices=numpy(state.vertices), keypoints_3d=numpy(state.keypoints_3d), projected=numpy(state.projected),
-        reprojection_error_px=numpy(error), view_weights=numpy(weights), history=tuple(history), layout=layout,
-        prior="vposer" if problem.vposer is not None else "open-body")
+        topology=problem.body.topology, transl=numpy(state.transl),
+        global_orient=numpy(matrix_to_axis_angle(state.global_orient)), body_pose=numpy(state.body_pose),
+        betas=numpy(state.betas), latent=None if state.latent is None else numpy(state.latent),
+        joints=numpy(state.joints), vertices=numpy(state.vertices), keypoints_3d=numpy(state.keypoints_3d),
+        projected=numpy(state.projected), reprojection_error_px=numpy(error), view_weights=numpy(weights),
+        history=tuple(history), layout=layout, prior="vposer" if problem.vposer is not None else "open-body")
 
 
 def fit_body(body: BodyModel, keypoints: Keypoints2D | Sequence[Keypoints2D], cameras: OpenCVCamera | Sequence[OpenCVCamera],
@@ -520,15 +527,19 @@ def fit_body(body: BodyModel, keypoints: Keypoints2D | Sequence[Keypoints2D], ca
     # 1. Check the inputs and turn them into tensors on the body's device.
     problem, views = _prepare(body, keypoints, cameras, config, vposer, sites)
     extra = _check_extra_terms(extra_terms, config)
-    # 2. Initialise: orientation facing the first camera, translation from the torso's apparent size.
+    # 2. Initialise: upright orientation hypotheses around the first camera, translation from the torso's size.
     variables = _initial_variables(problem, init, config)
-    # 3. Run the stages, each with its own optimiser, variables and energy weights.
+    # 3. Run the stages, each with its own optimiser, variables and energy weights; after stage
+    #    ``select_after`` only the hypothesis with the lowest energy goes on.
     total = max(sum(stage.iterations for stage in config.stages), 1)
     done, history = 0, []
     for index, stage in enumerate(config.stages):
         report = (lambda step, done=done, stage=stage:
                   progress((done + step) / total, stage.name) if progress is not None else None)
-        history.append(_run_stage(problem, config, extra, variables, index, report))
+        stage_history, last = _run_stage(problem, config, extra, variables, index, report)
+        history.append(stage_history)
+        if index + 1 >= config.select_after or index + 1 == len(config.stages):
+            variables = _keep_best(variables, last)
         done += stage.iterations
     # 4. Pose the whole body once with the final parameters.
     return _result(problem, config, variables, history, views[0].layout)

@@ -67,6 +67,10 @@ for _name in BODY_JOINT_NAMES[1:]:
         JOINT_LIMITS_DEG[_name] = _LEFT_AND_SPINE_LIMITS[_name]
 
 
+# The Gaussian's mean: standing relaxed, arms down at the sides (every other joint at rest).
+RELAXED_MEAN_DEG = {"left_shoulder": (0.0, 0.0, -60.0), "right_shoulder": (0.0, 0.0, 60.0)}
+
+
 @dataclass(frozen=True)
 class OpenBodyPrior:
     """The joint-limit and Gaussian tables as (63,) tensors (21 joints x axis-angle xyz), radians."""
@@ -82,7 +86,10 @@ class OpenBodyPrior:
         limits = torch.deg2rad(limits).reshape(-1, 2)
         lower, upper = limits[:, 0], limits[:, 1]
         as_tensor = lambda t: t.to(dtype=dtype, device=device)
-        return cls(as_tensor(lower), as_tensor(upper), torch.zeros_like(as_tensor(lower)), as_tensor((upper - lower) / 4))
+        mean = torch.zeros(len(BODY_JOINT_NAMES) - 1, 3, dtype=torch.float64)
+        for name, value in RELAXED_MEAN_DEG.items():
+            mean[BODY_JOINT_NAMES.index(name) - 1] = torch.tensor(value, dtype=torch.float64)
+        return cls(as_tensor(lower), as_tensor(upper), as_tensor(torch.deg2rad(mean).reshape(-1)), as_tensor((upper - lower) / 4))
 
 
 # ------------------------------------------------------------------------------------------ VPoser

@@ -33,7 +33,7 @@ from engine.body.model import BodyModel
 from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError
 from engine.fitting import energies
-from engine.fitting.kinematics import sites_forward
+from engine.fitting.kinematics import SiteModel
 from engine.fitting.keypoints import Keypoints2D, KeypointSites, keypoint_sites
 from engine.fitting.priors import NUM_PRIOR_JOINTS, OpenBodyPrior, VPoser
 from engine.fitting.rotations import (axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_rotation_6d,
@@ -235,7 +235,7 @@ class _Problem:
     keypoints: torch.Tensor
     confidence: torch.Tensor
     torso: torch.Tensor
-    vertex_ids: torch.Tensor
+    site_model: SiteModel
     vposer: VPoser | None
     prior: OpenBodyPrior
     shape_weights: torch.Tensor | None
@@ -291,7 +291,7 @@ def _prepare(body, keypoints, cameras, config: FitConfig, vposer, sites) -> tupl
     problem = _Problem(
         body=body, cameras=_as_cameras(cameras, len(views), dtype, device), sites=sites,
         keypoints=torch.stack([as_tensor(v.xy) for v in views]), confidence=confidence, torso=torso,
-        vertex_ids=torch.as_tensor(sites.vertex_ids, device=device), vposer=vposer,
+        site_model=SiteModel.build(body, torch.as_tensor(sites.vertex_ids, device=device)), vposer=vposer,
         prior=OpenBodyPrior.default(dtype, device),
         shape_weights=None if config.shape_weights is None else as_tensor(config.shape_weights))
     return problem, views
@@ -336,7 +336,7 @@ def _states(problem: _Problem, config: FitConfig, variables: dict, stage: int, i
     body_pose = _decoded_pose(problem, variables["body_pose"])
     rotation = rotation_6d_to_matrix(variables["global_orient"])
     zero = torch.zeros_like(variables["transl"])
-    joints, site_vertices = sites_forward(body, variables["betas"], body_pose, zero, zero, problem.vertex_ids)
+    joints, site_vertices = problem.site_model(variables["betas"], body_pose, zero, zero)
     pelvis = joints[:, :1]
     # the same rigid placement as BodyModel.forward's global_orient and transl
     place = lambda points: (points - pelvis) @ rotation.transpose(1, 2) + pelvis + variables["transl"][:, None]

@@ -1,8 +1,6 @@
 """Pose priors: the open-body joint-limit table's directions, and VPoser v2 from a tiny V02_05-layout release."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -11,10 +9,8 @@ from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError, MissingAssetError
 from engine.fitting import energies
 from engine.fitting.priors import JOINT_LIMITS_DEG, VPOSER_DIR, OpenBodyPrior, VPoser, load_vposer
+from vposer_fakes import LATENT, RunsCode, write_tiny_vposer
 from engine.fitting.rotations import axis_angle_to_matrix
-
-NEURONS, LATENT = 16, 4
-
 
 def _posed_joints(body, name, axis, degrees):
     pose = torch.zeros(1, 63)
@@ -54,40 +50,6 @@ def test_joint_limit_energy_and_gaussian_by_hand():
 
 
 # ------------------------------------------------------------------------------------------ VPoser
-class _TrainerCallback:  # stands for the pytorch-lightning objects a real checkpoint pickles next to the weights
-    def __init__(self):
-        self.best = torch.tensor(0.03)
-
-
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def write_tiny_vposer(root, seed=0, extra=None, yaml_text=None, state_filter=None):
-    torch.manual_seed(seed)
-    model = VPoser(num_neurons=NEURONS, latent_dim=LATENT)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    folder = root / VPOSER_DIR
-    (folder / "snapshots").mkdir(parents=True, exist_ok=True)
-    (folder / "V02_05.yaml").write_text(yaml_text if yaml_text is not None else
-                                        f"general:\n  expr_id: V02_05\nmodel_params:\n  num_neurons : {NEURONS}\n  latentD : {LATENT}\n")
-    state = {f"vp_model.{key}": value for key, value in model.state_dict().items()}
-    if state_filter:
-        state = {key: value for key, value in state.items() if state_filter(key)}
-    checkpoint = {"epoch": 8, "global_step": 100, "pytorch-lightning_version": "1.2.0", "state_dict": state,
-                  "callbacks": {_TrainerCallback: {"best_model_score": torch.tensor(0.03)}}, **(extra or {})}
-    torch.save(checkpoint, folder / "snapshots" / "V02_05_epoch=08_val_loss=0.03.ckpt")
-    return model
-
-
 def _reference_decode(model: VPoser, latent: torch.Tensor) -> np.ndarray:
     """The decoder by hand in numpy: three linear layers, leaky ReLU, interleaved 6D, Gram-Schmidt on columns."""
     weights = {key: value.numpy().astype(np.float64) for key, value in model.state_dict().items()}
@@ -120,7 +82,7 @@ def test_vposer_loads_from_the_release_layout_and_decodes_like_the_reference(tmp
 
 def test_pickled_code_in_the_checkpoint_never_runs(tmp_path):
     marker = tmp_path / "ran"
-    write_tiny_vposer(tmp_path, extra={"hyper_parameters": _RunsCode(marker)})
+    write_tiny_vposer(tmp_path, extra={"hyper_parameters": RunsCode(marker)})
     load_vposer(tmp_path)
     assert not marker.exists()
 

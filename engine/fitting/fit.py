@@ -211,9 +211,6 @@ class BodyFit:
         """Keyword arguments for ``BodyModel.forward`` (each with batch 1)."""
         return {name: getattr(self, name)[None] for name in ("betas", "body_pose", "global_orient", "transl")}
 
-    def mean_reprojection_error_px(self, confidence_threshold: float = 0.0) -> float:
-        return float(self.reprojection_error_px.mean())
-
 
 def tqdm_progress(bar) -> Callable[[float, str], None]:
     """Adapt a ``tqdm`` bar (total 1.0 or any) to the ``progress(fraction, desc)`` callback."""
@@ -397,7 +394,7 @@ def _initial_variables(problem: _Problem, init: BodyInit, config: FitConfig) -> 
         if not torch.isfinite(value).all():
             raise InputError(f"initial {name} contains NaN or inf")
     if init.global_orient is None:
-        variables = _orientation_hypotheses(problem, variables, config.orientation_hypotheses)
+        variables = _orientation_hypotheses(problem, config, variables)
     if init.transl is None:
         variables["transl"] = _translation_from_torso(problem, config, variables)
     return variables
@@ -433,10 +430,10 @@ def _place_one(problem: _Problem, sites: torch.Tensor) -> torch.Tensor:
     return torch.stack(estimates).mean(0)
 
 
-def _orientation_hypotheses(problem: _Problem, variables: dict, count: int) -> dict:
-    """``count`` upright orientations: facing the first camera, then turned by 360/count degrees each."""
-    like = variables["transl"]
-    position = _place_one(problem, _states(problem, FitConfig(), variables, 0, 0, False)[0].keypoints_3d)
+def _orientation_hypotheses(problem: _Problem, config: FitConfig, variables: dict) -> dict:
+    """Upright orientations: facing the first camera, then turned by 360/n degrees each (n hypotheses)."""
+    like, count = variables["transl"], config.orientation_hypotheses
+    position = _place_one(problem, _states(problem, config, variables, 0, 0, False)[0].keypoints_3d)
     towards = _camera_centres(problem.cameras)[0] - position
     facing = math.atan2(float(towards[0]), float(towards[2]))
     yaws = [facing + 2 * math.pi * k / count for k in range(count)]
@@ -469,7 +466,10 @@ def _run_stage(problem: _Problem, config: FitConfig, extra: dict[str, ExtraTerm]
             terms = {name: value * weights[name] for name, value in _energies(problem, config, stage, state).items()
                      if weights.get(name, 0.0) != 0.0}
             for name, term in active_extra.items():
-                terms[name] = term.fn(state) * _weight_at(term.weights[index], step, stage.iterations)
+                value = term.fn(state)
+                if not isinstance(value, torch.Tensor) or value.dim() != 0:
+                    raise TypeError(f"extra term {name!r} must return a scalar tensor")
+                terms[name] = value * _weight_at(term.weights[index], step, stage.iterations)
             hypotheses.append(terms)
         sums = torch.stack([sum(terms.values()) if terms else leaves[0].sum() * 0 for terms in hypotheses])
         total = sums.sum()

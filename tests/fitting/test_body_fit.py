@@ -138,6 +138,14 @@ def test_bad_keypoints(xy, confidence, layout, message):
         Keypoints2D(xy=xy, confidence=confidence, image_size=(512, 512), layout=layout)
 
 
+def test_bad_image_size_and_a_non_scalar_extra_term(open_body):
+    with pytest.raises(InputError, match="image_size"):
+        Keypoints2D(np.zeros((17, 2)), np.ones(17), (512, 0))
+    with pytest.raises(TypeError, match="scalar"):
+        fit_body(open_body, _one_view(open_body), orbit_cameras([90.0]), config=QUICK,
+                 extra_terms={"x": (lambda state: state.joints, (1.0, 1.0))})
+
+
 def test_bad_fit_arguments(open_body):
     view = _one_view(open_body)
     camera = orbit_cameras([90.0])

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError
 from engine.fitting import energies
-from engine.fitting.fit import DEFAULT_STAGES, BodyInit, ExtraTerm, FitConfig, StageConfig, fit_body
+from engine.fitting.fit import DEFAULT_STAGES, BodyInit, ExtraTerm, FitConfig, StageConfig, fit_body, photo_camera
 from engine.fitting.keypoints import Keypoints2D
 from engine.fitting.priors import load_vposer
 from engine.fitting.synthetic import WALK_AND_REACH, body_pose_from, orbit_cameras, synthetic_views
@@ -118,6 +119,19 @@ def test_smplx_family_body_fits_coco_keypoints(smplx_models_dir):
     assert fit.topology == "smplx-10475" and fit.keypoints_3d.shape == (17, 3) and fit.body_pose.shape == (63,)
     assert fit.vertices.shape == (10475, 3) and np.isfinite(fit.vertices).all()
     assert fit.reprojection_error_px.mean() < 3.5  # 2 px noise per axis: 2.5 px is the floor for the truth
+
+
+def test_photo_camera_sees_an_upright_body_facing_it(open_body):
+    camera = photo_camera((480, 640), fov_deg=60)
+    assert float(camera.K[0, 0, 0]) == pytest.approx(320 / np.tan(np.radians(30)))
+    with torch.no_grad():
+        joints = open_body(transl=torch.tensor([[0.0, 0.0, -3.0]])).joints[0]
+    uv = camera.project(joints)[0, :, :2]
+    index = BODY_JOINT_NAMES.index
+    assert uv[index("head"), 1] < uv[index("pelvis"), 1]  # head above the pelvis in the image
+    assert uv[index("left_shoulder"), 0] > uv[index("right_shoulder"), 0]  # facing the camera: its left on our right
+    with pytest.raises(InputError, match="focal"):
+        photo_camera((480, 640), focal_px=-1.0)
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -41,6 +41,9 @@ class Studio:
     def __init__(self, settings: StudioSettings, engine, store: Store):
         self.settings, self.engine, self.store = settings, engine, store
         self.outputs = Path(tempfile.mkdtemp(prefix="studio-outputs-"))
+        # The admin page's own Gradio cache: exports land here, and only /admin (behind its login) serves it.
+        self.admin_files = Path(tempfile.mkdtemp(prefix="studio-admin-"))
+        self.upload_dirs: list[Path] = [self.admin_files]  # besides Gradio's upload folder (studio.uploads)
         self._bodies: dict[str, object] = {}
         self._mesh_json: dict[str, dict] = {}
         self._lock = threading.Lock()

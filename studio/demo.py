@@ -23,8 +23,8 @@ from engine.errors import InputError
 from engine.objects import ObjectGeometry, builtin_object, builtin_object_names, load_object_file
 from studio import exports
 from studio.context import GPU_LANE, Studio, user_errors
+from studio.uploads import EXAMPLES, accept_upload
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"
 AFFORDANCE_MODEL = "interactvlm-oafford"
 OPEN_JS = "(url) => { if (url) window.open(url, '_blank'); return []; }"
 UPLOAD_CHOICE = "my upload"
@@ -63,10 +63,11 @@ def requested_labels(labels) -> list[str | None]:
     return resolved or [None]
 
 
-def image_file(image) -> str:
+def image_file(studio: Studio, image) -> str:
+    """The real path of the uploaded image (``accept_upload``: never a file the server did not receive)."""
     if not image:
         raise InputError("upload an image first (JPEG, PNG, WEBP or BMP)")
-    return image if isinstance(image, str) else getattr(image, "name", str(image))
+    return str(accept_upload(studio, image, what="the image"))
 
 
 def checked_image(studio: Studio, image) -> bytes:
@@ -74,7 +75,7 @@ def checked_image(studio: Studio, image) -> bytes:
 
     Messages name the file by its own name, never by the server's upload path.
     """
-    path = Path(image_file(image))
+    path = Path(image_file(studio, image))
     data = path.read_bytes()
     check_image(data, path.name, studio.store.config.image_limits)
     return data
@@ -88,7 +89,7 @@ class ContactDemo:
         self._views: dict[tuple[str, int], np.ndarray] = {}
 
     def predict(self, image, labels, progress) -> tuple:
-        path, data, wanted = image_file(image), checked_image(self.studio, image), requested_labels(labels)
+        path, data, wanted = image_file(self.studio, image), checked_image(self.studio, image), requested_labels(labels)
         name = human_contact_model(self.studio.engine)
         with self.studio.engine.use(name, progress=lambda f, text: progress(0.1 + 0.4 * f, desc=text)) as model:
             progress(0.5, desc=f"predicting contact for {len(wanted)} label(s)")
@@ -183,8 +184,8 @@ class AffordanceDemo:
         if choice == UPLOAD_CHOICE:
             if not upload:
                 raise InputError("choose a built-in object or upload a mesh or point cloud")
-            path = image_file(upload)
-            return load_object_file(path, Path(path).name, class_name=object_label or "object")
+            path = accept_upload(self.studio, upload, what="the object file")
+            return load_object_file(path, path.name, class_name=object_label or "object")
         return builtin_object(choice)
 
     def predict(self, image, choice, upload, object_label, affordance, progress) -> tuple:
@@ -207,7 +208,7 @@ class AffordanceDemo:
         return str(glb), text, [str(npz), str(glb)]
 
     def paint_instead(self, image, choice, upload, object_label, affordance) -> str:
-        path, data = image_file(image), checked_image(self.studio, image)
+        path, data = image_file(self.studio, image), checked_image(self.studio, image)
         geometry = self.geometry(choice, upload, object_label)
         label = resolve_object_label(object_label) if object_label else geometry.class_name
         task_id = batch.add_task(self.studio.store, data, Path(path).name,

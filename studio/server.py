@@ -20,8 +20,9 @@ from engine.errors import InputError, MissingAssetError
 from studio.admin import build_admin
 from studio.annotate import build_annotate
 from studio.context import Studio, mesh_json
-from studio.demo import EXAMPLES, build_demo
+from studio.demo import build_demo
 from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
+from studio.uploads import guard_file_inputs
 
 WEB = Path(__file__).resolve().parent / "web"
 THREE_BUILD = WEB / "node_modules" / "three" / "build"
@@ -37,7 +38,7 @@ def build_server(studio: Studio) -> FastAPI:
     settings = studio.settings
     if settings.admin is not None:
         hide_schema_from_login_page(app, "/admin")
-        mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check)
+        mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check, private_files=studio.admin_files)
     else:
         app.add_api_route("/admin", lambda: HTMLResponse(CLOSED_ADMIN, status_code=503), methods=["GET"])
     mount(app, build_annotate(studio), "/annotate", studio,
@@ -46,12 +47,25 @@ def build_server(studio: Studio) -> FastAPI:
     return app
 
 
-def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None) -> None:
-    """Queue the page (REST calls cannot skip the queue) and mount it with the upload limit."""
+def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None, private_files: Path | None = None) -> None:
+    """Queue the page (REST calls cannot skip the queue), refuse forged file inputs, and mount it.
+
+    Every file input must be an upload to this server (``studio.uploads.guard_file_inputs``). Only
+    ``gr.Error`` messages reach the browser (``show_error=False``: no exception text, path or traceback).
+    ``private_files``: a folder of its own for this page's Gradio cache, served only by this page
+    (behind its login), never by the public pages; without it, the page shares Gradio's upload folder.
+    Nothing else on disk is servable: no ``allowed_paths`` besides that folder.
+    """
     page.queue(api_open=False, default_concurrency_limit=studio.settings.store_concurrency)
-    gr.mount_gradio_app(app, page, path, auth=auth, max_file_size=studio.settings.max_upload_bytes, show_error=True,
-                        allowed_paths=[str(studio.outputs), str(EXAMPLES)], ssr_mode=False,
-                        footer_links=["api"] if path == "/" else [])
+    guard_file_inputs(page, studio)
+    app.state.pages = {**getattr(app.state, "pages", {}), path: page}  # every mounted page (the tests walk them)
+    allowed = []
+    if private_files is not None:
+        for block in [page, *page.blocks.values()]:
+            block.GRADIO_CACHE = str(private_files)
+        allowed = [str(private_files)]
+    gr.mount_gradio_app(app, page, path, auth=auth, max_file_size=studio.settings.max_upload_bytes, show_error=False,
+                        allowed_paths=allowed, ssr_mode=False, footer_links=["api"] if path == "/" else [])
 
 
 def hide_schema_from_login_page(app: FastAPI, prefix: str) -> None:
@@ -119,8 +133,9 @@ class BackgroundServer:
                 probe.bind((host, 0))
                 port = probe.getsockname()[1]
         self.studio, self.url = studio, f"http://{host}:{port}"
+        self.app = build_server(studio)
         # Open heartbeat streams of gradio clients would hold a graceful shutdown for their whole timeout.
-        self._server = uvicorn.Server(uvicorn.Config(build_server(studio), host=host, port=port, log_level="warning",
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning",
                                                      timeout_graceful_shutdown=1))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()

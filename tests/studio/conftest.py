@@ -16,6 +16,7 @@ class RunningStudio:
     url: str  # http://127.0.0.1:PORT (no trailing slash)
     studio: object  # studio.context.Studio
     models_dir: Path
+    pages: dict | None = None  # mount path -> gr.Blocks, every page the server mounted
 
 
 def start_studio(models_dir: Path, folder: Path, **settings) -> tuple[RunningStudio, object]:
@@ -26,7 +27,7 @@ def start_studio(models_dir: Path, folder: Path, **settings) -> tuple[RunningStu
     config = StudioSettings(models_dir=models_dir, db_url=f"sqlite:///{folder / 'store.db'}", data_dir=folder / "data",
                             admin=Login(ADMIN_USER, ADMIN_PASSWORD), **settings)
     server = BackgroundServer(build_studio(config))
-    return RunningStudio(server.url, server.studio, models_dir), server
+    return RunningStudio(server.url, server.studio, models_dir, server.app.state.pages), server
 
 
 def stop(server, running: RunningStudio) -> None:

@@ -90,7 +90,8 @@ def serve(args) -> int:
     print(f"bodies ready for the painter: {', '.join(studio.warm_up())}")
     app = build_server(studio)
     print(f"Interaction Studio on http://{args.host}:{args.port}/  (annotators: /annotate?worker=ID, admin: /admin)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # Client addresses come from studio.security (X-Forwarded-For only from --trusted-proxy), not uvicorn.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0
 
 

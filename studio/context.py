@@ -17,6 +17,7 @@ import numpy as np
 
 from annotations.store import Store
 from engine.errors import InputError, MissingAssetError
+from studio.security import LoginThrottle, RateLimiter
 from studio.settings import StudioSettings
 
 GPU_LANE = "gpu"  # the concurrency_id every GPU-bound event shares
@@ -47,6 +48,10 @@ class Studio:
         self._bodies: dict[str, object] = {}
         self._mesh_json: dict[str, dict] = {}
         self._lock = threading.Lock()
+        self.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_delay_s)
+        self.session_starts = RateLimiter(settings.session_starts_per_minute, 60.0, "session starts")
+        self.task_creations = RateLimiter(settings.tasks_per_minute, 60.0, "tasks made from the demo")
+        self.require_signed_workers = settings.require_signed_workers  # the admin's switch (studio.crowd)
 
     def body(self, topology: str):
         """The body model of a topology id, loaded once (``MissingAssetError`` when its file is absent)."""

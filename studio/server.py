@@ -14,7 +14,9 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Mount
 
 from engine.errors import InputError, MissingAssetError
 from studio.admin import build_admin
@@ -22,6 +24,7 @@ from studio.annotate import build_annotate
 from studio.context import Studio, mesh_json
 from studio.demo import build_demo
 from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
+from studio.security import SecurityGate
 from studio.uploads import guard_file_inputs
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -33,9 +36,14 @@ CLOSED_ADMIN = (f"<h1>Admin console closed</h1><p>Set ${ADMIN_USER_ENV} and ${AD
 
 def build_server(studio: Studio) -> FastAPI:
     app = FastAPI(title="Interaction Studio", docs_url=None, redoc_url=None, openapi_url=None)
+    settings = studio.settings
+    # No origin but the server's own: no CORS headers at all (this also keeps Gradio from adding its own).
+    app.add_middleware(CORSMiddleware, allow_origins=[], allow_credentials=False)
+    app.add_middleware(SecurityGate, trusted_proxies=settings.trusted_proxies, throttle=studio.login_throttle,
+                       admin_prefix="/admin" if settings.admin is not None else None,
+                       admin_user=lambda scope: logged_in(app, "/admin", scope))
     add_static_routes(app)
     add_mesh_routes(app, studio)
-    settings = studio.settings
     if settings.admin is not None:
         hide_schema_from_login_page(app, "/admin")
         mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check, private_files=studio.admin_files)
@@ -66,6 +74,31 @@ def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None, p
         allowed = [str(private_files)]
     gr.mount_gradio_app(app, page, path, auth=auth, max_file_size=studio.settings.max_upload_bytes, show_error=False,
                         allowed_paths=allowed, ssr_mode=False, footer_links=["api"] if path == "/" else [])
+
+
+def mounted_page_app(app: FastAPI, path: str):
+    """The Gradio app mounted at ``path`` (None when nothing is)."""
+    for route in app.routes:
+        if isinstance(route, Mount) and route.path == path:
+            return route.app
+    return None
+
+
+def logged_in(app: FastAPI, path: str, scope) -> str | None:
+    """The user logged into the page at ``path`` by this request's cookies (Gradio's session tokens), or None."""
+    page_app = mounted_page_app(app, path)
+    if page_app is None:
+        return None
+    cookies = {}
+    for key, value in scope.get("headers", []):
+        if key == b"cookie":
+            for item in value.decode("latin-1").split(";"):
+                name, _, token = item.strip().partition("=")
+                cookies[name] = token
+    for name in (f"access-token-{page_app.cookie_id}", f"access-token-unsecure-{page_app.cookie_id}"):
+        if cookies.get(name) in page_app.tokens:
+            return page_app.tokens[cookies[name]]
+    return None
 
 
 def hide_schema_from_login_page(app: FastAPI, prefix: str) -> None:
@@ -135,8 +168,9 @@ class BackgroundServer:
         self.studio, self.url = studio, f"http://{host}:{port}"
         self.app = build_server(studio)
         # Open heartbeat streams of gradio clients would hold a graceful shutdown for their whole timeout.
+        # proxy_headers=False: client addresses come from studio.security, never from uvicorn's defaults.
         self._server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                                     timeout_graceful_shutdown=1))
+                                                     proxy_headers=False, timeout_graceful_shutdown=1))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s

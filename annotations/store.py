@@ -287,5 +287,6 @@ def task_row_or_error(session: Session, task_id: int) -> models.TaskRow:
     valid = isinstance(task_id, int) and not isinstance(task_id, bool) and 1 <= task_id <= MAX_ID
     row = session.get(models.TaskRow, task_id) if valid else None
     if row is None:
-        raise UnknownTaskError(f"no task with id {str(task_id)[:24]!r}")
+        shown = repr(task_id)
+        raise UnknownTaskError(f"no task with id {shown if len(shown) <= 24 else shown[:21] + '...'}")
     return row

@@ -29,6 +29,14 @@ class Outcome:
         return f"Outcome(success={self.success}, error={self.error!r})"
 
 
+def painter_payload(outcome: Outcome) -> dict | None:
+    """The painter payload (task id, mesh URL, labels) among an annotator page's outputs, if any."""
+    for item in outcome.data or []:
+        if isinstance(item, str) and item.startswith("{") and '"mesh_url"' in item:
+            return json.loads(item)
+    return None
+
+
 def forged(path) -> dict:
     """A file object naming a server path, as the browser sends an uploaded one."""
     return {"path": str(path), "meta": FILE_META, "orig_name": Path(path).name}
@@ -44,6 +52,12 @@ class RawPage:
 
     def close(self) -> None:
         self.client.close()
+
+    def visit(self) -> httpx.Response:
+        """Load the page as a browser does (this is where the studio's session cookie is set)."""
+        response = self.client.get(f"{self.page}/")
+        response.raise_for_status()
+        return response
 
     def login(self, username: str, password: str) -> httpx.Response:
         return self.client.post(f"{self.page}/login", data={"username": username, "password": password})

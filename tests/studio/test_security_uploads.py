@@ -40,8 +40,9 @@ def served_files(studio) -> list[Path]:
 def secrets_outside(tmp_path_factory) -> dict[str, Path]:
     """A PNG, an OBJ, a points .txt and a batch zip outside every upload folder."""
     folder = tmp_path_factory.mktemp("server-secrets")
-    Image.fromarray(np.full((24, 32, 3), 7, np.uint8)).save(folder / "secret.png")
-    (folder / "secret.txt").write_text("\n".join(f"{i}.25 {i}.5 {i}.75" for i in range(40)) + "\n")
+    seed = int.from_bytes(os.urandom(4), "little")  # bytes no earlier run left in a shared upload folder
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(folder / "secret.png")
+    (folder / "secret.txt").write_text("\n".join(f"{i}.25 {i}.5 {seed % 1000 + i}.75" for i in range(40)) + "\n")
     (folder / "secret.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 1 3 4\n")
     import zipfile
     with zipfile.ZipFile(folder / "secret.zip", "w") as archive:

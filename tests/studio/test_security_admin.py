@@ -35,6 +35,7 @@ def login(client: httpx.Client, url: str, password: str, username: str = ADMIN_U
     return client.post(f"{url}/admin/login", data={"username": username, "password": password}, headers=headers)
 
 
+@pytest.mark.slow
 def test_thirty_wrong_passwords_are_throttled_and_the_right_one_works_after_the_delay(proxied_server, caplog):
     url = proxied_server.url
     caplog.set_level(logging.INFO, logger="studio.security")

@@ -118,6 +118,7 @@ def test_a_malformed_obj_gets_words_not_an_exception_name(bounded_server, tmp_pa
     assert "IndexError" not in outcome.error and "Error:" not in outcome.error and "/" not in outcome.error.split("(")[0]
 
 
+@pytest.mark.slow
 def test_the_pixel_budget_makes_requests_wait_or_refuses_them_with_a_message(bounded_server, tmp_path):
     budget = bounded_server.studio.pixel_budgets[GPU_LANE]
     page = RawPage(bounded_server.url)
@@ -142,6 +143,7 @@ def test_the_pixel_budget_makes_requests_wait_or_refuses_them_with_a_message(bou
     assert 1_200_000 <= budget.peak <= 3_000_000 and budget.used == 0
 
 
+@pytest.mark.slow
 def test_uploads_and_outputs_are_swept_and_the_folders_stay_bounded(bounded_server, tmp_path, picture):
     studio = bounded_server.studio
     page = RawPage(bounded_server.url)
@@ -181,6 +183,7 @@ def test_sweep_keeps_the_newest_files_under_the_byte_cap(tmp_path):
     assert sorted(int(p.stem[1:]) for p in tmp_path.rglob("*.bin")) == list(range(95, 100)) and deleted == 5
 
 
+@pytest.mark.slow
 def test_the_same_image_served_to_eight_annotators_at_once_arrives_complete(bounded_server):
     studio = bounded_server.studio
     buffer = io.BytesIO()

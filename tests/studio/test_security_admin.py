@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ADMIN_PASSWORD, ADMIN_USER, start_studio, stop
+from studio_servers import ADMIN_PASSWORD, ADMIN_USER, start_studio, stop
 from raw_queue import RawPage
 from studio.security import LoginThrottle
 

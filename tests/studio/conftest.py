@@ -1,36 +1,13 @@
 """A real studio server (uvicorn in a thread) on a free port, with its own store; optionally tiny models."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ADMIN_USER, ADMIN_PASSWORD = "lab-admin", "correct horse battery"
-
-
-@dataclass(frozen=True)
-class RunningStudio:
-    url: str  # http://127.0.0.1:PORT (no trailing slash)
-    studio: object  # studio.context.Studio
-    models_dir: Path
-
-
-def start_studio(models_dir: Path, folder: Path, **settings) -> tuple[RunningStudio, object]:
-    from app import build_studio
-    from studio.server import BackgroundServer
-    from studio.settings import Login, StudioSettings
-
-    config = StudioSettings(models_dir=models_dir, db_url=f"sqlite:///{folder / 'store.db'}", data_dir=folder / "data",
-                            admin=Login(ADMIN_USER, ADMIN_PASSWORD), **settings)
-    server = BackgroundServer(build_studio(config))
-    return RunningStudio(server.url, server.studio, models_dir), server
-
-
-def stop(server, running: RunningStudio) -> None:
-    server.stop()
+from studio_servers import ADMIN_PASSWORD, ADMIN_USER, RunningStudio, start_studio, stop  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ OBJECTWISE = [
     {"bicycle": ("left_hand", "right_hand", "hips")},
 ]
 JSON_KEYS = {"kind", "overall", "categories", "source", "is_baseline", "note", "count", "model", "geodesic",
-             "threshold"}
+             "threshold", "convention"}
 
 
 def write_png(path: Path, seed: int) -> str:
@@ -274,14 +274,31 @@ def test_cli_writes_the_json_report(empty_models, contact_npz, tmp_path, capsys)
                           "--json", str(out), "--limit", "3"])
     printed = capsys.readouterr().out
     assert code == 0 and "BASELINE" in printed and "category prior" in printed and "F1 (%)" in printed
+    assert "Metric convention: deco (DECO / IAGNet)" in printed
     report = json.loads(out.read_text())
     assert JSON_KEYS <= set(report)
     assert report["kind"] == "contact" and report["is_baseline"] and report["source"] == PRIOR_SOURCE
     assert report["count"] == 3 and report["overall"]["count"] == 3 and report["geodesic"] is False
     assert report["model"]["topology"] == "openbody-v1" and report["model"]["type"] == "category prior"
     assert {row["category"] for row in report["categories"]} == {"chair", "supporting", "cup"}
-    assert set(report["overall"]) == {"precision", "recall", "f1", "geodesic_cm", "count"}
+    assert set(report["overall"]) == {"precision", "recall", "f1", "geodesic_cm", "count", "convention"}
+    assert report["convention"] == "deco" and report["overall"]["convention"] == "deco"
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_cli_interactvlm_convention_is_used_and_printed(empty_models, contact_npz, tmp_path, capsys):
+    out = tmp_path / "ivlm.json"
+    assert evaluate.main(["--models", str(empty_models), "--human-data", str(contact_npz), "--no-geodesic",
+                          "--json", str(out), "--limit", "3", "--convention", "interactvlm"]) == 0
+    assert "Metric convention: interactvlm (InteractVLM eval_utils)" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["convention"] == "interactvlm" and report["overall"]["convention"] == "interactvlm"
+
+
+def test_unknown_convention_is_refused(prior_predictor, contact_npz):
+    samples = read_damon_npz(contact_npz)
+    with pytest.raises(InputError, match="convention must be one of"):
+        evaluate.evaluate_human_contact(prior_predictor, samples, geodesic=False, convention="iagnet")
 
 
 def test_cli_affordance_with_tiny_checkpoint(tiny_models, tmp_path, capsys):

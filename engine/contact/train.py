@@ -121,7 +121,7 @@ class Trainer:
         self.token_id = self.tokenizer.convert_tokens_to_ids(self.token)
         self.route = route_for(self.token, self.model.config)
         self.image_processor = clip_processor(self._clip_folder(), self.model.config.vision.image_size)
-        self.text_rng = np.random.default_rng(options.seed)
+        self.text_step: int | None = None  # training step whose texts are drawn; None: the first of each list
         self.trainable = set_trainable(self.model)
         self.body: BodyModel | None = None
         self._body: _Targets | None = None
@@ -182,16 +182,21 @@ class Trainer:
             raise InputError("the training data holds no sample")
         return split(samples, options.val_fraction, options.seed)
 
-    def _question_and_answer(self, sample) -> tuple[str, str]:
-        question, answer = prompts.pick(self.text_rng), prompts.pick(self.text_rng)
+    def _question_and_answer(self, sample, index: int) -> tuple[str, str]:
+        """Training draws from the release's lists, seeded by (seed, step, sample) so that a resumed run
+        draws the same texts; validation asks the first question and expects the first answer."""
+        question = answer = 0
+        if self.text_step is not None:
+            rng = np.random.default_rng([self.options.seed, self.text_step, index])
+            question, answer = prompts.pick(rng), prompts.pick(rng)
         if self.target == "human":
             parts = part_contact_summary(self.body, sample.contact.astype(np.float32))
             return prompts.human_question(sample.object_label, question), prompts.human_answer(parts, self.token, answer)
         return (prompts.object_question(sample.object_class or "object", question),
                 prompts.object_answer(sample.affordance, self.token, answer))
 
-    def _sequence(self, sample) -> tuple[list[int], list[int]]:
-        question, answer = self._question_and_answer(sample)
+    def _sequence(self, sample, index: int = 0) -> tuple[list[int], list[int]]:
+        question, answer = self._question_and_answer(sample, index)
         prompt = tokenize_with_image(self.tokenizer, prompts.conversation(question, im_start_end=self.model.config.use_im_start_end))
         reply = self.tokenizer(" " + answer, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
         return prompt + reply, [IGNORE_INDEX] * len(prompt) + reply
@@ -200,7 +205,7 @@ class Trainer:
     def forward(self, batch: Sequence[tuple[int, object]]) -> tuple[LossTerms, torch.Tensor, torch.Tensor]:
         """Losses, lifted scores (B, N) and their ground truth (B, N) for (index, sample) pairs."""
         model = self.model
-        sequences, labels = zip(*(self._sequence(sample) for _, sample in batch))
+        sequences, labels = zip(*(self._sequence(sample, index) for index, sample in batch))
         pixels = torch.stack([clip_pixels(load_image_rgb(sample.image_path), self.image_processor)
                               for _, sample in batch])
         with torch.no_grad():  # CLIP and the projector are frozen
@@ -301,7 +306,11 @@ class TrainingRun:
 
     def train_step(self, batch) -> float:
         self.trainer.model.train()
-        terms, _, _ = self.trainer.forward(batch)
+        self.trainer.text_step = self.step
+        try:
+            terms, _, _ = self.trainer.forward(batch)
+        finally:
+            self.trainer.text_step = None
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]

@@ -92,3 +92,27 @@ def train_sentencepiece(path: Path) -> Path:
         num_threads=1)
     path.write_bytes(model.getvalue())
     return path
+
+
+class ScriptedAnswer:
+    """Makes the language model answer ``tokens`` then </s> by adding 1e4 to those logits, one per step.
+    The hidden states stay the model's own; only the choice of the next token is scripted."""
+
+    def __init__(self, model, tokens: list[int]):
+        self.tokens, self.step = tokens + [2], 0
+        self.handle = model.vlm.language_model.lm_head.register_forward_hook(self)
+        self.restart = model.vlm.language_model.register_forward_pre_hook(self._prefill, with_kwargs=True)
+
+    def _prefill(self, module, args, kwargs):
+        if kwargs.get("inputs_embeds") is not None:  # a new generate() call starts from the embedded prompt
+            self.step = 0
+
+    def __call__(self, module, inputs, logits):
+        logits = logits.clone()
+        logits[:, -1, self.tokens[min(self.step, len(self.tokens) - 1)]] += 1e4
+        self.step += 1
+        return logits
+
+    def remove(self):
+        self.handle.remove()
+        self.restart.remove()

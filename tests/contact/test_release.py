@@ -30,7 +30,7 @@ from engine.contact.predict import load_predictor
 from engine.contact.sam import CheckpointMismatch
 from engine.contact.vlm import IMAGE_TOKEN_INDEX, add_contact_tokens, clip_pixels, clip_processor, tokenize_with_image
 from engine.errors import InputError
-from release_layout import release_keys, train_sentencepiece
+from release_layout import ScriptedAnswer, release_keys, train_sentencepiece
 
 VARIANTS = ("hcontact", "oafford", "joint")
 SP_SIZE = 600  # the trained SentencePiece model; added tokens follow it
@@ -329,24 +329,6 @@ def test_each_view_is_decoded_with_all_four_tokens():
 
 
 # ---- the predictor's numbers -------------------------------------------------------------------------------
-class ScriptedAnswer:
-    """Makes the language model answer ``tokens`` then </s> by adding 1e4 to those logits, one per step.
-    The hidden states stay the model's own; only the choice of the next token is scripted."""
-
-    def __init__(self, model, tokens: list[int]):
-        self.tokens, self.step = tokens + [2], 0
-        self.handle = model.vlm.language_model.lm_head.register_forward_hook(self)
-
-    def __call__(self, module, inputs, logits):
-        logits = logits.clone()
-        logits[:, -1, self.tokens[min(self.step, len(self.tokens) - 1)]] += 1e4
-        self.step += 1
-        return logits
-
-    def remove(self):
-        self.handle.remove()
-
-
 def teacher_forced_states(predictor, image, question, answer_ids):
     """(K, h) last-layer states that emit each answer token, from ONE plain forward pass (no cache)."""
     model, tokenizer = predictor.model, predictor.tokenizer

@@ -220,6 +220,32 @@ def test_geodesic_error_equals_metrics_on_the_cached_matrix(tmp_path):
     assert given.overall.geodesic_cm == pytest.approx(2 * report.overall.geodesic_cm)
 
 
+@pytest.mark.parametrize("convention, expected", [
+    # image 0: 2 predicted, 1 right, 3 in ground truth -> P 1/2, R 1/3, F1 0.4
+    # image 1: nothing predicted, 2 in ground truth -> DECO P 1, R 0, F1 0; InteractVLM P = R = F1 = 0
+    ("deco", ((0.5 + 1.0) / 2, (1 / 3 + 0.0) / 2, (0.4 + 0.0) / 2)),
+    ("interactvlm", (0.5 / 2, (1 / 3) / 2, 0.4 / 2)),
+])
+def test_evaluator_scores_hand_counted_images_under_each_convention(tmp_path, convention, expected):
+    body = SphereBody()
+    gt = np.zeros((2, 42), np.uint8)
+    gt[0, [0, 1, 2]] = 1
+    gt[1, [5, 6]] = 1
+    pred = np.zeros((2, 42), np.float32)
+    pred[0, [2, 9]] = 0.8
+    samples, table = [], {}
+    for index in range(2):
+        image = tmp_path / f"{index}.png"
+        write_png(image, index)
+        samples.append(HumanContactSample(image, "cup", gt[index], body.topology, image.name))
+        table[str(image)] = pred[index]
+    report = evaluate.evaluate_human_contact(FixedPredictor(body, table), samples, geodesic=False, convention=convention)
+    scores = report.overall
+    assert (scores.precision, scores.recall, scores.f1) == pytest.approx(expected, abs=1e-9)
+    assert report.convention == convention and report.to_json()["convention"] == convention
+    assert f"Metric convention: {convention}" in evaluate.summary(report)
+
+
 # ---- object affordance ----------------------------------------------------------------------------------
 def write_affordance_manifest(folder: Path) -> Path:
     """Two PIAD samples (2048 points, 17 columns) of different objects, and their JSONL manifest."""

@@ -47,8 +47,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerF
 
 from engine.contact import sam as sam_io
 from engine.contact.data import resolve_inside
-from engine.contact.config import (HUMAN_VIEW_TYPE, OBJECT_VIEW_TYPE, TOKEN_TYPES, ContactModelConfig, LanguageSize,
-                                   VisionSize, get_config)
+from engine.contact.config import TOKEN_TYPES, ContactModelConfig, LanguageSize, VisionSize, get_config
 from engine.contact.lora import merged_state_dict
 from engine.contact.model import InteractVLM
 from engine.contact.sam import SAM_SPECS, load_state_dict_strict
@@ -414,7 +413,10 @@ def load_tokenizer(folder: Path):
     from engine.contact.llama_tokenizer import ReleaseLlamaTokenizer
 
     if (folder / "tokenizer.model").is_file():
-        return ReleaseLlamaTokenizer.from_pretrained(folder)
+        tokenizer = ReleaseLlamaTokenizer.from_pretrained(folder)
+        if tokenizer.pad_token is None:  # LISA pads with <unk>
+            tokenizer.pad_token = tokenizer.unk_token
+        return tokenizer
     if (folder / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
     raise MissingAssetError("InteractVLM tokenizer", folder / "tokenizer.model",

@@ -10,8 +10,8 @@ over each view's rendered pixels, then the mean over the views of an item, then 
 is computed per view (``1 - (2 sum(p t) + 1e-5) / (sum p + sum t + 1e-5)``, scale 1), averaged over the
 views of an item, and an item any of whose views has no positive (rendered) pixel scores 0 for dice
 altogether, as the release returns early on such a view; then the mean over items.
-- 3D vertex focal BCE on the lifted scores, alpha 0.25, gamma 2 (3), plus ``0.01 x mean score``
-  as a sparsity term;
+- 3D vertex focal BCE on the lifted scores, alpha 0.25 (constant, the release's), gamma 2 (3), plus
+  ``0.01 x mean score`` as a sparsity term;
 - objects: focal x 0.5 + dice x 0.3 + MSE x 0.8 + L1 x 0.4 on per-point probabilities against soft
   ground truth. REFERENCE.md gives no focal parameters for objects; we use the vertex focal's
   (alpha 0.25, gamma 2), since both score the same kind of lifted 3D probabilities.
@@ -173,8 +173,18 @@ def probability_focal_bce(scores: torch.Tensor, targets: torch.Tensor, alpha: fl
 
 def vertex_focal_loss(scores: torch.Tensor, targets: torch.Tensor, alpha: float = VERTEX_ALPHA,
                       gamma: float = VERTEX_GAMMA) -> torch.Tensor:
-    """3D focal BCE of lifted vertex ``scores`` (B, V) in [0, 1] against {0, 1} ``targets`` (B, V)."""
-    return probability_focal_bce(scores, targets, alpha, gamma)
+    """3D focal BCE of lifted vertex ``scores`` (B, V) in [0, 1] against {0, 1} ``targets`` (B, V), as the
+    release's ``HumanContact3DLoss``: ``alpha (1 - exp(-bce))^gamma bce`` with one constant alpha for
+    positives and negatives alike (not the textbook alpha_t), mean over every vertex. Scores are clamped
+    to [1e-6, 1 - 1e-6] so that log() stays finite."""
+    _check(scores.shape == targets.shape,
+           f"scores and targets must have the same shape; got {tuple(scores.shape)} and {tuple(targets.shape)}")
+    if scores.numel() == 0:
+        return scores.float().sum()
+    p = scores.float().clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+    t = targets.float()
+    bce = -(t * torch.log(p) + (1 - t) * torch.log1p(-p))
+    return (alpha * (1 - torch.exp(-bce)).pow(gamma) * bce).mean()
 
 
 def sparsity(scores: torch.Tensor) -> torch.Tensor:

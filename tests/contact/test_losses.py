@@ -154,10 +154,18 @@ def test_dice_empty_target_and_empty_prediction_is_zero():
 
 
 # ---- vertex and object terms ------------------------------------------------------------------------
+def release_vertex_focal(p: float, t: int) -> float:
+    """HumanContact3DLoss: bce, pt = exp(-bce), 0.25 (1 - pt)^2 bce, the SAME 0.25 for negatives."""
+    bce = -math.log(p) if t else -math.log(1 - p)
+    return 0.25 * (1 - math.exp(-bce)) ** 2 * bce
+
+
 def test_vertex_focal_by_hand_and_sparsity():
     scores = torch.tensor([[0.8, 0.3], [0.1, 0.6]])
     targets = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    expected = sum(focal(p, t, 0.25, 2) for p, t in [(0.8, 1), (0.3, 0), (0.1, 1), (0.6, 1)]) / 4
+    expected = sum(release_vertex_focal(p, t) for p, t in [(0.8, 1), (0.3, 0), (0.1, 1), (0.6, 1)]) / 4
+    # the negative (0.3, 0) weighs 0.25, not the textbook 0.75: 0.25 * 0.3^2 * -log(0.7)
+    assert release_vertex_focal(0.3, 0) == pytest.approx(0.25 * 0.09 * -math.log(0.7))
     assert vertex_focal_loss(scores, targets).item() == pytest.approx(expected, abs=TOL)
     assert sparsity(scores).item() == pytest.approx(0.45, abs=TOL)
 
@@ -166,7 +174,7 @@ def test_vertex_focal_clamps_exact_zero_and_one():
     scores = torch.tensor([[0.0, 1.0]])
     value = vertex_focal_loss(scores, torch.tensor([[1.0, 0.0]]))
     low, high = torch.tensor([1e-6, 1 - 1e-6]).tolist()  # the clamp bounds as float32 holds them
-    expected = (focal(low, 1, 0.25, 2) + focal(high, 0, 0.25, 2)) / 2
+    expected = (release_vertex_focal(low, 1) + release_vertex_focal(high, 0)) / 2
     assert math.isfinite(value.item())
     assert value.item() == pytest.approx(expected, rel=1e-6)
 

@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from engine.errors import InputError
+from engine.errors import InputError, MissingAssetError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     nxt.add_argument("worker")
     export = commands.add_parser("export", help="write training data (DAMON npz, PIAD txt, manifest)")
     export.add_argument("out")
+    export.add_argument("--format", choices=("studio", "interactvlm"), default="studio",
+                        help="'studio': npz + PIAD files + manifest; 'interactvlm': the InteractVLM release's "
+                             "DAMON human-contact folder (damon/<split>/...), read by its own training code")
+    export.add_argument("--split", choices=("train", "test"), default="train", help="interactvlm format: the split")
     export.add_argument("--source", choices=("consensus", "gold"), default="consensus")
     export.add_argument("--min-agreement", type=float)
     export.add_argument("--agreement-metric", choices=("kappa", "iou"), default="kappa")
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store(args.db, data_dir=args.data)
         print(json.dumps(run(store, args), indent=1, default=str))
-    except InputError as error:
+    except (InputError, MissingAssetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -77,15 +81,19 @@ def run(store, args) -> dict:
 
 
 def export(store, args) -> dict:
-    from annotations.export import ExportFilters, export_training_data
+    from annotations.export import ExportFilters, export_interactvlm, export_training_data
 
     filters = ExportFilters(source=args.source, min_agreement=args.min_agreement,
                             agreement_metric=args.agreement_metric, exclude_flagged=not args.include_flagged,
                             only_qualified=args.only_qualified, min_annotators=args.min_annotators,
                             weighted=args.weighted)
-    manifest = export_training_data(store, args.out, filters, models_dir=args.models,
-                                    progress=lambda items: tqdm(items, desc="export", file=sys.stderr))
-    return {"export_id": manifest.export_id, "directory": str(manifest.directory),
+    progress = lambda items: tqdm(items, desc="export", file=sys.stderr)
+    if args.format == "interactvlm":
+        manifest = export_interactvlm(store, args.out, filters, models_dir=args.models, split=args.split,
+                                      progress=progress)
+    else:
+        manifest = export_training_data(store, args.out, filters, models_dir=args.models, progress=progress)
+    return {"export_id": manifest.export_id, "format": args.format, "directory": str(manifest.directory),
             "content_hash": manifest.content_hash, "counts": manifest.counts}
 
 

@@ -16,6 +16,27 @@ Layout of an export folder (every byte is a function of the database: same store
 - ``manifest.jsonl``: one line per task with provenance (annotators, agreement, prediction and model).
 - ``export.json``: format, filters, counts, the sha256 of every file and the export's content hash.
 
+``export_interactvlm`` (``python -m annotations export OUT --format interactvlm``) writes instead the folder the
+InteractVLM release's DAMON human-contact loader reads (its ``datasets/hcontact_3d.py``), so that labs
+fine-tune with the release's own training code:
+
+- ``damon/<split>/imgname.npy``: (N,) str, ``images/<name>`` per image (the loader keeps the base name);
+- ``damon/<split>/images/<name>``: the images, named ``<sha256>.jpg|.png`` (the loader strips 4
+  characters to get the base name, so other formats are re-encoded as PNG);
+- ``damon/<split>/contact_label_objectwise.pkl``: a pickle (``joblib.load`` reads it) holding a list with
+  one ``{object: [vertex ids]}`` per image; the same list as an object array in ``contact_label_objectwise.npy``
+  (the release's first code drop reads that name);
+- ``damon/<split>/body_parts_objectwise.pkl``: a dict ``{"<image base>_<object>": [part names]}``, a part
+  being named when at least 10% of its vertices are in contact (underscores read as spaces);
+- ``damon/<split>/hcontact_vitruvian/<object>/<image base>_<view>.png``: the per-object, per-view ground
+  truth masks (0/255), made with ``engine.rll.project`` (a face needs 3 contact vertices) on the canonical
+  body renders at the release's mask size (1024) and view names (topfront, bottomfront, topback,
+  bottomback).
+
+Object names are written as DAMON keys: lower case, spaces as ``_``. Only SMPL/SMPL-H (6890-vertex) human
+contact tasks can go there (the release's loader is fixed to 6890 vertices); the masks need the SMPL-H body
+file in the models dir. Point the release's data root at ``OUT``.
+
 Importing an export folder (``import_batch``) creates gold tasks whose reference answers are the
 exported labels, with the manifest line kept as provenance; exporting those with
 ``source="gold"`` gives back byte-identical npz and point files.
@@ -26,6 +47,7 @@ import hashlib
 import io
 import json
 import math
+import pickle
 import shutil
 import zipfile
 from dataclasses import asdict, dataclass
@@ -44,6 +66,11 @@ from annotations.vocabulary import AFFORDANCES, PIAD_AFFORDANCES
 from engine.errors import InputError
 
 FORMAT = "interaction-studio-export/1"
+INTERACTVLM_FORMAT = "interactvlm-damon-hcontact/1"
+FORMATS = ("studio", "interactvlm")
+INTERACTVLM_MASK_FOLDER = "hcontact_vitruvian"  # HUMAN_VIEW_DICT['4MV-Z_Vitru']['folder']
+INTERACTVLM_MASK_SIZE = 1024
+SIX_THOUSAND_EIGHT_NINETY = ("smpl-6890", "smplh-6890")
 EXPORT_INFO = "export.json"
 MANIFEST = "manifest.jsonl"
 SMPLX = "smplx-10475"
@@ -122,6 +149,117 @@ def export_training_data(store: Store, out_dir: Path | str, filters: ExportFilte
     counts = {"tasks": len(exported), "human_contact": sum(e.task.kind == "human_contact" for e in exported),
               "object_affordance": sum(e.task.kind == "object_affordance" for e in exported)}
     return write_export(store, out, files, exported, filters, counts, progress)
+
+
+def export_interactvlm(store: Store, out_dir: Path | str, filters: ExportFilters = ExportFilters(), *,
+                       models_dir: Path | str | None = None, split: str = "train", mask_size: int = INTERACTVLM_MASK_SIZE,
+                       progress: Callable[[Iterable], Iterable] = lambda items: items) -> ExportManifest:
+    """Write the release's DAMON human-contact folder (module docstring) and record the export in the store."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} is not empty; choose a new folder for the export")
+    if split not in ("train", "test"):
+        raise InputError(f"split must be 'train' or 'test' (the release reads damon/train and damon/test), got {split!r}")
+    exported = [entry for entry in select_tasks(store, filters) if entry.task.kind == "human_contact"]
+    others = sorted({entry.task.topology for entry in exported} - set(SIX_THOUSAND_EIGHT_NINETY))
+    if others:
+        raise InputError(f"the InteractVLM format holds 6890-vertex (SMPL-H) contact only; these tasks are on "
+                         f"{others}. Export them with --format studio, or filter them out")
+    if not exported:
+        raise InputError("no human-contact task passes the filters; nothing to export in the InteractVLM format")
+    body, views = _interactvlm_body(models_dir, mask_size)
+    root = f"damon/{split}"
+    files: dict[str, bytes] = {}
+    names, contacts, parts = [], [], {}
+    for entry in progress(exported):
+        name = _interactvlm_image(store, entry.image, files, root)
+        base = Path(name).name[:-4]
+        objects = {}
+        for k, label in enumerate(entry.task.labels):
+            ids = np.flatnonzero(entry.labels[k])
+            if not len(ids):
+                continue  # the release's loader skips empty objects too
+            key = label.replace(" ", "_")
+            objects[key] = ids.tolist()
+            contact = np.zeros(views.num_vertices, dtype=bool)
+            contact[ids] = True
+            parts[f"{base}_{key}"] = [part.replace("_", " ") for part in _parts_in_contact(body, contact)]
+            for view, mask in zip(INTERACTVLM_VIEWS, _project(views, contact)):
+                files[f"{root}/{INTERACTVLM_MASK_FOLDER}/{key}/{base}_{view}.png"] = _png(mask)
+        if name not in names:
+            names.append(name)
+            contacts.append(objects)
+        else:
+            contacts[names.index(name)].update(objects)
+    files[f"{root}/imgname.npy"] = _npy(np.array(names))
+    files[f"{root}/contact_label_objectwise.pkl"] = pickle.dumps(contacts, protocol=4)
+    files[f"{root}/contact_label_objectwise.npy"] = _npy(np.array(contacts + [None], dtype=object)[:-1])
+    files[f"{root}/body_parts_objectwise.pkl"] = pickle.dumps(parts, protocol=4)
+    counts = {"tasks": len(exported), "human_contact": len(exported), "object_affordance": 0, "images": len(names)}
+    return write_export(store, out, files, [], filters, counts, progress, export_format=INTERACTVLM_FORMAT)
+
+
+INTERACTVLM_VIEWS = ("topfront", "bottomfront", "topback", "bottomback")  # the body preset's order
+
+
+def _interactvlm_body(models_dir, mask_size: int):
+    """The SMPL-H body and its canonical renders at ``mask_size`` (engine imported here only: this format
+    needs the renderer, the others do not)."""
+    from engine import rll
+    from engine.body import load_body
+
+    if not 16 <= mask_size <= 4096:
+        raise InputError(f"mask_size must be between 16 and 4096, got {mask_size}")
+    body = load_body("smplh", models_dir)
+    assert tuple(view.name for view in rll.PRESETS["body"].views) == INTERACTVLM_VIEWS
+    views = rll.render_views(body.vitruvian_vertices(), body.faces, preset="body", resolution=mask_size,
+                             topology=body.topology)
+    return body, views
+
+
+def _project(views, contact: np.ndarray) -> np.ndarray:
+    from engine import rll
+
+    return rll.project(views, contact, min_vertices=3)
+
+
+def _parts_in_contact(body, contact: np.ndarray) -> tuple[str, ...]:
+    from engine.contact.prior import part_contact_summary
+
+    return part_contact_summary(body, contact.astype(np.float32))
+
+
+def _interactvlm_image(store: Store, image: models.ImageRow, files: dict, root: str) -> str:
+    """``images/<sha256>.jpg|png`` inside ``root``; other formats are re-encoded as PNG."""
+    source = store.data_dir / image.path
+    suffix = source.suffix.lower()
+    if suffix in (".jpg", ".png"):
+        name, data = f"images/{image.sha256}{suffix}", source.read_bytes()
+    elif suffix == ".jpeg":
+        name, data = f"images/{image.sha256}.jpg", source.read_bytes()
+    else:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        with Image.open(source) as picture:
+            picture.convert("RGB").save(buffer, format="PNG")
+        name, data = f"images/{image.sha256}.png", buffer.getvalue()
+    files[f"{root}/{name}"] = data
+    return name
+
+
+def _png(mask: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=array.dtype == object)
+    return buffer.getvalue()
 
 
 # ---- choosing and aggregating tasks ---------------------------------------------------------------
@@ -270,7 +408,8 @@ def manifest_lines(exported: list[ExportedTask], point_files: dict[int, str]) ->
     return "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()
 
 
-def write_export(store, out: Path, files: dict[str, bytes], exported, filters, counts, progress) -> ExportManifest:
+def write_export(store, out: Path, files: dict[str, bytes], exported, filters, counts, progress, *,
+                 export_format: str = FORMAT) -> ExportManifest:
     (out / "images").mkdir(parents=True, exist_ok=True)
     digests = {}
     for entry in progress(exported):
@@ -282,7 +421,7 @@ def write_export(store, out: Path, files: dict[str, bytes], exported, filters, c
         files_write(out / name, data)
         digests[name] = hashlib.sha256(data).hexdigest()
     content = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
-    info = {"format": FORMAT, "filters": asdict(filters), "counts": counts, "files": dict(sorted(digests.items())),
+    info = {"format": export_format, "filters": asdict(filters), "counts": counts, "files": dict(sorted(digests.items())),
             "content_hash": content}
     files_write(out / EXPORT_INFO, (json.dumps(info, indent=1, sort_keys=True) + "\n").encode())
     with store.session(write=True) as session:

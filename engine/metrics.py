@@ -3,27 +3,40 @@
 The definitions are those of REFERENCE.md section 4, which follows DECO (Tripathi et al., ICCV 2023)
 for human contact and IAGNet (Yang et al., ICCV 2023) for object affordance.
 
+Two conventions (``CONVENTIONS``), so that paper numbers can be compared like for like. Every
+summary carries the convention it was computed with:
+
+- ``"deco"`` (the default): DECO's ``utils/metrics.py`` for human contact, IAGNet's ``evalization.py``
+  for object affordance.
+- ``"interactvlm"``: InteractVLM's ``utils/eval_utils.py``, with which its paper's numbers were made.
+  It differs in two places: P, R and F1 add 1e-10 to their denominators (so no prediction gives
+  P = R = F1 = 0, and no ground truth gives P = R = F1 = 0 too), and a sample whose thresholded ground
+  truth is a single class (all positive or all negative) is dropped from both AUC and aIoU.
+
 Human contact, per image, from scores ``pred`` and binary labels ``gt`` over the V body vertices:
   - a vertex is predicted in contact when ``pred >= threshold`` (0.5 by default);
   - ``P = tp / #pred``, ``R = tp / #gt``, ``F1 = 2PR / (P + R)``, and F1 = 0 when P + R = 0;
-  - no predicted vertex: P = 1, R = 0, F1 = 0. Otherwise, no ground-truth vertex: P = 0, R = 1,
+  - DECO: no predicted vertex: P = 1, R = 0, F1 = 0. Otherwise, no ground-truth vertex: P = 0, R = 1,
     F1 = 0. The rules apply in that order, so an image with neither gets P = 1, R = 0, F1 = 0;
+  - InteractVLM: ``P = tp / (#pred + 1e-10)``, ``R = tp / (#gt + 1e-10)``,
+    ``F1 = 2PR / (P + R + 1e-10)``;
   - geodesic error: D is the (V, V) vertex geodesic distance matrix in metres. An empty predicted
     or ground-truth set is replaced by all vertices. ``fp_geo = mean over predicted i of min over
     gt j of D[i, j]``, reported in centimetres.
   Each figure is averaged over images.
 
 Object affordance, per sample, from ``p`` and ``g`` in [0, 1] over the P object points:
-  - ``SIM = sum(min(p / sum p, g / sum g))``. SIM is 0 when either sum is 0, because an all-zero map
-    is no distribution and overlaps nothing;
-  - ``MAE = mean |p - g|``;
+  - ``SIM = sum(min(p / (sum p + 1e-12), g / (sum g + 1e-12)))``, IAGNet's ``utils/eval.py`` (an
+    all-zero map therefore scores 0);
+  - ``MAE = mean |p - g|`` over the P points. IAGNet and InteractVLM divide the sum by a hard-coded
+    2048, which equals the mean for PIAD's 2048-point clouds only;
   - ``AUC = ROC-AUC(g >= 0.5, p)``, with a tie between a positive and a negative counted as one half.
     This is the Mann-Whitney U statistic over average ranks, which is what sklearn's
-    ``roc_auc_score`` computes. A sample whose labels are all one class has no AUC and is left out
-    of the AUC mean;
-  - ``aIoU = mean over t in linspace(0, 1, 20) of IoU(p >= t, g >= 0.5)``. The IoU of two empty
-    sets is 0.
-  Each figure is averaged over samples.
+    ``roc_auc_score`` computes. A sample whose labels are all one class has no AUC (NaN);
+  - ``aIoU = mean over t in linspace(0, 1, 20) of IoU(p >= t, g >= 0.5)``. DECO/IAGNet: a sample with
+    no positive ground truth gets NaN; InteractVLM: every single-class sample gets NaN.
+  SIM and MAE are averaged over samples, AUC and aIoU over the samples where they are defined
+  (``nanmean``); with none defined the figure is None.
 
 Units: the per-image and per-sample functions return fractions. In the summaries, P, R, F1, SIM and
 MAE stay fractions, the geodesic error is in centimetres, and AUC and aIoU are x100.
@@ -49,6 +62,11 @@ ALL_CATEGORY = "all"
 GEODESIC_CHUNK_ELEMENTS = 4_000_000
 # Booleans built at once by aIoU's (samples, thresholds, points) comparison.
 AIOU_CHUNK_ELEMENTS = 16_000_000
+SIM_EPS = 1e-12  # IAGNet utils/eval.py SIM
+INTERACTVLM_EPS = 1e-10  # InteractVLM utils/eval_utils.py P/R/F1 denominators
+CONVENTIONS = ("deco", "interactvlm")
+DEFAULT_CONVENTION = "deco"
+CONVENTION_NAMES = {"deco": "DECO / IAGNet", "interactvlm": "InteractVLM eval_utils"}
 
 CONTACT_HEADER = ("Category", "#", "F1 (%)", "Prec. (%)", "Rec. (%)", "Geo. (cm)")
 AFFORDANCE_HEADER = ("Category", "#", "SIM", "AUC (%)", "aIoU (%)", "MAE")
@@ -61,6 +79,7 @@ class ContactScores:
     precision, recall, f1: fractions in [0, 1].
     geodesic_cm: mean geodesic error in centimetres, or None when no geodesic matrix was given.
     count: number of images averaged.
+    convention: "deco" or "interactvlm" (module docstring).
     """
 
     precision: float
@@ -68,26 +87,31 @@ class ContactScores:
     f1: float
     geodesic_cm: float | None
     count: int
+    convention: str = DEFAULT_CONVENTION
 
 
 @dataclass(frozen=True)
 class AffordanceScores:
     """Object-affordance scores averaged over ``count`` samples.
 
-    sim, mae: fractions in [0, 1].
+    sim, mae: fractions in [0, 1], over all ``count`` samples.
     auc: ROC-AUC x100, averaged over the ``auc_count`` samples that have both classes;
         None when no sample has both.
-    aiou: average IoU x100, over all ``count`` samples.
+    aiou: average IoU x100, over the ``aiou_count`` samples where it is defined (DECO/IAGNet: some
+        positive ground truth; InteractVLM: both classes); None when there is none.
     count: number of samples averaged.
-    auc_count: number of samples that entered the AUC mean.
+    auc_count, aiou_count: number of samples that entered the AUC and aIoU means.
+    convention: "deco" or "interactvlm" (module docstring).
     """
 
     sim: float
     mae: float
     auc: float | None
-    aiou: float
+    aiou: float | None
     count: int
     auc_count: int
+    aiou_count: int = 0
+    convention: str = DEFAULT_CONVENTION
 
 
 @dataclass(frozen=True)
@@ -145,6 +169,12 @@ def _as_threshold(threshold) -> float:
     return value
 
 
+def _as_convention(convention) -> str:
+    if convention not in CONVENTIONS:
+        raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    return convention
+
+
 def _contact_masks(pred, gt, dims: tuple[str, ...], threshold) -> tuple[np.ndarray, np.ndarray]:
     """Boolean (predicted, ground-truth) contact masks of validated inputs."""
     pred, gt = _as_pair(pred, gt, dims)
@@ -198,11 +228,16 @@ def _as_categories(categories, count: int) -> np.ndarray:
 # Human contact (DECO)
 
 
-def _precision_recall_f1_rows(pred_mask: np.ndarray, gt_mask: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per-row P, R and F1 of (N, V) boolean masks, with DECO's rules for empty sets."""
+def _precision_recall_f1_rows(pred_mask: np.ndarray, gt_mask: np.ndarray,
+                              convention: str = DEFAULT_CONVENTION) -> tuple[np.ndarray, ...]:
+    """Per-row P, R and F1 of (N, V) boolean masks, with the convention's rules for empty sets."""
     true_positives = np.count_nonzero(pred_mask & gt_mask, axis=1)
     n_pred = np.count_nonzero(pred_mask, axis=1)
     n_gt = np.count_nonzero(gt_mask, axis=1)
+    if convention == "interactvlm":
+        precision = true_positives / (n_pred + INTERACTVLM_EPS)
+        recall = true_positives / (n_gt + INTERACTVLM_EPS)
+        return precision, recall, 2 * precision * recall / (precision + recall + INTERACTVLM_EPS)
     precision = np.divide(true_positives, n_pred, out=np.zeros(len(n_pred)), where=n_pred > 0)
     recall = np.divide(true_positives, n_gt, out=np.zeros(len(n_gt)), where=n_gt > 0)
     total = precision + recall
@@ -254,6 +289,7 @@ class _ContactPerImage:
     recall: np.ndarray
     f1: np.ndarray
     geodesic_cm: np.ndarray | None
+    convention: str = DEFAULT_CONVENTION
 
     @property
     def size(self) -> int:
@@ -267,22 +303,26 @@ class _ContactPerImage:
             f1=float(self.f1[rows].mean()),
             geodesic_cm=geodesic,
             count=int(np.count_nonzero(rows)),
+            convention=self.convention,
         )
 
 
-def _contact_per_image(pred, gt, geodesic, threshold) -> _ContactPerImage:
+def _contact_per_image(pred, gt, geodesic, threshold, convention) -> _ContactPerImage:
+    convention = _as_convention(convention)
     pred_mask, gt_mask = _contact_masks(pred, gt, ("N", "V"), threshold)
-    precision, recall, f1 = _precision_recall_f1_rows(pred_mask, gt_mask)
+    precision, recall, f1 = _precision_recall_f1_rows(pred_mask, gt_mask, convention)
     geodesic_cm = None
     if geodesic is not None:
         geodesic_cm = _geodesic_cm_rows(pred_mask, gt_mask, _as_geodesic(geodesic, pred_mask.shape[1]))
-    return _ContactPerImage(precision, recall, f1, geodesic_cm)
+    return _ContactPerImage(precision, recall, f1, geodesic_cm, convention)
 
 
-def contact_precision_recall_f1(pred_row, gt_row, threshold: float = CONTACT_THRESHOLD) -> tuple[float, float, float]:
+def contact_precision_recall_f1(pred_row, gt_row, threshold: float = CONTACT_THRESHOLD,
+                                convention: str = DEFAULT_CONVENTION) -> tuple[float, float, float]:
     """(P, R, F1) of one image: ``pred_row`` scores and binary ``gt_row``, both (V,)."""
+    convention = _as_convention(convention)
     pred_mask, gt_mask = _contact_masks(pred_row, gt_row, ("V",), threshold)
-    precision, recall, f1 = _precision_recall_f1_rows(pred_mask[None], gt_mask[None])
+    precision, recall, f1 = _precision_recall_f1_rows(pred_mask[None], gt_mask[None], convention)
     return float(precision[0]), float(recall[0]), float(f1[0])
 
 
@@ -293,13 +333,14 @@ def geodesic_error_cm(pred_row, gt_row, geodesic, threshold: float = CONTACT_THR
     return float(_geodesic_cm_rows(pred_mask[None], gt_mask[None], matrix)[0])
 
 
-def contact_metrics(pred, gt, geodesic=None, threshold: float = CONTACT_THRESHOLD) -> ContactScores:
-    """DECO scores of (N, V) ``pred`` scores against (N, V) binary ``gt``, averaged over the N images.
+def contact_metrics(pred, gt, geodesic=None, threshold: float = CONTACT_THRESHOLD,
+                    convention: str = DEFAULT_CONVENTION) -> ContactScores:
+    """Scores of (N, V) ``pred`` scores against (N, V) binary ``gt``, averaged over the N images.
 
     ``geodesic`` is the optional (V, V) distance matrix in metres (any float dtype, float16 included);
-    without it ``geodesic_cm`` is None.
+    without it ``geodesic_cm`` is None. ``convention``: "deco" or "interactvlm" (module docstring).
     """
-    per_image = _contact_per_image(pred, gt, geodesic, threshold)
+    per_image = _contact_per_image(pred, gt, geodesic, threshold, convention)
     return per_image.summarise(np.ones(per_image.size, dtype=bool))
 
 
@@ -308,11 +349,8 @@ def contact_metrics(pred, gt, geodesic=None, threshold: float = CONTACT_THRESHOL
 
 
 def _similarity_rows(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    pred_sum = pred.sum(axis=1, keepdims=True)
-    gt_sum = gt.sum(axis=1, keepdims=True)
-    # An all-zero map becomes all-zero instead of 0/0, so its SIM is 0 and never NaN.
-    pred_dist = np.divide(pred, pred_sum, out=np.zeros_like(pred), where=pred_sum > 0)
-    gt_dist = np.divide(gt, gt_sum, out=np.zeros_like(gt), where=gt_sum > 0)
+    pred_dist = pred / (pred.sum(axis=1, keepdims=True) + SIM_EPS)
+    gt_dist = gt / (gt.sum(axis=1, keepdims=True) + SIM_EPS)
     return np.minimum(pred_dist, gt_dist).sum(axis=1)
 
 
@@ -343,8 +381,9 @@ def _roc_auc_rows(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.array([_roc_auc_row(scores, labels) for scores, labels in zip(pred, positive)])
 
 
-def _average_iou_rows(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Per-row mean over AIOU_THRESHOLDS of IoU(pred >= t, gt >= 0.5); an empty union scores 0."""
+def _average_iou_rows(pred: np.ndarray, gt: np.ndarray, convention: str = DEFAULT_CONVENTION) -> np.ndarray:
+    """Per-row mean over AIOU_THRESHOLDS of IoU(pred >= t, gt >= 0.5); NaN where the convention leaves
+    the sample out (no positive ground truth; InteractVLM: also no negative)."""
     positive = gt >= AFFORDANCE_LABEL_THRESHOLD
     ious = np.empty((pred.shape[0], AIOU_THRESHOLDS.size))
     rows_per_block = max(1, AIOU_CHUNK_ELEMENTS // (pred.shape[1] * AIOU_THRESHOLDS.size))
@@ -355,7 +394,13 @@ def _average_iou_rows(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         intersection = np.count_nonzero(predicted & labels, axis=2)
         union = np.count_nonzero(predicted | labels, axis=2)
         ious[block] = np.divide(intersection, union, out=np.zeros(union.shape), where=union > 0)
-    return ious.mean(axis=1)
+    result = ious.mean(axis=1)
+    n_pos = np.count_nonzero(positive, axis=1)
+    undefined = n_pos == 0
+    if convention == "interactvlm":
+        undefined |= n_pos == positive.shape[1]
+    result[undefined] = np.nan
+    return result
 
 
 @dataclass(frozen=True)
@@ -366,36 +411,47 @@ class _AffordancePerSample:
     mae: np.ndarray
     auc: np.ndarray
     aiou: np.ndarray
+    convention: str = DEFAULT_CONVENTION
 
     @property
     def size(self) -> int:
         return len(self.sim)
 
     def summarise(self, rows: np.ndarray) -> AffordanceScores:
-        aucs = self.auc[rows]
-        defined = aucs[~np.isnan(aucs)]
+        auc, auc_count = _nanmean_x100(self.auc[rows])
+        aiou, aiou_count = _nanmean_x100(self.aiou[rows])
         return AffordanceScores(
             sim=float(self.sim[rows].mean()),
             mae=float(self.mae[rows].mean()),
-            auc=float(100.0 * defined.mean()) if defined.size else None,
-            aiou=float(100.0 * self.aiou[rows].mean()),
+            auc=auc,
+            aiou=aiou,
             count=int(np.count_nonzero(rows)),
-            auc_count=int(defined.size),
+            auc_count=auc_count,
+            aiou_count=aiou_count,
+            convention=self.convention,
         )
 
 
-def _affordance_per_sample(pred, gt) -> _AffordancePerSample:
+def _nanmean_x100(values: np.ndarray) -> tuple[float | None, int]:
+    """(100 x nanmean, number of defined values); None instead of NaN when nothing is defined."""
+    defined = values[~np.isnan(values)]
+    return (float(100.0 * defined.mean()) if defined.size else None), int(defined.size)
+
+
+def _affordance_per_sample(pred, gt, convention) -> _AffordancePerSample:
+    convention = _as_convention(convention)
     pred, gt = _affordance_inputs(pred, gt, ("N", "P"))
     return _AffordancePerSample(
         sim=_similarity_rows(pred, gt),
         mae=_mean_absolute_error_rows(pred, gt),
         auc=_roc_auc_rows(pred, gt),
-        aiou=_average_iou_rows(pred, gt),
+        aiou=_average_iou_rows(pred, gt, convention),
+        convention=convention,
     )
 
 
 def similarity(pred_row, gt_row) -> float:
-    """SIM of one sample, (P,) maps in [0, 1]; 0 when either map sums to 0."""
+    """SIM of one sample, (P,) maps in [0, 1], with IAGNet's 1e-12 in each sum (0 for an all-zero map)."""
     pred, gt = _affordance_inputs(pred_row, gt_row, ("P",))
     return float(_similarity_rows(pred[None], gt[None])[0])
 
@@ -413,15 +469,19 @@ def roc_auc(pred_row, gt_row) -> float | None:
     return None if math.isnan(auc) else auc
 
 
-def average_iou(pred_row, gt_row) -> float:
-    """aIoU (a fraction) of one sample over the 20 thresholds of AIOU_THRESHOLDS."""
+def average_iou(pred_row, gt_row, convention: str = DEFAULT_CONVENTION) -> float | None:
+    """aIoU (a fraction) of one sample over the 20 thresholds of AIOU_THRESHOLDS; None where the
+    convention leaves the sample out (module docstring)."""
+    convention = _as_convention(convention)
     pred, gt = _affordance_inputs(pred_row, gt_row, ("P",))
-    return float(_average_iou_rows(pred[None], gt[None])[0])
+    value = float(_average_iou_rows(pred[None], gt[None], convention)[0])
+    return None if math.isnan(value) else value
 
 
-def affordance_metrics(pred, gt) -> AffordanceScores:
-    """IAGNet scores of (N, P) ``pred`` against (N, P) ``gt``, both in [0, 1], averaged over samples."""
-    per_sample = _affordance_per_sample(pred, gt)
+def affordance_metrics(pred, gt, convention: str = DEFAULT_CONVENTION) -> AffordanceScores:
+    """Scores of (N, P) ``pred`` against (N, P) ``gt``, both in [0, 1], averaged over samples
+    (``nanmean`` for AUC and aIoU). ``convention``: "deco" (IAGNet) or "interactvlm"."""
+    per_sample = _affordance_per_sample(pred, gt, convention)
     return per_sample.summarise(np.ones(per_sample.size, dtype=bool))
 
 
@@ -439,15 +499,15 @@ def _category_rows(per_row: _ContactPerImage | _AffordancePerSample, categories)
     return rows
 
 
-def contact_table(pred, gt, categories: Sequence[str], geodesic=None,
-                  threshold: float = CONTACT_THRESHOLD) -> list[CategoryRow]:
+def contact_table(pred, gt, categories: Sequence[str], geodesic=None, threshold: float = CONTACT_THRESHOLD,
+                  convention: str = DEFAULT_CONVENTION) -> list[CategoryRow]:
     """Rows of ContactScores: "all" first, then each category of ``categories`` (one name per image)."""
-    return _category_rows(_contact_per_image(pred, gt, geodesic, threshold), categories)
+    return _category_rows(_contact_per_image(pred, gt, geodesic, threshold, convention), categories)
 
 
-def affordance_table(pred, gt, categories: Sequence[str]) -> list[CategoryRow]:
+def affordance_table(pred, gt, categories: Sequence[str], convention: str = DEFAULT_CONVENTION) -> list[CategoryRow]:
     """Rows of AffordanceScores: "all" first, then each category of ``categories`` (one name per sample)."""
-    return _category_rows(_affordance_per_sample(pred, gt), categories)
+    return _category_rows(_affordance_per_sample(pred, gt, convention), categories)
 
 
 def _checked_rows(rows) -> tuple[list[CategoryRow], type]:
@@ -460,6 +520,8 @@ def _checked_rows(rows) -> tuple[list[CategoryRow], type]:
     kinds = {type(row.scores) for row in rows}
     if len(kinds) != 1:
         raise InputError("rows mix contact and affordance scores; give one table at a time")
+    if len({row.scores.convention for row in rows}) != 1:
+        raise InputError("rows mix evaluation conventions; give one convention's table at a time")
     return rows, kinds.pop()
 
 
@@ -507,6 +569,7 @@ def report_dict(rows) -> dict:
     overall = next((row for row in rows if row.category == ALL_CATEGORY), None)
     return {
         "kind": "contact" if kind is ContactScores else "affordance",
+        "convention": rows[0].scores.convention,
         "overall": None if overall is None else asdict(overall.scores),
         "categories": [{"category": row.category, **asdict(row.scores)}
                        for row in rows if row.category != ALL_CATEGORY],

@@ -21,14 +21,17 @@ from engine.render.rasterizer import rasterize_meshes, rasterize_points
 from engine.render.shading import INTERACTVLM_LIGHTS, composite_points, nocs_colours, normals_as_colour, phong_shade
 
 LOGIT_CLAMP = 20.0
-OBJECT_VOTE_THRESHOLD = 0.3
+OBJECT_VOTE_THRESHOLD = 0.3  # ObjectMeshContact3DPredictor: only pixels with p > 0.3 vote
+OBJECT_RENDER_DIST = 1.5  # 4MV-Z_HM_BM mesh_cam_params; Φ keeps the distance-2 cam_params
+RENDER_VERSION = "r2"  # bump when renders change: float32 cameras, bbox colours, one light per view
 POINT_RADIUS = 0.05
 POINTS_PER_PIXEL = 10
 
 
 @dataclass(frozen=True)
 class View:
-    """A camera as InteractVLM parameterises it: look_at(dist, elev, azim) then a view-space (x, y) shift."""
+    """A camera as InteractVLM parameterises it: look_at(dist, elev, azim) then a view-space (x, y) shift.
+    ``light``: the view's own point light (object mesh renders), or None for ``INTERACTVLM_LIGHTS``."""
 
     name: str
     dist: float
@@ -36,17 +39,21 @@ class View:
     azim: float
     x: float = 0.0
     y: float = 0.0
+    light: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
 class ViewPreset:
     """Named views for one kind of target. ``render_dist`` overrides ``dist`` for rendering only
-    (object meshes render at 1.5 while the camera conditioning keeps the distance-2 parameters)."""
+    (object meshes render at 1.5 while the camera conditioning keeps the distance-2 parameters).
+    ``colour``: "normals" (``(n + 1) / 2``, the body) or "bbox" (each axis of the normalised object
+    mapped from its bounding box to [0.1, 0.9], i.e. ``x 0.8 + 0.1``: InteractVLM's object renders)."""
 
     name: str
     kind: str  # "mesh" or "points"
     views: tuple[View, ...]
     render_dist: float | None = None
+    colour: str = "normals"
 
     def cameras(self, dtype=torch.float32) -> FoVPerspectiveCamera:
         column = lambda field: [getattr(view, field) for view in self.views]
@@ -59,11 +66,16 @@ class ViewPreset:
 
 
 _OBJECT_ANGLES = (("frontleft", 45, 315), ("frontright", 45, 45), ("backleft", 330, 135), ("backright", 330, 225))
+# One light per view in the release's object renders: in front for the front views, behind for the back ones.
+_OBJECT_LIGHTS = {"frontleft": (0.0, 0.0, 3.0), "frontright": (0.0, 0.0, 3.0),
+                  "backleft": (0.0, 0.0, -3.0), "backright": (0.0, 0.0, -3.0)}
 PRESETS: dict[str, ViewPreset] = {
     "body": ViewPreset("body", "mesh", (
         View("topfront", 2, 45, 315), View("bottomfront", 2, 315, 315, 0, 0.3),
         View("topback", 2, 45, 135), View("bottomback", 2, 315, 135, 0, 0.3))),
-    "object_mesh": ViewPreset("object_mesh", "mesh", tuple(View(n, 2, e, a) for n, e, a in _OBJECT_ANGLES), render_dist=1.5),
+    "object_mesh": ViewPreset("object_mesh", "mesh", tuple(View(n, 2, e, a, light=_OBJECT_LIGHTS[n])
+                                                         for n, e, a in _OBJECT_ANGLES),
+                              render_dist=OBJECT_RENDER_DIST, colour="bbox"),
     "object_points": ViewPreset("object_points", "points", tuple(View(n, 2, e, a) for n, e, a in _OBJECT_ANGLES)),
 }
 
@@ -154,7 +166,7 @@ def _geometry_key(*arrays: np.ndarray) -> str:
 
 
 def _cache_path(topology: str, preset: str, resolution: int, key: str) -> Path:
-    return cache_dir("rll") / f"{cache_name(topology)}-{preset}-{resolution}-{key}.npz"
+    return cache_dir("rll") / f"{cache_name(topology)}-{preset}-{resolution}-{RENDER_VERSION}-{key}.npz"
 
 
 def _save(views: RenderedViews, path: Path) -> None:
@@ -188,13 +200,25 @@ def _render_mesh(preset: ViewPreset, vertices: torch.Tensor, faces: torch.Tensor
                  colours: torch.Tensor | None):
     cameras = preset.cameras(dtype=vertices.dtype).to(vertices.device)
     size = (resolution, resolution)
-    fragments = rasterize_meshes(cameras.transform_points_screen(vertices, size), faces, size)
     normals = vertex_normals(vertices, faces)
-    colours = normals_as_colour(normals) if colours is None else colours.to(vertices)
-    images = phong_shade(fragments, faces, vertices, normals, colours, cameras.camera_centres(), lights=INTERACTVLM_LIGHTS)
-    ids = torch.where(fragments.covered[..., None], faces[fragments.pix_to_face.clamp(min=0)], -1)
-    return RenderedViews(preset.name, topology, vertices.shape[0], (images * 255).round().to(torch.uint8).cpu().numpy(),
-                         ids.cpu().numpy(), fragments.bary.to(torch.float32).cpu().numpy(), fragments.covered.cpu().numpy())
+    if colours is None:
+        colours = nocs_colours(vertices) if preset.colour == "bbox" else normals_as_colour(normals)
+    images, ids, bary, covered = [], [], [], []
+    # Views with their own light are shaded one by one; the others share INTERACTVLM_LIGHTS.
+    groups = ([[index] for index in range(len(preset.views))] if any(v.light for v in preset.views)
+              else [list(range(len(preset.views)))])
+    for group in groups:
+        camera = FoVPerspectiveCamera(cameras.R[group], cameras.T[group], cameras.fov)
+        light = preset.views[group[0]].light
+        fragments = rasterize_meshes(camera.transform_points_screen(vertices, size), faces, size)
+        images.append(phong_shade(fragments, faces, vertices, normals, colours.to(vertices), camera.camera_centres(),
+                                  lights=INTERACTVLM_LIGHTS if light is None else (light,)))
+        ids.append(torch.where(fragments.covered[..., None], faces[fragments.pix_to_face.clamp(min=0)], -1))
+        bary.append(fragments.bary.to(torch.float32))
+        covered.append(fragments.covered)
+    images = (torch.cat(images) * 255).round().to(torch.uint8)
+    return RenderedViews(preset.name, topology, vertices.shape[0], images.cpu().numpy(), torch.cat(ids).cpu().numpy(),
+                         torch.cat(bary).cpu().numpy(), torch.cat(covered).cpu().numpy())
 
 
 def _render_points(preset: ViewPreset, points: torch.Tensor, resolution: int, topology: str):
@@ -212,10 +236,11 @@ def render_views(vertices, faces=None, *, preset: str = "body", resolution: int 
                  vertex_colours=None, cache: bool = True) -> RenderedViews:
     """Render a body (``preset="body"``), an object mesh or a point cloud (``faces=None``) from the preset's views.
 
-    Meshes are coloured by ``(normal + 1) / 2`` as InteractVLM renders them, or by ``vertex_colours``
-    (V, 3) in [0, 1] when given (e.g. part colours for display); the pixel maps do not depend on it.
+    The body is coloured by ``(normal + 1) / 2`` and object meshes by their bounding-box coordinates
+    ``x 0.8 + 0.1`` with one light per view, as InteractVLM renders them; ``vertex_colours`` (V, 3) in
+    [0, 1] overrides that (e.g. part colours for display). The pixel maps do not depend on colours.
 
-    Objects are centred and scaled first. Results are cached on disk keyed by topology, preset,
+    Objects are centred on their vertex mean and scaled by their largest bounding-box extent first. Results are cached on disk keyed by topology, preset,
     resolution and a hash of the geometry, so the 1024^2 body maps are computed once.
     """
     view_preset = get_preset(preset)
@@ -297,9 +322,23 @@ def lift_logits(views: RenderedViews, logits) -> np.ndarray:
 
 
 def lift_object_mesh(views: RenderedViews, mask_probs, vote_threshold: float = OBJECT_VOTE_THRESHOLD) -> np.ndarray:
-    """Object-mesh lifting: only pixels with ``p > vote_threshold`` vote; the others count as p = 0."""
+    """Object-mesh lifting as InteractVLM's ``ObjectMeshContact3DPredictor``: per view, only pixels with
+    ``p > vote_threshold`` vote, and a vertex's view score is ``sum(w p) / sum(w)`` over those pixels alone;
+    the result averages only the views where the vertex got such a vote (0 where it never did)."""
     probs = _as_masks(views, mask_probs, "mask_probs")
-    return lift(views, torch.where(probs > vote_threshold, probs, torch.zeros_like(probs)))
+    if probs.min() < 0 or probs.max() > 1:
+        raise InputError("mask_probs must be probabilities in [0, 1]")
+    plan = views.plan
+    per_pixel = probs.reshape(-1)[plan.pixel].repeat_interleave(plan.channels)
+    voting = (per_pixel > vote_threshold).to(torch.float64)
+    size = plan.weight_sum.numel()
+    numerator = torch.bincount(plan.slot, plan.weight * per_pixel * voting, minlength=size).view(plan.weight_sum.shape)
+    weight = torch.bincount(plan.slot, plan.weight * voting, minlength=size).view(plan.weight_sum.shape)
+    voted = weight > 0
+    per_view = torch.where(voted, numerator / weight.clamp(min=1e-300), torch.zeros_like(numerator))
+    views_voted = voted.sum(0)
+    lifted = torch.where(views_voted > 0, per_view.sum(0) / views_voted.clamp(min=1), torch.zeros(()).to(per_view))
+    return lifted.to(torch.float32).numpy()
 
 
 def lift_points(views: RenderedViews, mask_probs) -> np.ndarray:

@@ -14,7 +14,7 @@ import pandas as pd
 from annotations import review
 from annotations.batch import BatchDefaults, import_batch
 from annotations.errors import UnknownTaskError
-from annotations.export import ExportFilters, export_training_data
+from annotations.export import ExportFilters, export_interactvlm, export_training_data
 from annotations.files import safe_member_name
 from annotations.vocabulary import normalise_labels
 from engine import rll
@@ -137,14 +137,15 @@ def _task_id(value) -> int:
 
 
 def export_zip(studio: Studio, min_agreement, only_qualified: bool, include_flagged: bool, min_annotators,
-               source: str, progress) -> str:
+               source: str, progress, export_format: str = "studio") -> str:
     """Export for training into a fresh folder and zip it with fixed dates (same store, same bytes)."""
     filters = ExportFilters(source=source, min_agreement=_optional_number(min_agreement, "minimum agreement"),
                             exclude_flagged=not include_flagged, only_qualified=bool(only_qualified),
                             min_annotators=int(min_annotators or 1))
     folder = studio.output_folder()
     progress(0.1, desc="aggregating the annotations")
-    manifest = export_training_data(studio.store, folder / "export", filters, models_dir=studio.settings.models_dir)
+    write = export_interactvlm if export_format == "interactvlm" else export_training_data
+    manifest = write(studio.store, folder / "export", filters, models_dir=studio.settings.models_dir)
     progress(0.8, desc="zipping")
     target = folder / f"export-{manifest.export_id}.zip"
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -185,6 +186,8 @@ def build_admin(studio: Studio) -> gr.Blocks:
             gallery = gr.Gallery(label="each annotator's layers (front | back) and the aggregate", columns=3)
         with gr.Tab("Export"):
             source = gr.Radio(["consensus", "gold"], value="consensus", label="source")
+            export_format = gr.Radio(["studio", "interactvlm"], value="studio", elem_id="export-format",
+                                     label="format (interactvlm: the release's DAMON folder for its training code)")
             min_agreement = gr.Textbox("", label="minimum agreement (Fleiss' kappa in [-1, 1]; empty = keep every task)",
                                        elem_id="export-min-agreement")
             min_annotators = gr.Number(1, precision=0, minimum=1, label="minimum annotators")
@@ -202,8 +205,12 @@ def build_admin(studio: Studio) -> gr.Blocks:
             return import_upload(studio, paths, label_text, topology_value, redundancy_value)
 
         @user_errors
-        def on_export(agreement_value, qualified, flagged, annotators_value, source_value, progress=gr.Progress()):
-            return export_zip(studio, agreement_value, qualified, flagged, annotators_value, source_value, progress)
+        def on_export(agreement_value, qualified, flagged, annotators_value, source_value, format_value,
+                      progress=gr.Progress()):
+            if format_value not in ("studio", "interactvlm"):
+                raise InputError("format must be 'studio' or 'interactvlm'")
+            return export_zip(studio, agreement_value, qualified, flagged, annotators_value, source_value, progress,
+                              format_value)
 
         run_import.click(on_import, inputs=[files, labels, topology, redundancy], outputs=[import_report],
                          api_name="import_batch", **lane)
@@ -213,6 +220,7 @@ def build_admin(studio: Studio) -> gr.Blocks:
         page.load(show_quality, outputs=quality, api_name="quality_on_load", api_visibility="private", **lane)
         show.click(user_errors(lambda value: review_task(studio, value)), inputs=[task_id],
                    outputs=[gallery, review_info], api_name="review_task", **lane)
-        run_export.click(on_export, inputs=[min_agreement, only_qualified, include_flagged, min_annotators, source],
+        run_export.click(on_export, inputs=[min_agreement, only_qualified, include_flagged, min_annotators, source,
+                                            export_format],
                          outputs=[export_file], api_name="export", **lane)
     return page

@@ -74,6 +74,27 @@ def test_both_empty_follows_the_no_prediction_rule_first():
     assert contact_precision_recall_f1(np.zeros(5), np.zeros(5)) == (1.0, 0.0, 0.0)
 
 
+def test_interactvlm_convention_edge_cases():
+    # eval_utils: P = tp / (#pred + 1e-10), R = tp / (#gt + 1e-10), F1 = 2PR / (P + R + 1e-10)
+    assert contact_precision_recall_f1([0, 0, 0], [1, 0, 1], convention="interactvlm") == (0.0, 0.0, 0.0)
+    assert contact_precision_recall_f1([1, 0, 0], [0, 0, 0], convention="interactvlm") == (0.0, 0.0, 0.0)
+    p, r, f1 = contact_precision_recall_f1([1, 1, 0, 0], [1, 0, 1, 1], convention="interactvlm")
+    assert p == 1 / (2 + 1e-10) and r == 1 / (3 + 1e-10)
+    assert f1 == 2 * p * r / (p + r + 1e-10)
+    scores = contact_metrics([[0, 0, 0], [1, 0, 0]], [[1, 0, 1], [1, 0, 0]], convention="interactvlm")
+    assert scores.precision == pytest.approx(0.5) and scores.f1 == pytest.approx(0.5)
+    assert scores.convention == "interactvlm"
+    deco = contact_metrics([[0, 0, 0], [1, 0, 0]], [[1, 0, 1], [1, 0, 0]])
+    assert deco.precision == 1.0 and deco.convention == "deco"  # DECO: no prediction gives P = 1
+
+
+def test_unknown_convention_is_refused():
+    with pytest.raises(InputError, match="convention must be one of"):
+        contact_metrics([[1.0]], [[1.0]], convention="lemon")
+    with pytest.raises(InputError, match="convention must be one of"):
+        affordance_metrics([[1.0]], [[1.0]], convention="DECO")
+
+
 def test_disjoint_sets_give_zero_f1_without_nan():
     assert contact_precision_recall_f1(one_hot([0], 4), one_hot([3], 4)) == (0.0, 0.0, 0.0)
 
@@ -178,7 +199,9 @@ def test_geodesic_rejects_unusable_distances(bad):
 
 def test_similarity_hand_case():
     # p / sum p = [0.5, 0.5, 0, 0], g / sum g = [0.5, 0, 0.5, 0] -> overlap 0.5
-    assert similarity([1.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.5, 0.0]) == 0.5
+    # IAGNet divides by sum + 1e-12: the overlap is g's 0.5 / (1 + 1e-12), not exactly 0.5
+    assert similarity([1.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.5, 0.0]) == pytest.approx(0.5 / (1 + 1e-12), abs=1e-17)
+    assert similarity([1.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.5, 0.0]) != 0.5
     assert similarity([0.2, 0.4, 0.2], [0.1, 0.2, 0.1]) == pytest.approx(1.0)
 
 
@@ -242,9 +265,34 @@ def test_average_iou_perfect_binary_prediction():
     assert average_iou([1.0, 0.0], [1.0, 0.0]) == pytest.approx((0.5 + 19) / 20)
 
 
-def test_average_iou_of_two_empty_sets_is_zero():
-    # For t > 0 neither set has a point; scoring those 19 thresholds 1 would give 0.95.
-    assert average_iou([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]) == 0.0
+@pytest.mark.parametrize("convention", ["deco", "interactvlm"])
+def test_average_iou_without_positive_ground_truth_is_undefined(convention):
+    # IAGNet sets NaN (left out of the nanmean); scoring it 0 would drag every mean down.
+    assert average_iou([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], convention) is None
+    assert average_iou([0.9, 0.1, 0.0], [0.2, 0.4, 0.0], convention) is None
+
+
+def test_all_positive_ground_truth_is_kept_by_deco_and_dropped_by_interactvlm():
+    # t = 0 .. 0.421 (9 thresholds) select both points (IoU 1), 0.474 .. 1.0 (11) only the first (1/2).
+    assert average_iou([1.0, 0.45], [0.6, 0.9], "deco") == pytest.approx((9 * 1.0 + 11 * 0.5) / 20)
+    assert average_iou([1.0, 0.45], [0.6, 0.9], "interactvlm") is None
+    deco = affordance_metrics([[1.0, 0.45]], [[0.6, 0.9]], convention="deco")
+    ivlm = affordance_metrics([[1.0, 0.45]], [[0.6, 0.9]], convention="interactvlm")
+    assert deco.aiou == pytest.approx(72.5) and deco.aiou_count == 1 and deco.convention == "deco"
+    assert ivlm.aiou is None and ivlm.aiou_count == 0 and ivlm.convention == "interactvlm"
+    assert deco.auc is None and ivlm.auc is None  # a single class has no ROC curve in either
+
+
+def test_two_sample_case_uses_nanmean_like_iagnet():
+    # Sample A: t = 0 .. 0.158 (4 thresholds) select all 4 points, IoU 2/4; 0.211 .. 0.474 (6) select
+    # the three 0.5s, IoU 2/3; the other 10 none. aIoU = (4 * 0.5 + 6 * 2/3) / 20 = 0.3.
+    # Sample B has no positive: NaN, left out. IAGNet: 30.0; counting B as 0 would give 15.0.
+    pred = np.array([[0.5, 0.5, 0.5, 0.2], [0.1, 0.5, 1.0, 0.0]])
+    gt = np.array([[1.0, 1.0, 0.0, 0.0], [0.3, 0.4, 0.0, 0.0]])
+    for convention in ("deco", "interactvlm"):
+        scores = affordance_metrics(pred, gt, convention=convention)
+        assert scores.aiou == pytest.approx(30.0) and scores.aiou_count == 1
+        assert scores.auc == 75.0 and scores.auc_count == 1
 
 
 def reference_average_iou(pred, gt):
@@ -282,7 +330,8 @@ def test_affordance_metrics_summary_and_auc_exclusion():
     assert scores.auc == 75.0
     assert scores.mae == pytest.approx((1.7 / 4 + 1.3 / 4) / 2)  # = 0.375
     assert scores.sim == pytest.approx((similarity(pred[0], gt[0]) + similarity(pred[1], gt[1])) / 2)
-    assert scores.aiou == pytest.approx(50 * (average_iou(pred[0], gt[0]) + average_iou(pred[1], gt[1])))
+    assert scores.aiou == pytest.approx(100 * average_iou(pred[0], gt[0])) == pytest.approx(30.0)
+    assert scores.aiou_count == 1
 
 
 def test_affordance_metrics_with_no_defined_auc():
@@ -368,7 +417,8 @@ def test_report_dict_is_json_ready():
     assert [entry["category"] for entry in report["categories"]] == ["cup", "bed"]
     assert report["categories"][0]["geodesic_cm"] == (43.75 + 28.125) / 2
     assert report["categories"][1] == {"category": "bed", "precision": 1.0, "recall": 1.0, "f1": 1.0,
-                                       "geodesic_cm": 0.0, "count": 1}
+                                       "geodesic_cm": 0.0, "count": 1, "convention": "deco"}
+    assert report["convention"] == "deco"
 
 
 def test_report_dict_for_affordance_keeps_undefined_auc_as_null():

@@ -1,6 +1,7 @@
 """Render-Localize-Lift: round trips, a brute-force lift reference, object variants, cache and bad input."""
 import numpy as np
 import pytest
+import torch
 import trimesh
 
 from engine import rll
@@ -57,6 +58,61 @@ def test_object_mesh_vote_threshold():
     assert (rll.lift_object_mesh(views, weak) == 0).all()
     strong = np.full(views.valid.shape, 0.6)
     np.testing.assert_allclose(rll.lift_object_mesh(views, strong)[seen], 0.6, atol=1e-6)
+
+
+def _hand_views() -> rll.RenderedViews:
+    """2 views of 1 x 3 pixels over 4 vertices, every id and weight written out."""
+    ids = np.array([[[[0, 1, 2], [0, 1, 3], [1, 2, 3]]], [[[0, 2, 3], [0, 1, 2], [-1, -1, -1]]]])
+    bary = np.array([[[[0.5, 0.25, 0.25], [0.2, 0.2, 0.6], [1 / 3, 1 / 3, 1 / 3]]],
+                     [[[0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.0, 0.0, 0.0]]]], dtype=np.float32)
+    valid = ids[..., 0] >= 0
+    return rll.RenderedViews("object_mesh", "hand", 4, np.zeros((2, 1, 3, 3), np.uint8), ids, bary, valid)
+
+
+def test_object_mesh_lift_hand_case():
+    # View 0 votes with pixels 0 (p .8) and 2 (p .5); pixel 1 (p .2) is below 0.3.
+    #   v0: .8;  v1 = v2: (.25 * .8 + 1/3 * .5) / (.25 + 1/3) = 0.6285714;  v3: .5
+    # View 1 votes with pixel 0 (p .4) only; pixel 1 sits exactly on 0.3, which does not vote (p > 0.3).
+    #   v0 = v2 = v3: .4; v1 gets no vote there, so that view does not count for it.
+    probs = np.array([[[0.8, 0.2, 0.5]], [[0.4, 0.3, 0.9]]])
+    expected = [(0.8 + 0.4) / 2, 0.6285714, (0.6285714 + 0.4) / 2, (0.5 + 0.4) / 2]
+    np.testing.assert_allclose(rll.lift_object_mesh(_hand_views(), probs), expected, atol=1e-6)
+    # A pixel just above the threshold votes, one just below does not.
+    np.testing.assert_allclose(rll.lift_object_mesh(_hand_views(), np.full((2, 1, 3), 0.31)), 0.31, atol=1e-6)
+    assert (rll.lift_object_mesh(_hand_views(), np.full((2, 1, 3), 0.29)) == 0).all()
+
+
+def test_object_renders_are_centred_on_the_vertex_mean_at_distance_one_and_a_half():
+    # Asymmetric: 9 vertices near x = 0 and one far at x = 1, so the vertex mean (0.1, 0, 0) is far from
+    # the bounding-box centre (0.5, 0, 0). After normalisation the mean sits at the origin and the extent is 1.
+    vertices = np.array([[0, 0, 0]] * 9 + [[1.0, 0, 0]]) + np.random.default_rng(0).normal(0, 1e-3, (10, 3))
+    normalised = rll.normalise_object(torch.as_tensor(vertices))
+    np.testing.assert_allclose(normalised.mean(0), 0, atol=1e-12)
+    assert float((normalised.amax(0) - normalised.amin(0)).max()) == pytest.approx(1.0)
+    cameras = rll.PRESETS["object_mesh"].cameras()
+    np.testing.assert_allclose(cameras.camera_centres().norm(dim=-1), 1.5, atol=1e-6)
+    np.testing.assert_allclose(rll.PRESETS["object_mesh"].camera_conditioning()[:, 0], 0.2)  # Φ keeps dist 2
+    # The vertex mean projects to the image centre in every view, at depth 1.5.
+    screen = cameras.transform_points_screen(normalised.mean(0, keepdim=True).float(), (64, 64))
+    np.testing.assert_allclose(screen[:, 0], [[31.5, 31.5, 1.5]] * 4, atol=1e-4)
+
+
+def test_object_mesh_renders_use_bbox_colours_and_one_light_per_view():
+    # An asymmetric slab: colours are each axis of the bounding box mapped to [0.1, 0.9], never normals.
+    slab = trimesh.creation.box(extents=(0.6, 0.2, 0.1))
+    slab.vertices[:, 0] += np.where(slab.vertices[:, 0] > 0, 0.3, 0.0)
+    views = rll.render_views(slab.vertices, slab.faces, preset="object_mesh", resolution=48, topology="slab", cache=False)
+    assert [view.light for view in rll.PRESETS["object_mesh"].views] == [(0, 0, 3), (0, 0, 3), (0, 0, -3), (0, 0, -3)]
+    from engine.render.shading import nocs_colours
+    colours = nocs_colours(rll.normalise_object(torch.as_tensor(slab.vertices, dtype=torch.float32)))
+    np.testing.assert_allclose(colours.amin(0), 0.1, atol=1e-6)
+    np.testing.assert_allclose(colours.amax(0), 0.9, atol=1e-6)
+    recoloured = rll.render_views(slab.vertices, slab.faces, preset="object_mesh", resolution=48, topology="slab",
+                                  cache=False, vertex_colours=colours.numpy())
+    np.testing.assert_array_equal(views.images, recoloured.images)
+    normals = rll.render_views(slab.vertices, slab.faces, preset="object_mesh", resolution=48, topology="slab",
+                               cache=False, vertex_colours=np.full((8, 3), 0.5))
+    assert not np.array_equal(views.images, normals.images)
 
 
 def test_point_cloud_views_round_trip():

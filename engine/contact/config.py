@@ -1,20 +1,24 @@
 """Model variants of InteractVLM: one config dataclass, presets for the released variants and a tiny shrink.
 
 The released variants (REFERENCE.md section 1) share one architecture: CLIP ViT-L/14 (224 px) + a
-``Linear(1024 -> 5120)`` projector + Llama-2 13B, Γ, Φ and SAM ViT-H. They differ in the contact
-tokens and the mask decoders:
+``Linear(1024 -> 5120)`` projector + Llama-2 13B, Γ, Φ and SAM ViT-H. The release's ``token_type`` decides
+the contact tokens, and with them the splitter and the decoders:
 
-============  ===========  ======================  =============================================
-preset        target       tokens                  SAM mask decoders (token -> decoder)
-============  ===========  ======================  =============================================
-hcontact      human body   ``[SEG]``               ``mask_decoder``
-oafford       object       ``[SEG]``               ``mask_decoder``
-joint         both         ``[HSEG]``, ``[OSEG]``  ``human_mask_decoder``, ``object_mask_decoder``
-============  ===========  ======================  =============================================
+==========================  ================================  ================  ===========================
+token_type                  tokens added (in this order)      attention_splitter SAM mask decoders
+==========================  ================================  ================  ===========================
+``Gen``                     ``[SEG]``                          no                ``mask_decoder``
+``Gen-Hu-Obj``              ``[SEG]``, ``[HSEG]``, ``[OSEG]``  yes               ``mask_decoder``
+``...-DifDe``               as above                           as above          + ``human_``/``object_mask_decoder``
+==========================  ================================  ================  ===========================
 
-The joint checkpoint also carries the single-task ``mask_decoder``; we keep it so that the released
-file loads strictly, and route the two tokens to their own decoders. ``shrink`` turns any preset into a
-seeded-test-sized model of the same architecture ("tiny-<preset>"; ``tiny`` is tiny-hcontact).
+Presets: ``hcontact`` (Gen, human contact), ``oafford`` (Gen, object affordance), ``joint`` (Gen-Hu-Obj,
+both: ``[HSEG]`` answers human questions and ``[OSEG]`` object ones). The first contact token of an
+answer routes its embeddings: ``[HSEG]`` through the splitter's human branch, ``[OSEG]`` through its
+object branch, ``[SEG]`` past the splitter; every route ends in the same ``mask_decoder`` (DifDe configs:
+the target's own decoder). No released config uses DifDe; ``Gen-Int`` (``[ISEG]``) is refused.
+``shrink`` turns any preset into a seeded-test-sized model of the same architecture ("tiny-<preset>";
+``tiny`` is tiny-hcontact).
 """
 from __future__ import annotations
 
@@ -58,8 +62,10 @@ class LanguageSize:
 class ContactModelConfig:
     """One InteractVLM variant.
 
-    targets: what each contact token localises, aligned with ``seg_tokens`` ("human" or "object").
-    decoders: every SAM mask decoder in the checkpoint; ``routes`` maps each token to its decoder.
+    targets: what the model predicts: ("human",), ("object",) or ("human", "object").
+    token_type: the release's token type (module docstring); it decides tokens, splitter and decoders.
+    human_view_type, object_view_type: the release's ``hC_sam_view_type``/``oC_sam_view_type`` (written back
+        to config.json; the views themselves are ``engine.rll``'s presets).
     sam: a ``engine.contact.sam.SAM_SPECS`` name. Its image size is also the render resolution of the
         views (1024 for the released models) and its output channels the prompt dimension (256).
     camera_hidden: width of Φ's shared MLP. lora_*: the released LoRA settings (LM q/v projections).
@@ -67,10 +73,10 @@ class ContactModelConfig:
     """
 
     name: str
-    seg_tokens: tuple[str, ...]
     targets: tuple[str, ...]
-    decoders: tuple[str, ...]
-    routes: tuple[str, ...]
+    token_type: str = "Gen"
+    human_view_type: str | None = None
+    object_view_type: str | None = None
     vision: VisionSize = VisionSize()
     language: LanguageSize = LanguageSize()
     sam: str = "vit_h"
@@ -84,28 +90,55 @@ class ContactModelConfig:
     max_new_tokens: int = 64
 
     def __post_init__(self):
-        if not (len(self.seg_tokens) == len(self.targets) == len(self.routes)) or not self.seg_tokens:
-            raise InputError(f"config {self.name!r}: seg_tokens, targets and routes must align")
-        if set(self.targets) - {"human", "object"} or set(self.routes) - set(self.decoders):
-            raise InputError(f"config {self.name!r}: unknown target or a route to a missing decoder")
+        if self.base_token_type not in TOKEN_TYPES:
+            raise InputError(f"config {self.name!r}: token_type {self.token_type!r} is not supported; "
+                             f"InteractVLM's released configs use {sorted(TOKEN_TYPES)} (optionally with -DifDe)")
+        if not self.targets or set(self.targets) - {"human", "object"}:
+            raise InputError(f"config {self.name!r}: targets must be 'human' and/or 'object', got {self.targets}")
+
+    @property
+    def base_token_type(self) -> str:
+        return self.token_type.replace("-DifDe", "")
+
+    @property
+    def seg_tokens(self) -> tuple[str, ...]:
+        """The contact tokens the release adds for this token type, in its order."""
+        return TOKEN_TYPES[self.base_token_type]
+
+    @property
+    def uses_splitter(self) -> bool:
+        return self.base_token_type == "Gen-Hu-Obj"
+
+    @property
+    def decoders(self) -> tuple[str, ...]:
+        if "DifDe" in self.token_type:
+            return ("mask_decoder", "human_mask_decoder", "object_mask_decoder")
+        return ("mask_decoder",)
 
     @property
     def token_for(self) -> dict[str, str]:
-        """target ("human"/"object") -> its contact token."""
-        return dict(zip(self.targets, self.seg_tokens))
+        """target ("human"/"object") -> the contact token its answers carry."""
+        if self.uses_splitter:
+            return {"human": "[HSEG]", "object": "[OSEG]"}
+        return {"human": "[SEG]", "object": "[SEG]"}
 
     @property
     def decoder_for(self) -> dict[str, str]:
         """target -> the mask decoder that localises it."""
-        return dict(zip(self.targets, self.routes))
+        if "DifDe" in self.token_type:
+            return {"human": "human_mask_decoder", "object": "object_mask_decoder"}
+        return {"human": "mask_decoder", "object": "mask_decoder"}
+
+
+TOKEN_TYPES = {"Gen": ("[SEG]",), "Gen-Hu-Obj": ("[SEG]", "[HSEG]", "[OSEG]")}
+HUMAN_VIEW_TYPE, OBJECT_VIEW_TYPE = "4MV-Z_Vitru", "4MV-Z_HM_BM"
 
 
 PRESETS: dict[str, ContactModelConfig] = {
-    "hcontact": ContactModelConfig("hcontact", ("[SEG]",), ("human",), ("mask_decoder",), ("mask_decoder",)),
-    "oafford": ContactModelConfig("oafford", ("[SEG]",), ("object",), ("mask_decoder",), ("mask_decoder",)),
-    "joint": ContactModelConfig("joint", ("[HSEG]", "[OSEG]"), ("human", "object"),
-                                ("mask_decoder", "human_mask_decoder", "object_mask_decoder"),
-                                ("human_mask_decoder", "object_mask_decoder")),
+    "hcontact": ContactModelConfig("hcontact", ("human",), "Gen", human_view_type=HUMAN_VIEW_TYPE),
+    "oafford": ContactModelConfig("oafford", ("object",), "Gen", object_view_type=OBJECT_VIEW_TYPE),
+    "joint": ContactModelConfig("joint", ("human", "object"), "Gen-Hu-Obj", human_view_type=HUMAN_VIEW_TYPE,
+                                object_view_type=OBJECT_VIEW_TYPE),
 }
 TINY_VISION = VisionSize(hidden=32, layers=2, heads=2, intermediate=64, image_size=28, patch_size=14)
 TINY_LANGUAGE = LanguageSize(hidden=64, layers=2, heads=4, kv_heads=4, intermediate=128, vocab_size=0,

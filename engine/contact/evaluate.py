@@ -7,6 +7,9 @@ tables: an "all" row, then one row per category.
   go through ``predict_human_contact_batch`` in batches; P, R and F1 at 0.5 and the geodesic error (cm)
   over the body's rest-pose (T-pose) mesh, as DECO measures it on the template. Categories are the object
   labels, or "any" for binary contact with anything.
+- Both are scored under one of two conventions (``--convention``, ``engine.metrics.CONVENTIONS``):
+  ``deco`` (the default: DECO's and IAGNet's rules) or ``interactvlm`` (InteractVLM's own
+  ``eval_utils``, with which its paper's numbers were computed). Every report says which.
 - Object affordance (IAGNet/PIAD): (image, point cloud, affordance) samples from a JSONL manifest go
   through ``predict_object_affordance`` one by one; SIM, AUC, aIoU and MAE. Categories are the object
   classes (or the affordances, ``group_by="affordance"``).
@@ -69,8 +72,9 @@ class EvaluationReport:
     categories: per-category ``metrics.CategoryRow``s, largest first (the "all" row is ``overall``).
     topology: the body topology of the contact labels; None for affordance.
     geodesic: whether the geodesic error was computed (``overall.geodesic_cm`` is None otherwise).
-    tokens_missing: predictions whose answer lacked the contact token (the model was unsure; the mask
-        then came from the state that ended the answer). Always 0 for the baseline.
+    tokens_missing: predictions whose answer lacked the contact token (no mask: the prediction is empty).
+        Always 0 for the baseline.
+    convention: the metric convention, "deco" or "interactvlm" (``engine.metrics``).
     """
 
     kind: str
@@ -82,6 +86,7 @@ class EvaluationReport:
     topology: str | None
     geodesic: bool
     tokens_missing: int
+    convention: str = metrics.DEFAULT_CONVENTION
 
     @property
     def rows(self) -> tuple[metrics.CategoryRow, ...]:
@@ -109,6 +114,7 @@ class EvaluationReport:
             "model": {"source": self.source, "type": "category prior" if self.is_baseline else "InteractVLM",
                       "topology": self.topology, "tokens_missing": self.tokens_missing},
             "geodesic": self.geodesic,
+            "convention": self.convention,
             "threshold": metrics.CONTACT_THRESHOLD if self.kind == "contact" else metrics.AFFORDANCE_LABEL_THRESHOLD,
         }
 
@@ -193,14 +199,17 @@ def _geodesic_matrix(geodesic, body) -> np.ndarray | None:
 
 
 def evaluate_human_contact(predictor, samples: Sequence[HumanContactSample], *, geodesic: bool | np.ndarray = True,
-                           batch_size: int = DEFAULT_BATCH, progress: Progress | None = None) -> EvaluationReport:
+                           batch_size: int = DEFAULT_BATCH, progress: Progress | None = None,
+                           convention: str = metrics.DEFAULT_CONVENTION) -> EvaluationReport:
     """DECO scores of ``predictor`` (``load_predictor``'s InteractVLM or category-prior predictor) on ``samples``.
 
     geodesic: True computes (or reads from the cache) the body's (V, V) geodesic matrix; False skips the
         geodesic error; an array is used as that matrix (metres), so several evaluations can share one.
     batch_size: requests per ``predict_human_contact_batch`` call, 1 to ``MAX_BATCH``.
     progress: called with (done, total) after each batch.
+    convention: "deco" (default) or "interactvlm" (``engine.metrics``).
     """
+    _check_convention(convention)
     samples = list(samples)
     _check_nonempty(samples, "human contact")
     _check_batch_size(batch_size)
@@ -211,9 +220,14 @@ def evaluate_human_contact(predictor, samples: Sequence[HumanContactSample], *, 
     gt = np.stack([sample.contact for sample in samples])
     categories = [result.object_label or ANY_OBJECT for result in results]
     matrix = _geodesic_matrix(geodesic, predictor.body)
-    rows = metrics.contact_table(pred, gt, categories, geodesic=matrix)
+    rows = metrics.contact_table(pred, gt, categories, geodesic=matrix, convention=convention)
     return _report("contact", predictor.source, rows, topology=predictor.body.topology, geodesic=matrix is not None,
-                   tokens_missing=sum(not result.token_emitted for result in results))
+                   tokens_missing=sum(not result.token_emitted for result in results), convention=convention)
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in metrics.CONVENTIONS:
+        raise InputError(f"convention must be one of {metrics.CONVENTIONS}, got {convention!r}")
 
 
 def _report(kind: str, source: str, rows: list[metrics.CategoryRow], **fields) -> EvaluationReport:
@@ -256,12 +270,15 @@ def _predict_affordances(predictor, samples, progress: Progress | None) -> list:
 
 
 def evaluate_affordance(predictor, samples: Sequence[AffordanceSample], *, group_by: str = "object",
-                        progress: Progress | None = None) -> EvaluationReport:
+                        progress: Progress | None = None,
+                        convention: str = metrics.DEFAULT_CONVENTION) -> EvaluationReport:
     """IAGNet scores of an oafford or joint ``InteractVLMPredictor`` on point-cloud ``samples``.
 
     group_by: "object" makes one table row per object class (IAGNet's layout), "affordance" one per affordance.
     progress: called with (done, total) after each sample.
+    convention: "deco" (IAGNet's rules, default) or "interactvlm".
     """
+    _check_convention(convention)
     if group_by not in GROUPINGS:
         raise InputError(f"group_by must be one of {GROUPINGS}, got {group_by!r}")
     samples = list(samples)
@@ -271,9 +288,9 @@ def evaluate_affordance(predictor, samples: Sequence[AffordanceSample], *, group
     pred = np.stack([result.values for result in results])
     gt = np.stack([sample.values for sample in samples])
     categories = [sample.object_class if group_by == "object" else sample.affordance for sample in samples]
-    rows = metrics.affordance_table(pred, gt, categories)
+    rows = metrics.affordance_table(pred, gt, categories, convention=convention)
     return _report("affordance", predictor.source, rows, topology=None, geodesic=False,
-                   tokens_missing=sum(not result.token_emitted for result in results))
+                   tokens_missing=sum(not result.token_emitted for result in results), convention=convention)
 
 
 # ---- the command line --------------------------------------------------------------------------------------------
@@ -287,6 +304,7 @@ class EvaluateOptions:
     samples only. geodesic: compute the geodesic error. json: where to write the JSON report. device: "auto",
     "cpu", "cuda", ... dtype: "auto" (bf16 on CUDA, fp32 elsewhere), "fp32", "fp16" or "bf16".
     group_by: affordance table rows per "object" or per "affordance".
+    convention: metric convention, "deco" (default) or "interactvlm".
     """
 
     models: Path
@@ -302,6 +320,7 @@ class EvaluateOptions:
     dtype: str = "auto"
     batch_size: int = DEFAULT_BATCH
     group_by: str = "object"
+    convention: str = metrics.DEFAULT_CONVENTION
 
 
 def parse_args(argv=None) -> EvaluateOptions:
@@ -320,11 +339,15 @@ def parse_args(argv=None) -> EvaluateOptions:
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"images per batch, 1 to {MAX_BATCH}")
     parser.add_argument("--group-by", choices=GROUPINGS, default="object", help="affordance table rows")
+    parser.add_argument("--convention", choices=metrics.CONVENTIONS, default=metrics.DEFAULT_CONVENTION,
+                        help="metric rules: 'deco' (DECO/IAGNet, default) or 'interactvlm' (its eval_utils, "
+                             "as its paper's numbers)")
     args = parser.parse_args(argv)
     return EvaluateOptions(models=default_models_dir(args.models), variant=args.variant, human_data=args.human_data,
                            affordance_data=args.affordance_data, images=args.images, semantic=not args.binary,
                            limit=args.limit, geodesic=not args.no_geodesic, json=args.json, device=args.device,
-                           dtype=args.dtype, batch_size=args.batch_size, group_by=args.group_by)
+                           dtype=args.dtype, batch_size=args.batch_size, group_by=args.group_by,
+                           convention=args.convention)
 
 
 def _limited(samples: tuple, limit: int | None) -> tuple:
@@ -376,11 +399,12 @@ def run(options: EvaluateOptions) -> EvaluationReport:
                            options.limit)
         _check_nonempty(samples, "human contact")
         predictor = _predictor(options, options.variant or "hcontact", samples[0].topology)
-        return evaluate_human_contact(predictor, samples, geodesic=options.geodesic, batch_size=options.batch_size)
+        return evaluate_human_contact(predictor, samples, geodesic=options.geodesic, batch_size=options.batch_size,
+                                      convention=options.convention)
     samples = _limited(read_affordance_manifest(options.affordance_data), options.limit)
     _check_nonempty(samples, "affordance")
     predictor = _predictor(options, options.variant or "oafford", None)
-    return evaluate_affordance(predictor, samples, group_by=options.group_by)
+    return evaluate_affordance(predictor, samples, group_by=options.group_by, convention=options.convention)
 
 
 def summary(report: EvaluationReport) -> str:
@@ -388,7 +412,9 @@ def summary(report: EvaluationReport) -> str:
     what = "images" if report.kind == "contact" else "samples"
     name = "human contact" if report.kind == "contact" else "object affordance"
     lines = [f"{name.capitalize()} on {report.count} {what}, source: {report.source}"
-             + (f", body {report.topology}" if report.topology else ""), "", report.table()]
+             + (f", body {report.topology}" if report.topology else ""),
+             f"Metric convention: {report.convention} ({metrics.CONVENTION_NAMES[report.convention]})",
+             "", report.table()]
     if report.is_baseline:
         lines += ["", f"BASELINE: {BASELINE_NOTE}."]
     if report.tokens_missing:

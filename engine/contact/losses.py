@@ -3,9 +3,15 @@
 Terms and their default weights (``LossWeights``):
 - token cross-entropy on the answer text (1);
 - per-view focal BCE on the 2D contact masks, alpha 0.5, gamma 2, over the rendered region only (2);
-- soft dice on the same masks (1);
-- 3D vertex focal BCE on the lifted scores, alpha 0.25, gamma 2 (3), plus ``0.01 x mean score``
-  as a sparsity term;
+- dice on the same masks (1);
+
+How the mask terms combine is the release's (``CombinedLoss``, ``mask_terms``): the focal term is the mean
+over each view's rendered pixels, then the mean over the views of an item, then over the items. The dice
+is computed per view (``1 - (2 sum(p t) + 1e-5) / (sum p + sum t + 1e-5)``, scale 1), averaged over the
+views of an item, and an item any of whose views has no positive (rendered) pixel scores 0 for dice
+altogether, as the release returns early on such a view; then the mean over items.
+- 3D vertex focal BCE on the lifted scores, alpha 0.25 (constant, the release's), gamma 2 (3), plus
+  ``0.01 x mean score`` as a sparsity term;
 - objects: focal x 0.5 + dice x 0.3 + MSE x 0.8 + L1 x 0.4 on per-point probabilities against soft
   ground truth. REFERENCE.md gives no focal parameters for objects; we use the vertex focal's
   (alpha 0.25, gamma 2), since both score the same kind of lifted 3D probabilities.
@@ -35,6 +41,7 @@ VERTEX_ALPHA, VERTEX_GAMMA = 0.25, 2.0
 OBJECT_ALPHA, OBJECT_GAMMA = 0.25, 2.0  # not in REFERENCE.md: the vertex focal's values (module docstring)
 PROBABILITY_EPS = 1e-6  # lifted scores are clamped to [eps, 1 - eps] so log() stays finite
 DICE_EPS = 1.0
+VIEW_DICE_EPS = 1e-5  # CombinedLoss.compute_dice_loss
 
 
 @dataclass(frozen=True)
@@ -166,8 +173,18 @@ def probability_focal_bce(scores: torch.Tensor, targets: torch.Tensor, alpha: fl
 
 def vertex_focal_loss(scores: torch.Tensor, targets: torch.Tensor, alpha: float = VERTEX_ALPHA,
                       gamma: float = VERTEX_GAMMA) -> torch.Tensor:
-    """3D focal BCE of lifted vertex ``scores`` (B, V) in [0, 1] against {0, 1} ``targets`` (B, V)."""
-    return probability_focal_bce(scores, targets, alpha, gamma)
+    """3D focal BCE of lifted vertex ``scores`` (B, V) in [0, 1] against {0, 1} ``targets`` (B, V), as the
+    release's ``HumanContact3DLoss``: ``alpha (1 - exp(-bce))^gamma bce`` with one constant alpha for
+    positives and negatives alike (not the textbook alpha_t), mean over every vertex. Scores are clamped
+    to [1e-6, 1 - 1e-6] so that log() stays finite."""
+    _check(scores.shape == targets.shape,
+           f"scores and targets must have the same shape; got {tuple(scores.shape)} and {tuple(targets.shape)}")
+    if scores.numel() == 0:
+        return scores.float().sum()
+    p = scores.float().clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+    t = targets.float()
+    bce = -(t * torch.log(p) + (1 - t) * torch.log1p(-p))
+    return (alpha * (1 - torch.exp(-bce)).pow(gamma) * bce).mean()
 
 
 def sparsity(scores: torch.Tensor) -> torch.Tensor:
@@ -227,13 +244,40 @@ def object_affordance_losses(token_logits: torch.Tensor, token_labels: torch.Ten
 
 
 def mask_terms(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Focal BCE and dice of (B, V, H, W) masks; every view of every item is one mask."""
+    """Focal BCE and dice of (B, V, H, W) masks, combined as the release does (module docstring)."""
     _check(logits is not None and logits.ndim == 4 and targets.shape == logits.shape,
            "mask logits and targets must both be (B, V, H, W); got "
            f"{None if logits is None else tuple(logits.shape)} and {tuple(targets.shape)}")
-    flat = lambda x: None if x is None else x.reshape(-1, *x.shape[-2:])
-    return {"mask_focal": masked_focal_bce(flat(logits), flat(targets), flat(valid)),
-            "mask_dice": dice_loss(flat(logits), flat(targets), flat(valid))}
+    valid = _valid_mask(valid, logits, targets)
+    if logits.shape[0] == 0:
+        zero = logits.float().sum()
+        return {"mask_focal": zero, "mask_dice": zero}
+    return {"mask_focal": per_view_focal(logits, targets, valid).mean(),
+            "mask_dice": per_view_dice(logits, targets, valid).mean()}
+
+
+def per_view_focal(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                   alpha: float = MASK_ALPHA, gamma: float = MASK_GAMMA) -> torch.Tensor:
+    """(B,) per item: the mean over its V views of each view's mean focal BCE over its valid pixels
+    (``alpha (1 - exp(-bce))^gamma bce``); a view without a valid pixel contributes 0."""
+    logits = torch.where(valid, logits.float(), torch.zeros((), device=logits.device))
+    targets = torch.where(valid, targets.float(), torch.zeros((), device=targets.device))
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    focal = torch.where(valid, alpha * (1 - torch.exp(-bce)).pow(gamma) * bce, torch.zeros((), device=bce.device))
+    per_view = focal.flatten(2).sum(-1) / valid.flatten(2).sum(-1).clamp(min=1)
+    return per_view.mean(1)
+
+
+def per_view_dice(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                  eps: float = VIEW_DICE_EPS) -> torch.Tensor:
+    """(B,) per item: the mean over its V views of ``1 - (2 sum(p t) + eps) / (sum p + sum t + eps)`` over
+    valid pixels, or 0 for an item with a view that has no positive valid pixel (the release's early return)."""
+    p = torch.where(valid, torch.sigmoid(torch.where(valid, logits.float(), torch.zeros((), device=logits.device))),
+                    torch.zeros((), device=logits.device)).flatten(2)
+    t = torch.where(valid, targets.float(), torch.zeros((), device=targets.device)).flatten(2)
+    per_view = 1 - (2 * (p * t).sum(-1) + eps) / (p.sum(-1) + t.sum(-1) + eps)
+    usable = (t.sum(-1) > 0).all(1)
+    return torch.where(usable, per_view.mean(1), torch.zeros((), device=per_view.device))
 
 
 def combine(terms: dict[str, torch.Tensor], weights: LossWeights) -> LossTerms:

@@ -4,12 +4,16 @@ Stages of one prediction, in the paper's symbols:
 1. Ψ reads the image and the prompt and emits the contact token(s) ``[SEG]`` (or ``[HSEG]``/``[OSEG]``).
 2. Γ maps the last hidden state that emitted each token to a prompt embedding E (``prompt_dim``).
 3. Φ makes E view-aware: E_v = E * sigmoid(T_v(MLP(k_v))) with k_v the view's camera parameters.
-4. MV-Loc: SAM's encoder Θ embeds each render; the token's decoder Ω takes E_v as its one sparse
-   prompt and outputs one mask per view, upsampled to the render resolution.
+   Joint model: the answer's first contact token routes (E_1..E_V) through the attention splitter's
+   human (``[HSEG]``) or object (``[OSEG]``) branch, which attends across the V views.
+4. MV-Loc: SAM's encoder Θ embeds each render. The V view-aware embeddings of one token form ONE
+   (1, V, C) sparse prompt that SAM's decoder broadcasts over the V image embeddings, as the release
+   does: each view's mask is decoded with all V tokens. One mask per view, upsampled to the render size.
+   Every contact token of an answer gives its own V masks.
 5. ``engine.rll`` lifts the masks to the 3D vertices (outside this module).
 
 Parameter names follow ours: ``vlm.*``, ``sam.*``, ``text_hidden_fcs.*`` (Γ), ``cam_pose_encoder.*``
-(Φ); ``engine.contact.checkpoint`` maps them to the released layout.
+(Φ), ``attention_splitter.*``; ``engine.contact.checkpoint`` maps them to the released layout.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from torch import nn
 from engine.contact.config import ContactModelConfig
 from engine.contact.sam import SAM_SPECS, SamParts
 from engine.contact.vlm import LlavaVLM
+from engine.errors import InputError
 
 CAMERA_INPUTS = 5
 
@@ -42,6 +47,33 @@ class CameraLift(nn.Module):
         return embeddings[:, None] * self.gates(conditioning)[None]
 
 
+class AttentionSplitter(nn.Module):
+    """The joint model's splitter (release ``AttentionSplitter``, C -> C/2 -> C; 6 biased Linears).
+
+    ``h = input_proj(x)``; ``k, v = key(h), value(h)``; each branch is
+    ``output_proj(softmax(q k^T / sqrt(C/2)) v)`` with ``q = query_human(h)`` or ``query_object(h)``,
+    attending over the V views of ``x`` (..., V, C).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        hidden = dim // 2
+        self.input_proj = nn.Linear(dim, hidden)
+        self.query_human = nn.Linear(hidden, hidden)
+        self.query_object = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.output_proj = nn.Linear(hidden, dim)
+
+    def branch(self, x: torch.Tensor, target: str) -> torch.Tensor:
+        """(..., V, C) -> (..., V, C) through the "human" or "object" branch."""
+        h = self.input_proj(x)
+        query = (self.query_human if target == "human" else self.query_object)(h)
+        key = self.key(h)
+        weights = torch.softmax(query @ key.transpose(-2, -1) / key.shape[-1] ** 0.5, dim=-1)
+        return self.output_proj(weights @ self.value(h))
+
+
 def projection(hidden: int, dim: int) -> nn.Sequential:
     """Γ: ``Linear(h, h) -> ReLU -> Linear(h, dim)`` (LISA's ``text_hidden_fcs[0]``; index 3 is a no-op dropout)."""
     return nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.Dropout(0.0))
@@ -56,6 +88,8 @@ class InteractVLM(nn.Module):
         self.sam = SamParts(spec, decoders=config.decoders)
         self.text_hidden_fcs = projection(config.language.hidden, spec.output_channels)
         self.cam_pose_encoder = CameraLift(config.num_views, config.camera_hidden, spec.output_channels)
+        if config.uses_splitter:
+            self.attention_splitter = AttentionSplitter(spec.output_channels)
 
     @property
     def resolution(self) -> int:
@@ -74,25 +108,46 @@ class InteractVLM(nn.Module):
         """Θ: (V, 3, S, S) SAM-normalised renders -> (V, C, s, s) image embeddings."""
         return self.sam.encode_images(pixels.to(self.device, self.text_hidden_fcs[0].weight.dtype))
 
+    def route(self, gated: torch.Tensor, route: str | None) -> torch.Tensor:
+        """(N, V, C) gated embeddings through the splitter's ``route`` branch ("human"/"object"), or as they
+        are (``None``: a ``[SEG]`` token, or a model without a splitter)."""
+        if route is None:
+            return gated
+        if not self.config.uses_splitter:
+            raise InputError(f"the {self.config.name} model has no attention splitter to route {route!r} through")
+        return self.attention_splitter.branch(gated.to(self.attention_splitter.input_proj.weight.dtype), route)
+
     def localise(self, decoder: str, view_embeddings: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
-        """Ω: (N, V, C, s, s) or shared (V, C, s, s) embeddings and (N, V, dim) prompts -> (N, V, S, S) logits."""
+        """Ω: (N, V, C, s, s) or shared (V, C, s, s) embeddings and (N, V, dim) prompts -> (N, V, S, S) logits.
+
+        Prompt n's V tokens are the sparse prompt of every one of its V views (SAM broadcasts the release's
+        (1, V, C) prompt over the V image embeddings), so view v's mask sees all V tokens."""
         count, views = prompts.shape[:2]
         if view_embeddings.dim() == 4:
             view_embeddings = view_embeddings[None].expand(count, *view_embeddings.shape)
         flat = view_embeddings.reshape(count * views, *view_embeddings.shape[2:])
-        low_res = self.sam.decode(decoder, flat, prompts.reshape(count * views, 1, prompts.shape[-1]))
+        tokens = prompts[:, None].expand(count, views, views, prompts.shape[-1]).reshape(count * views, views, -1)
+        low_res = self.sam.decode(decoder, flat, tokens)
         return self.sam.upsample(low_res, self.resolution).view(count, views, self.resolution, self.resolution)
 
 
-def emitting_positions(token_ids: torch.Tensor, seg_id: int) -> torch.Tensor:
-    """(B, L) bool: the positions whose next token is ``seg_id`` (LISA's shifted ``seg_token_mask``)."""
+def emitting_positions(token_ids: torch.Tensor, seg_ids) -> torch.Tensor:
+    """(B, L) bool: the positions whose next token is one of ``seg_ids`` (LISA's shifted ``seg_token_mask``)."""
+    seg_ids = torch.as_tensor(seg_ids if isinstance(seg_ids, (list, tuple)) else [seg_ids], device=token_ids.device)
     emitted = torch.zeros_like(token_ids, dtype=torch.bool)
-    emitted[:, :-1] = token_ids[:, 1:] == seg_id
+    emitted[:, :-1] = torch.isin(token_ids[:, 1:], seg_ids)
     return emitted
 
 
+def route_for(first_token: str, config: ContactModelConfig) -> str | None:
+    """The splitter branch an answer takes, from its FIRST contact token (release ``process_embeddings``)."""
+    if not config.uses_splitter:
+        return None
+    return {"[HSEG]": "human", "[OSEG]": "object"}.get(first_token)
+
+
 TRAINABLE_PREFIXES = ("vlm.language_model.lm_head.", "vlm.language_model.model.embed_tokens.", "text_hidden_fcs.",
-                      "cam_pose_encoder.")
+                      "cam_pose_encoder.", "attention_splitter.")
 
 
 def is_trainable(name: str, decoders: tuple[str, ...]) -> bool:

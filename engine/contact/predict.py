@@ -26,6 +26,7 @@ from engine.contact import prompts
 from engine.contact.checkpoint import CLIP_FOLDER, LoadedModel, load_interactvlm
 from engine.contact.data import load_image_rgb
 from engine.contact.prior import PRIOR_SOURCE, part_contact_summary, predict_category_prior
+from engine.contact.model import route_for
 from engine.contact.vlm import clip_pixels, tokenize_with_image
 from engine.contact.vocabulary import resolve_affordance, resolve_object_label
 from engine.errors import InputError, MissingAssetError
@@ -52,8 +53,11 @@ class HumanContactResult:
     parts: contacted part names (at least 10% of a part's vertices at >= 0.5). answer: the text answer.
     view_masks: (4, S, S) float32 per-view contact probabilities on the body renders.
     source: the checkpoint folder's name, or ``"baseline: category prior"``.
-    token_emitted: False when the model's answer lacked the contact token (the mask then comes from the
-        hidden state that ended the answer; a sign the model is unsure).
+    token_emitted: False when the answer held no contact token. There is then no mask: ``probabilities``
+        and ``view_masks`` are all zero and ``token_masks`` is empty. The model is never asked for a mask
+        from another hidden state.
+    token_masks: (K, 4, S, S) float32, one set of view masks per contact token of the answer, in order;
+        ``view_masks`` and ``probabilities`` come from the first. token_probabilities: (K, V) their lifts.
     """
 
     object_label: str | None
@@ -65,6 +69,8 @@ class HumanContactResult:
     view_masks: np.ndarray
     source: str
     token_emitted: bool = True
+    token_masks: np.ndarray | None = None
+    token_probabilities: np.ndarray | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -76,6 +82,7 @@ class AffordanceResult:
     """Per-vertex (mesh) or per-point values (P,) float32 in [0, 1] on the object as given.
 
     kind: "mesh" or "points". view_masks: (4, S, S) per-view probabilities on the object renders.
+    token_emitted, token_masks, token_values: as ``HumanContactResult`` (no contact token: no mask, zeros).
     """
 
     object_label: str
@@ -86,24 +93,34 @@ class AffordanceResult:
     view_masks: np.ndarray
     source: str
     token_emitted: bool = True
+    token_masks: np.ndarray | None = None
+    token_values: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Generation:
-    """The VLM's answers (B,) and, per target, the (B, hidden) state that emitted its token."""
+    """The VLM's answers (B,) and, per request, every contact token it emitted.
+
+    hidden: per request (K, hidden) the last-layer states that emitted its K contact tokens, in order.
+    tokens: per request the K tokens. routes: per request the splitter branch its FIRST contact token picks
+    ("human" for ``[HSEG]``, "object" for ``[OSEG]``, None for ``[SEG]`` or no token).
+    """
 
     answers: tuple[str, ...]
-    hidden: dict[str, torch.Tensor]
-    emitted: dict[str, tuple[bool, ...]]
+    hidden: tuple[torch.Tensor, ...]
+    tokens: tuple[tuple[str, ...], ...]
+    routes: tuple[str | None, ...]
 
 
 def human_result(body: BodyModel, probabilities: np.ndarray, *, label, answer, masks, source, topology_map,
-                 emitted=True) -> HumanContactResult:
+                 emitted=True, token_masks=None, token_probabilities=None) -> HumanContactResult:
     smplx = None
     if topology_map is not None and body.topology in ("smplh-6890", "smpl-6890"):
         smplx = _read_only(np.clip(topology_map.convert(probabilities, body.topology, SMPLX), 0, 1))
     return HumanContactResult(label, body.topology, _read_only(probabilities), smplx,
-                              part_contact_summary(body, probabilities), answer, _read_only(masks), source, emitted)
+                              part_contact_summary(body, probabilities), answer, _read_only(masks), source, emitted,
+                              None if token_masks is None else _read_only(token_masks),
+                              None if token_probabilities is None else _read_only(token_probabilities))
 
 
 class CategoryPriorPredictor:
@@ -146,6 +163,7 @@ class InteractVLMPredictor:
     def __init__(self, loaded: LoadedModel, body: BodyModel, topology_map=None, *, cache_body: bool = True):
         self.model, self.tokenizer, self.source = loaded.model, loaded.tokenizer, loaded.name
         self.token_ids = loaded.token_ids
+        self.image_processor = loaded.image_processor
         self.config = self.model.config
         self.body, self.topology_map, self.cache_body = body, topology_map, cache_body
         self._lock = threading.Lock()
@@ -191,7 +209,7 @@ class InteractVLMPredictor:
     def generate(self, images: list[np.ndarray], questions: list[str]) -> Generation:
         """Ψ: greedy answers, and the last hidden state that emitted each contact token."""
         model, tokenizer = self.model, self.tokenizer
-        pixels = torch.stack([clip_pixels(image, self.config.vision.image_size) for image in images])
+        pixels = torch.stack([clip_pixels(image, self.image_processor) for image in images])
         sequences = [tokenize_with_image(tokenizer, prompts.conversation(q, im_start_end=self.config.use_im_start_end))
                      for q in questions]
         with torch.no_grad():
@@ -201,26 +219,42 @@ class InteractVLMPredictor:
                 inputs_embeds=batch.embeds, attention_mask=batch.attention_mask, max_new_tokens=self.config.max_new_tokens,
                 do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                 return_dict_in_generate=True, output_hidden_states=True)
-        return self._read_generation(out, len(images))
+        return self._read_generation(out)
 
-    def _read_generation(self, out, count: int) -> Generation:
+    def _read_generation(self, out) -> Generation:
         steps = torch.stack([step[-1][:, -1] for step in out.hidden_states], dim=1)  # (B, T, h)
         generated = out.sequences[:, -steps.shape[1]:]
-        answers = tuple(self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated)
-        hidden, emitted = {}, {}
-        for token, token_id in self.token_ids.items():
-            found = generated == token_id
-            first = torch.where(found.any(1), found.float().argmax(1), _last_real_step(generated, self.tokenizer))
-            hidden[token] = steps[torch.arange(count), first]
-            emitted[token] = tuple(found.any(1).tolist())
-        return Generation(answers, hidden, emitted)
+        answers = tuple(self.tokenizer.decode(row.tolist(), skip_special_tokens=True).strip() for row in generated)
+        by_id = {token_id: token for token, token_id in self.token_ids.items()}
+        hidden, tokens, routes = [], [], []
+        for row in range(generated.shape[0]):
+            ids = generated[row].tolist()
+            ends = [t for t, token_id in enumerate(ids) if token_id == self.tokenizer.eos_token_id]
+            positions = [t for t, token_id in enumerate(ids[:ends[0] if ends else len(ids)]) if token_id in by_id]
+            hidden.append(steps[row, positions])
+            tokens.append(tuple(by_id[ids[t]] for t in positions))
+            routes.append(route_for(tokens[-1][0], self.config) if positions else None)
+        return Generation(answers, tuple(hidden), tuple(tokens), tuple(routes))
 
-    def localise(self, target: str, hidden: torch.Tensor, cache: _ViewCache, preset: str) -> torch.Tensor:
-        """Γ, Φ and MV-Loc for (N, h) token states -> (N, V, S, S) mask logits."""
+    def localise(self, target: str, hidden: torch.Tensor, cache: _ViewCache, preset: str,
+                 route: str | None) -> torch.Tensor:
+        """Γ, Φ, the splitter ``route`` and MV-Loc for (K, h) token states -> (K, V, S, S) mask logits."""
         with torch.no_grad():
             embeddings = self.model.text_hidden_fcs(hidden.to(self.model.text_hidden_fcs[0].weight.dtype))
-            view_prompts = embeddings[:, None] * self.gates(preset)[None]
+            view_prompts = self.model.route(embeddings[:, None] * self.gates(preset)[None], route)
             return self.model.localise(self.config.decoder_for[target], cache.embeddings, view_prompts).float()
+
+    def _localise_all(self, target: str, generation: Generation, cache: _ViewCache, preset: str) -> list[torch.Tensor]:
+        """Per request its (K, V, S, S) logits; requests sharing a route are decoded in one SAM call."""
+        masks: list[torch.Tensor | None] = [None] * len(generation.hidden)
+        for route in dict.fromkeys(generation.routes):
+            rows = [i for i, r in enumerate(generation.routes) if r == route and generation.hidden[i].shape[0]]
+            if rows:
+                logits = self.localise(target, torch.cat([generation.hidden[i] for i in rows]), cache, preset, route)
+                for i, chunk in zip(rows, logits.split([generation.hidden[i].shape[0] for i in rows])):
+                    masks[i] = chunk
+        size = self.model.resolution
+        return [m if m is not None else torch.zeros(0, self.config.num_views, size, size) for m in masks]
 
     # ---- public API --------------------------------------------------------------------------------------
 
@@ -235,55 +269,50 @@ class InteractVLMPredictor:
             raise InputError(f"a batch holds 1 to {MAX_BATCH} requests, got {len(requests)}")
         images = [load_image_rgb(image) for image, _ in requests]
         labels = [None if label is None else resolve_object_label(label) for _, label in requests]
-        questions = [self._human_question(label) for label in labels]
+        questions = [prompts.human_question(label) for label in labels]
         with self._lock:
             generation = self.generate(images, questions)
             cache = self.body_views()
-            logits = self.localise("human", generation.hidden[self.config.token_for["human"]], cache, "body")
-        token = self.config.token_for["human"]
+            logits = self._localise_all("human", generation, cache, "body")
+        return [self._human_result(cache, masks, labels[i], generation.answers[i]) for i, masks in enumerate(logits)]
+
+    def _human_result(self, cache: _ViewCache, logits: torch.Tensor, label, answer: str) -> HumanContactResult:
         probs = torch.sigmoid(logits.clamp(-rll.LOGIT_CLAMP, rll.LOGIT_CLAMP))
-        lifted = rll.lift_tensor(cache.views, probs).cpu().numpy()  # on the model's device: one pass for the batch
+        lifted = (rll.lift_tensor(cache.views, probs.to(self.model.device)).cpu().numpy() if len(probs)
+                  else np.zeros((0, cache.views.num_vertices), np.float32))
         if not np.isfinite(lifted).all():
             raise RuntimeError(f"the {self.source} model produced non-finite masks; check its weights and dtype")
         masks = probs.cpu().numpy()
-        return [human_result(self.body, lifted[i], label=labels[i], answer=generation.answers[i], masks=masks[i],
-                             source=self.source, topology_map=self.topology_map, emitted=generation.emitted[token][i])
-                for i in range(len(requests))]
-
-    def _human_question(self, label: str | None) -> str:
-        if "object" in self.config.targets:
-            if label is None:
-                raise InputError("the joint model needs an object label")
-            return prompts.joint_question(label)
-        return prompts.human_question(label)
+        first = lifted[0] if len(lifted) else np.zeros(cache.views.num_vertices, np.float32)
+        first_masks = masks[0] if len(masks) else np.zeros(masks.shape[1:], np.float32)
+        return human_result(self.body, first, label=label, answer=answer, masks=first_masks, source=self.source,
+                            topology_map=self.topology_map, emitted=len(masks) > 0, token_masks=masks,
+                            token_probabilities=lifted)
 
     def predict_object_affordance(self, image, vertices, faces=None, *, object_label: str,
                                   affordance: str | None = None) -> AffordanceResult:
-        """Affordance (oafford) or object contact (joint) on a mesh (``faces`` given) or a point cloud."""
+        """Affordance (oafford) or object contact (joint) on a mesh (``faces`` given) or a point cloud.
+
+        The question is the release's affordance question for ``object_label``; ``affordance`` (when given)
+        names the ground-truth affordance of an evaluation sample and is only carried into the result."""
         if "object" not in self.config.targets:
             raise InputError(f"the {self.source} model predicts human contact, not object affordance")
         picture = load_image_rgb(image)
         label = resolve_object_label(object_label)
         wanted = None if affordance is None else resolve_affordance(affordance)
-        joint = "human" in self.config.targets
-        question = prompts.joint_question(label) if joint else prompts.object_question(label, wanted)
         with self._lock:
-            generation = self.generate([picture], [question])
+            generation = self.generate([picture], [prompts.object_question(label)])
             cache = self.object_views(vertices, faces)
-            preset = cache.views.preset
-            logits = self.localise("object", generation.hidden[self.config.token_for["object"]], cache, preset)[0]
+            logits = self._localise_all("object", generation, cache, cache.views.preset)[0]
         probs = torch.sigmoid(logits.clamp(-rll.LOGIT_CLAMP, rll.LOGIT_CLAMP)).cpu()
-        values = rll.lift_points(cache.views, probs) if faces is None else rll.lift_object_mesh(cache.views, probs)
-        return AffordanceResult(label, wanted, "points" if faces is None else "mesh", _read_only(values),
-                                generation.answers[0], _read_only(probs.numpy()), self.source,
-                                generation.emitted[self.config.token_for["object"]][0])
-
-
-def _last_real_step(generated: torch.Tensor, tokenizer) -> torch.Tensor:
-    """Index of each row's last generated step that is not padding (the answer's end)."""
-    real = generated != tokenizer.pad_token_id
-    steps = torch.arange(generated.shape[1], device=generated.device)
-    return torch.where(real, steps, torch.zeros_like(steps)).max(1).values
+        lift = rll.lift_points if faces is None else rll.lift_object_mesh
+        values = np.stack([lift(cache.views, p) for p in probs]) if len(probs) else \
+            np.zeros((0, cache.views.num_vertices), np.float32)
+        first = values[0] if len(values) else np.zeros(cache.views.num_vertices, np.float32)
+        first_masks = probs[0].numpy() if len(probs) else np.zeros(probs.shape[1:], np.float32)
+        return AffordanceResult(label, wanted, "points" if faces is None else "mesh", _read_only(first),
+                                generation.answers[0], _read_only(first_masks), self.source, len(probs) > 0,
+                                _read_only(probs.numpy()), _read_only(values))
 
 
 def _geometry_key(vertices, faces) -> str:
@@ -330,7 +359,7 @@ def load_predictor(models_dir: Path | str, variant: str = "hcontact", *, device:
         if variant == "hcontact":
             return CategoryPriorPredictor(body, topology_map)
         raise MissingAssetError(f"InteractVLM {variant} checkpoint", folder, "see the README's model table")
-    loaded = load_interactvlm(folder, Path(models_dir) / CLIP_FOLDER, preset=None, dtype=dtype, device=device, bits=bits)
+    loaded = load_interactvlm(folder, Path(models_dir) / CLIP_FOLDER, dtype=dtype, device=device, bits=bits)
     return InteractVLMPredictor(loaded, body.to(device), topology_map)
 
 

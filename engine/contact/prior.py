@@ -147,7 +147,7 @@ class PriorPrediction:
 
 
 def answer_text(parts) -> str:
-    """InteractVLM's answer sentence (``prompts.human_answer``): "a", "a and b", "a, b and c"."""
+    """InteractVLM's answer sentence (``prompts.human_answer``), parts joined with ", " as the release does."""
     return human_answer([str(part) for part in parts])
 
 

@@ -22,6 +22,8 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 
 def _template_words() -> set[str]:
     texts = [value for name, value in vars(prompts).items() if name.isupper() and isinstance(value, str)]
+    texts += [item for name, value in vars(prompts).items() if name.isupper() and isinstance(value, tuple)
+              for item in value]
     texts += [f"{prompts.USER}: {prompts.ASSISTANT}:"] + list(OBJECT_LABELS) + list(AFFORDANCES) + [part.replace("_", " ") for part in DEFAULT_PART_NAMES]
     words = set()
     for text in texts:

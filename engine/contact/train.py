@@ -1,8 +1,11 @@
 """Fine-tune InteractVLM: ``python -m engine.contact.train`` (REFERENCE.md section 1, "Training").
 
 Stages of one step, in the paper's symbols:
-1. Ψ reads image + question with the answer teacher-forced ("The contacting body parts are {parts},
-   and the contact region is [SEG]."; parts are those with >= 10% of their vertices in contact).
+1. Ψ reads image + question with the answer teacher-forced, drawn (seeded) from the release's lists
+   (``engine.contact.prompts``): "The contacting body parts are {parts}, and the contact region is [SEG]."
+   and its variants (parts with >= 10% of their vertices in contact, joined with ", "), or the affordance
+   answers for objects. The joint model's answers carry [HSEG] (human) or [OSEG] (object), whose
+   embeddings take the attention splitter's human or object branch.
 2. Γ, Φ and MV-Loc turn the state that emits [SEG] into one mask per view of the canonical body
    (or of the object's point cloud).
 3. ``rll.lift_tensor`` lifts the masks to vertices (or points), differentiably.
@@ -40,9 +43,9 @@ from engine.contact.data import (AffordanceSample, load_image_rgb, read_affordan
                                  read_damon_npz, split)
 from engine.contact.lora import apply_lora, has_lora
 from engine.contact.losses import LossTerms, human_contact_losses, object_affordance_losses
-from engine.contact.model import InteractVLM, emitting_positions, set_trainable
+from engine.contact.model import InteractVLM, emitting_positions, route_for, set_trainable
 from engine.contact.prior import part_contact_summary
-from engine.contact.vlm import IGNORE_INDEX, clip_pixels, tokenize_with_image
+from engine.contact.vlm import IGNORE_INDEX, clip_pixels, clip_processor, tokenize_with_image
 from engine.errors import InputError
 from engine.paths import write_atomically
 from engine.runtime import pick_device
@@ -116,12 +119,20 @@ class Trainer:
             raise InputError(f"the {self.model.config.name} model has no {self.target} target")
         self.token = self.model.config.token_for[self.target]
         self.token_id = self.tokenizer.convert_tokens_to_ids(self.token)
+        self.route = route_for(self.token, self.model.config)
+        self.image_processor = clip_processor(self._clip_folder(), self.model.config.vision.image_size)
+        self.text_step: int | None = None  # training step whose texts are drawn; None: the first of each list
         self.trainable = set_trainable(self.model)
         self.body: BodyModel | None = None
         self._body: _Targets | None = None
         self._object_cache: dict[int, _Targets] = {}
 
     # ---- setup ---------------------------------------------------------------------------------------
+    def _clip_folder(self) -> Path | None:
+        if self.options.init is None:
+            return None
+        return self.options.clip or self.options.init.parent.parent / CLIP_FOLDER
+
     def _build_model(self) -> tuple[InteractVLM, object]:
         options = self.options
         if options.init is not None:
@@ -171,15 +182,21 @@ class Trainer:
             raise InputError("the training data holds no sample")
         return split(samples, options.val_fraction, options.seed)
 
-    def _question_and_answer(self, sample) -> tuple[str, str]:
+    def _question_and_answer(self, sample, index: int) -> tuple[str, str]:
+        """Training draws from the release's lists, seeded by (seed, step, sample) so that a resumed run
+        draws the same texts; validation asks the first question and expects the first answer."""
+        question = answer = 0
+        if self.text_step is not None:
+            rng = np.random.default_rng([self.options.seed, self.text_step, index])
+            question, answer = prompts.pick(rng), prompts.pick(rng)
         if self.target == "human":
             parts = part_contact_summary(self.body, sample.contact.astype(np.float32))
-            question = prompts.human_question(sample.object_label)
-            return question, prompts.human_answer(parts, self.token)
-        return prompts.object_question(sample.object_class or "object", sample.affordance), prompts.object_answer(self.token)
+            return prompts.human_question(sample.object_label, question), prompts.human_answer(parts, self.token, answer)
+        return (prompts.object_question(sample.object_class or "object", question),
+                prompts.object_answer(sample.affordance, self.token, answer))
 
-    def _sequence(self, sample) -> tuple[list[int], list[int]]:
-        question, answer = self._question_and_answer(sample)
+    def _sequence(self, sample, index: int = 0) -> tuple[list[int], list[int]]:
+        question, answer = self._question_and_answer(sample, index)
         prompt = tokenize_with_image(self.tokenizer, prompts.conversation(question, im_start_end=self.model.config.use_im_start_end))
         reply = self.tokenizer(" " + answer, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
         return prompt + reply, [IGNORE_INDEX] * len(prompt) + reply
@@ -188,8 +205,8 @@ class Trainer:
     def forward(self, batch: Sequence[tuple[int, object]]) -> tuple[LossTerms, torch.Tensor, torch.Tensor]:
         """Losses, lifted scores (B, N) and their ground truth (B, N) for (index, sample) pairs."""
         model = self.model
-        sequences, labels = zip(*(self._sequence(sample) for _, sample in batch))
-        pixels = torch.stack([clip_pixels(load_image_rgb(sample.image_path), model.config.vision.image_size)
+        sequences, labels = zip(*(self._sequence(sample, index) for index, sample in batch))
+        pixels = torch.stack([clip_pixels(load_image_rgb(sample.image_path), self.image_processor)
                               for _, sample in batch])
         with torch.no_grad():  # CLIP and the projector are frozen
             features = model.vlm.image_features(pixels.to(self.device))
@@ -201,8 +218,9 @@ class Trainer:
             emitted = emitting_positions(embedded.token_ids, self.token_id)
             if int(emitted.sum()) != len(batch):
                 raise InputError(f"every answer must hold exactly one {self.token}")
-            view_prompts = model.cam_pose_encoder(model.contact_embeddings(out.hidden_states[-1], emitted),
-                                                  rll.get_preset(self._preset()).camera_conditioning())
+            gated = model.cam_pose_encoder(model.contact_embeddings(out.hidden_states[-1], emitted),
+                                           rll.get_preset(self._preset()).camera_conditioning())
+            view_prompts = model.route(gated, self.route)
             targets = [self._targets(index, sample) for index, sample in batch]
             embeddings = torch.stack([target.embeddings for target in targets])
             logits = model.localise(model.config.decoder_for[self.target], embeddings, view_prompts).float()
@@ -288,7 +306,11 @@ class TrainingRun:
 
     def train_step(self, batch) -> float:
         self.trainer.model.train()
-        terms, _, _ = self.trainer.forward(batch)
+        self.trainer.text_step = self.step
+        try:
+            terms, _, _ = self.trainer.forward(batch)
+        finally:
+            self.trainer.text_step = None
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from engine.contact.config import ContactModelConfig, LanguageSize, VisionSize
@@ -35,17 +37,32 @@ def llama_config(size: LanguageSize) -> LlamaConfig:
                        rms_norm_eps=size.rms_eps, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
 
 
-def clip_pixels(image: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, size, size) float: CLIP's shortest-side bicubic resize, centre crop, normalise."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
-    height, width = tensor.shape[-2:]
-    scale = size / min(height, width)
-    resized = (max(size, round(height * scale)), max(size, round(width * scale)))
-    tensor = F.interpolate(tensor, size=resized, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
-    tensor = tensor[..., top:top + size, left:left + size]
-    mean, std = torch.tensor(CLIP_MEAN)[:, None, None], torch.tensor(CLIP_STD)[:, None, None]
-    return ((tensor[0] - mean) / std).contiguous()
+def _processor_class():
+    """CLIP's PIL image processor (current transformers names it ``CLIPImageProcessorPil``; without
+    torchvision ``CLIPImageProcessor`` resolves to it anyway)."""
+    try:
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+        return CLIPImageProcessorPil
+    except ImportError:  # transformers releases before the PIL/torchvision split
+        from transformers import CLIPImageProcessor
+        return CLIPImageProcessor
+
+
+def clip_processor(folder: Path | str | None, size: int):
+    """transformers' CLIP image processor, configured from the CLIP folder's ``preprocessor_config.json``
+    (the release's preprocessing: shortest side to ``size`` with the other side truncated, PIL bicubic,
+    centre crop, CLIP mean/std). Without a folder (a model initialised here): the same settings at ``size``."""
+    cls = _processor_class()
+    if folder is not None and (Path(folder) / "preprocessor_config.json").is_file():
+        return cls.from_pretrained(str(folder), local_files_only=True)
+    return cls(do_resize=True, size={"shortest_edge": size}, resample=3, do_center_crop=True,
+               crop_size={"height": size, "width": size}, do_rescale=True, rescale_factor=1 / 255,
+               do_normalize=True, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD), do_convert_rgb=True)
+
+
+def clip_pixels(image: np.ndarray, processor) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, S, S) float32 through the CLIP image processor."""
+    return processor(images=Image.fromarray(np.ascontiguousarray(image)), return_tensors="pt")["pixel_values"][0]
 
 
 def tokenize_with_image(tokenizer, prompt: str) -> list[int]:
@@ -59,10 +76,13 @@ def tokenize_with_image(tokenizer, prompt: str) -> list[int]:
 
 
 def add_contact_tokens(tokenizer, config: ContactModelConfig) -> None:
-    """Add the contact tokens (and ``<im_start>``/``<im_end>``) as LISA does; pad with ``<unk>``."""
-    tokenizer.add_tokens(list(config.seg_tokens))
+    """Add the tokens in the release's order, so that ids match its: LISA's ``[SEG]``, ``<im_start>``,
+    ``<im_end>`` (32000-32002 on Llama-2), then InteractVLM's ``[HSEG]``, ``[OSEG]`` (32003, 32004). Pad
+    with ``<unk>`` as LISA does."""
+    tokenizer.add_tokens(["[SEG]"])
     if config.use_im_start_end:
         tokenizer.add_tokens([IMAGE_START, IMAGE_END], special_tokens=True)
+    tokenizer.add_tokens([token for token in config.seg_tokens if token != "[SEG]"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token
 

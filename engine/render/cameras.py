@@ -9,7 +9,8 @@ pytorch3d view space (InteractVLM's renders)
     ``look_at_view_transform(dist, elev, azim)`` puts the camera centre at
     ``C = at + dist * (cos(elev) sin(azim), sin(elev), cos(elev) cos(azim))`` and builds
     ``z = normalize(at - C)``, ``x = normalize(up x z)``, ``y = z x x``; ``R`` has x, y, z as its
-    columns and ``T = -C @ R``. InteractVLM then shifts the view: ``T[0] += x`` and ``T[1] += y``
+    columns and ``T = -C @ R``. All of it in float32 with pytorch3d's eps, which decides the frame at
+    the poles (``look_at_view_transform``). InteractVLM then shifts the view: ``T[0] += x`` and ``T[1] += y``
     (the first two components of the translation).
 
 FoV perspective projection (``FoVPerspectiveCameras``, aspect ratio 1)
@@ -44,21 +45,37 @@ def _as_batch(value, dtype) -> torch.Tensor:
     return torch.as_tensor(value, dtype=dtype).reshape(-1)
 
 
+LOOK_AT_EPS = 1e-5  # pytorch3d look_at_rotation: F.normalize(..., eps=1e-5)
+LOOK_AT_POLE_ATOL = 5e-3  # pytorch3d: an x axis this close to 0 is rebuilt from y x z
+
+
+def _normalise(vectors: torch.Tensor) -> torch.Tensor:
+    """``F.normalize(v, eps=1e-5)``: a vector shorter than eps is divided by eps, not by its length."""
+    return vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=LOOK_AT_EPS)
+
+
 def look_at_view_transform(dist, elev, azim, *, at=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0),
                            dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """pytorch3d's ``look_at_view_transform`` in degrees: returns R (N, 3, 3) and T (N, 3)."""
-    dist, elev, azim = torch.broadcast_tensors(*(_as_batch(v, torch.float64) for v in (dist, elev, azim)))
-    elev, azim = torch.deg2rad(elev), torch.deg2rad(azim)
-    centre = torch.stack([torch.cos(elev) * torch.sin(azim), torch.sin(elev), torch.cos(elev) * torch.cos(azim)], -1)
-    at = torch.as_tensor(at, dtype=torch.float64).expand_as(centre)
-    centre = at + dist[:, None] * centre
-    z_axis = torch.nn.functional.normalize(at - centre, dim=-1)
-    up = torch.as_tensor(up, dtype=torch.float64).expand_as(z_axis)
-    x_axis = torch.linalg.cross(up, z_axis, dim=-1)
-    degenerate = x_axis.norm(dim=-1) < 1e-8  # looking straight along `up`
-    x_axis[degenerate] = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-    x_axis = torch.nn.functional.normalize(x_axis, dim=-1)
-    y_axis = torch.nn.functional.normalize(torch.linalg.cross(z_axis, x_axis, dim=-1), dim=-1)
+    """pytorch3d's ``look_at_view_transform`` in degrees: returns R (N, 3, 3) and T (N, 3).
+
+    Computed in float32 as pytorch3d computes it, then cast to ``dtype``. At the poles this matters:
+    in float32 ``cos(270 deg)`` is -4.4e-8, not 0, so the camera keeps its azimuth. ``up x z`` is then
+    tiny; pytorch3d divides it by its eps (1e-5) rather than its length, finds it within 5e-3 of zero
+    and rebuilds x as ``y x z``. The image at (270, 180) is therefore rotated 180 degrees from the one
+    at (270, 0); an exact (float64) computation would lose the azimuth and give both the same frame.
+    """
+    dist, elev, azim = torch.broadcast_tensors(*(_as_batch(v, torch.float32) for v in (dist, elev, azim)))
+    elev, azim = elev * (math.pi / 180.0), azim * (math.pi / 180.0)
+    centre = torch.stack([dist * torch.cos(elev) * torch.sin(azim), dist * torch.sin(elev),
+                          dist * torch.cos(elev) * torch.cos(azim)], dim=-1)
+    at = torch.as_tensor(at, dtype=torch.float32).expand_as(centre)
+    centre = centre + at
+    up = torch.as_tensor(up, dtype=torch.float32).expand_as(centre)
+    z_axis = _normalise(at - centre)
+    x_axis = _normalise(torch.linalg.cross(up, z_axis, dim=-1))
+    y_axis = _normalise(torch.linalg.cross(z_axis, x_axis, dim=-1))
+    near_pole = (x_axis.abs() <= LOOK_AT_POLE_ATOL).all(dim=-1, keepdim=True)
+    x_axis = torch.where(near_pole, _normalise(torch.linalg.cross(y_axis, z_axis, dim=-1)), x_axis)
     rotation = torch.stack([x_axis, y_axis, z_axis], dim=-1)  # axes as columns
     translation = -torch.einsum("nc,ncd->nd", centre, rotation)
     return rotation.to(dtype), translation.to(dtype)
@@ -77,10 +94,10 @@ class FoVPerspectiveCamera:
 
     @classmethod
     def look_at(cls, dist, elev, azim, x=0.0, y=0.0, *, fov: float = 60.0, dtype=torch.float32):
-        """Cameras as InteractVLM builds them: look_at_view_transform, then T[0] += x and T[1] += y."""
-        rotation, translation = look_at_view_transform(dist, elev, azim, dtype=torch.float64)
+        """Cameras as InteractVLM builds them: look_at_view_transform, then T[0] += x and T[1] += y (float32)."""
+        rotation, translation = look_at_view_transform(dist, elev, azim)
         offsets = torch.zeros_like(translation)
-        offsets[:, 0], offsets[:, 1] = _as_batch(x, torch.float64), _as_batch(y, torch.float64)
+        offsets[:, 0], offsets[:, 1] = _as_batch(x, torch.float32), _as_batch(y, torch.float32)
         return cls(R=rotation.to(dtype), T=(translation + offsets).to(dtype), fov=fov)
 
     def __len__(self) -> int:

@@ -181,3 +181,103 @@ def test_bad_export_requests_fail_cleanly(filled, tmp_path):
     for bad in ({"source": "crowd"}, {"min_agreement": 2.0}, {"agreement_metric": "f1"}, {"min_annotators": 0}):
         with pytest.raises(InputError):
             ExportFilters(**bad)
+
+
+# ---- the InteractVLM release's DAMON layout -------------------------------------------------------------
+RELEASE_VIEWS = ("topfront", "bottomfront", "topback", "bottomback")
+
+
+def release_damon_loader(base_image_dir, split="train"):
+    """A plain statement of the reading logic of the release's ``init_damon_hcontact`` (objectwise mode):
+    image list -> per image the objects with contact -> 6890 contact array, mask paths, parts string."""
+    import os
+
+    base = base_image_dir / f"damon/{split}"
+    image_list = np.load(base / "imgname.npy", allow_pickle=True)
+    images = [base / "images" / os.path.basename(name) for name in image_list]
+    with open(base / "contact_label_objectwise.pkl", "rb") as handle:  # what joblib.load reads
+        objectwise = pickle.load(handle)
+    with open(base / "body_parts_objectwise.pkl", "rb") as handle:
+        body_parts = pickle.load(handle)
+    samples = []
+    for index, image in enumerate(images):
+        base_name = os.path.basename(image)[:-4]
+        for obj_name, contact_vertices in objectwise[index].items():
+            if len(contact_vertices) == 0:
+                continue
+            contact = np.zeros(6890, dtype=int)
+            contact[contact_vertices] = 1
+            masks = [base / "hcontact_vitruvian" / obj_name / f"{base_name}_{view}.png" for view in RELEASE_VIEWS]
+            if not all(path.is_file() for path in masks):
+                continue
+            parts = ", ".join(body_parts[f"{base_name}_{obj_name}"])
+            samples.append((image, obj_name, contact, masks, parts))
+    return samples
+
+
+@pytest.fixture
+def smplh_models(tmp_path):
+    from fakes import write_fake_smpl_family
+
+    write_fake_smpl_family(tmp_path / "models", "smplh")
+    return tmp_path / "models"
+
+
+def test_interactvlm_export_reads_back_through_the_release_loader(filled, smplh_models, tmp_path):
+    from PIL import Image
+
+    from annotations.export import export_interactvlm
+    from engine import rll
+    from engine.body import load_body
+
+    store, _ = filled
+    manifest = export_interactvlm(store, tmp_path / "out", models_dir=smplh_models, mask_size=64)
+    samples = release_damon_loader(tmp_path / "out")
+    # majority labels (see PAINTS): image 0 chair 0..99 and supporting 6000..6049; image 1 chair 10..19,
+    # its empty "supporting" layer is not written (the release skips empty objects)
+    assert [(sample[1], np.flatnonzero(sample[2]).tolist()) for sample in samples] == [
+        ("chair", list(range(100))), ("supporting", list(range(6000, 6050))), ("chair", list(range(10, 20)))]
+    assert all(sample[0].is_file() for sample in samples) and samples[0][0] == samples[1][0] != samples[2][0]
+    body = load_body("smplh", smplh_models)
+    views = rll.render_views(body.vitruvian_vertices(), body.faces, preset="body", resolution=64, topology=body.topology)
+    for image, obj_name, contact, masks, parts in samples:
+        expected = rll.project(views, contact.astype(bool), min_vertices=3)
+        read = np.stack([np.asarray(Image.open(path)) for path in masks])
+        assert read.shape == (4, 64, 64) and set(np.unique(read)) <= {0, 255}
+        np.testing.assert_array_equal(read == 255, expected)
+        from engine.contact.prior import part_contact_summary
+        assert parts == ", ".join(p.replace("_", " ") for p in part_contact_summary(body, contact.astype(np.float32)))
+    assert manifest.counts["human_contact"] == 2 and manifest.counts["images"] == 2
+    info = json.loads((tmp_path / "out/export.json").read_text())
+    assert info["format"] == "interactvlm-damon-hcontact/1" and info["content_hash"] == manifest.content_hash
+    objectwise_npy = np.load(tmp_path / "out/damon/train/contact_label_objectwise.npy", allow_pickle=True)
+    assert objectwise_npy[0]["chair"] == list(range(100))  # the first code drop's file name
+
+
+def test_interactvlm_export_refuses_what_the_release_cannot_read(filled, smplh_models, tmp_path):
+    from annotations.export import export_interactvlm
+
+    store, _ = filled
+    with pytest.raises(InputError, match="split must be"):
+        export_interactvlm(store, tmp_path / "a", models_dir=smplh_models, split="val")
+    with pytest.raises(FileNotFoundError, match="SMPL-H|smplh"):
+        export_interactvlm(store, tmp_path / "b", models_dir=tmp_path / "no-models", mask_size=64)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "x").write_text("")
+    with pytest.raises(InputError, match="not empty"):
+        export_interactvlm(store, tmp_path / "c", models_dir=smplh_models)
+
+
+def test_cli_export_format_interactvlm(filled, smplh_models, tmp_path, capsys, monkeypatch):
+    from annotations import __main__ as cli
+    from annotations import export as export_module
+
+    store, _ = filled
+    args = cli.build_parser().parse_args(["export", str(tmp_path / "out"), "--format", "interactvlm",
+                                          "--models", str(smplh_models)])
+    assert args.format == "interactvlm" and args.split == "train"
+    # the CLI uses the release's 1024 masks; 64 keeps the test fast
+    monkeypatch.setattr(export_module.export_interactvlm, "__kwdefaults__",
+                        {**export_module.export_interactvlm.__kwdefaults__, "mask_size": 64})
+    result = cli.export(store, args)
+    assert result["format"] == "interactvlm" and (tmp_path / "out/damon/train/imgname.npy").is_file()

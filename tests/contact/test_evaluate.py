@@ -31,7 +31,7 @@ OBJECTWISE = [
     {"bicycle": ("left_hand", "right_hand", "hips")},
 ]
 JSON_KEYS = {"kind", "overall", "categories", "source", "is_baseline", "note", "count", "model", "geodesic",
-             "threshold"}
+             "threshold", "convention"}
 
 
 def write_png(path: Path, seed: int) -> str:
@@ -220,6 +220,32 @@ def test_geodesic_error_equals_metrics_on_the_cached_matrix(tmp_path):
     assert given.overall.geodesic_cm == pytest.approx(2 * report.overall.geodesic_cm)
 
 
+@pytest.mark.parametrize("convention, expected", [
+    # image 0: 2 predicted, 1 right, 3 in ground truth -> P 1/2, R 1/3, F1 0.4
+    # image 1: nothing predicted, 2 in ground truth -> DECO P 1, R 0, F1 0; InteractVLM P = R = F1 = 0
+    ("deco", ((0.5 + 1.0) / 2, (1 / 3 + 0.0) / 2, (0.4 + 0.0) / 2)),
+    ("interactvlm", (0.5 / 2, (1 / 3) / 2, 0.4 / 2)),
+])
+def test_evaluator_scores_hand_counted_images_under_each_convention(tmp_path, convention, expected):
+    body = SphereBody()
+    gt = np.zeros((2, 42), np.uint8)
+    gt[0, [0, 1, 2]] = 1
+    gt[1, [5, 6]] = 1
+    pred = np.zeros((2, 42), np.float32)
+    pred[0, [2, 9]] = 0.8
+    samples, table = [], {}
+    for index in range(2):
+        image = tmp_path / f"{index}.png"
+        write_png(image, index)
+        samples.append(HumanContactSample(image, "cup", gt[index], body.topology, image.name))
+        table[str(image)] = pred[index]
+    report = evaluate.evaluate_human_contact(FixedPredictor(body, table), samples, geodesic=False, convention=convention)
+    scores = report.overall
+    assert (scores.precision, scores.recall, scores.f1) == pytest.approx(expected, abs=1e-9)
+    assert report.convention == convention and report.to_json()["convention"] == convention
+    assert f"Metric convention: {convention}" in evaluate.summary(report)
+
+
 # ---- object affordance ----------------------------------------------------------------------------------
 def write_affordance_manifest(folder: Path) -> Path:
     """Two PIAD samples (2048 points, 17 columns) of different objects, and their JSONL manifest."""
@@ -274,14 +300,31 @@ def test_cli_writes_the_json_report(empty_models, contact_npz, tmp_path, capsys)
                           "--json", str(out), "--limit", "3"])
     printed = capsys.readouterr().out
     assert code == 0 and "BASELINE" in printed and "category prior" in printed and "F1 (%)" in printed
+    assert "Metric convention: deco (DECO / IAGNet)" in printed
     report = json.loads(out.read_text())
     assert JSON_KEYS <= set(report)
     assert report["kind"] == "contact" and report["is_baseline"] and report["source"] == PRIOR_SOURCE
     assert report["count"] == 3 and report["overall"]["count"] == 3 and report["geodesic"] is False
     assert report["model"]["topology"] == "openbody-v1" and report["model"]["type"] == "category prior"
     assert {row["category"] for row in report["categories"]} == {"chair", "supporting", "cup"}
-    assert set(report["overall"]) == {"precision", "recall", "f1", "geodesic_cm", "count"}
+    assert set(report["overall"]) == {"precision", "recall", "f1", "geodesic_cm", "count", "convention"}
+    assert report["convention"] == "deco" and report["overall"]["convention"] == "deco"
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_cli_interactvlm_convention_is_used_and_printed(empty_models, contact_npz, tmp_path, capsys):
+    out = tmp_path / "ivlm.json"
+    assert evaluate.main(["--models", str(empty_models), "--human-data", str(contact_npz), "--no-geodesic",
+                          "--json", str(out), "--limit", "3", "--convention", "interactvlm"]) == 0
+    assert "Metric convention: interactvlm (InteractVLM eval_utils)" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["convention"] == "interactvlm" and report["overall"]["convention"] == "interactvlm"
+
+
+def test_unknown_convention_is_refused(prior_predictor, contact_npz):
+    samples = read_damon_npz(contact_npz)
+    with pytest.raises(InputError, match="convention must be one of"):
+        evaluate.evaluate_human_contact(prior_predictor, samples, geodesic=False, convention="iagnet")
 
 
 def test_cli_affordance_with_tiny_checkpoint(tiny_models, tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.contact.losses import (LossTerms, LossWeights, dice_loss, human_contact_losses, masked_focal_bce,
+from engine.contact.losses import (LossTerms, LossWeights, dice_loss, human_contact_losses, mask_terms, masked_focal_bce,
                                    object_affordance_losses, object_point_losses, soft_dice, sparsity,
                                    token_cross_entropy, vertex_focal_loss)
 from engine.errors import InputError
@@ -154,10 +154,18 @@ def test_dice_empty_target_and_empty_prediction_is_zero():
 
 
 # ---- vertex and object terms ------------------------------------------------------------------------
+def release_vertex_focal(p: float, t: int) -> float:
+    """HumanContact3DLoss: bce, pt = exp(-bce), 0.25 (1 - pt)^2 bce, the SAME 0.25 for negatives."""
+    bce = -math.log(p) if t else -math.log(1 - p)
+    return 0.25 * (1 - math.exp(-bce)) ** 2 * bce
+
+
 def test_vertex_focal_by_hand_and_sparsity():
     scores = torch.tensor([[0.8, 0.3], [0.1, 0.6]])
     targets = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    expected = sum(focal(p, t, 0.25, 2) for p, t in [(0.8, 1), (0.3, 0), (0.1, 1), (0.6, 1)]) / 4
+    expected = sum(release_vertex_focal(p, t) for p, t in [(0.8, 1), (0.3, 0), (0.1, 1), (0.6, 1)]) / 4
+    # the negative (0.3, 0) weighs 0.25, not the textbook 0.75: 0.25 * 0.3^2 * -log(0.7)
+    assert release_vertex_focal(0.3, 0) == pytest.approx(0.25 * 0.09 * -math.log(0.7))
     assert vertex_focal_loss(scores, targets).item() == pytest.approx(expected, abs=TOL)
     assert sparsity(scores).item() == pytest.approx(0.45, abs=TOL)
 
@@ -166,7 +174,7 @@ def test_vertex_focal_clamps_exact_zero_and_one():
     scores = torch.tensor([[0.0, 1.0]])
     value = vertex_focal_loss(scores, torch.tensor([[1.0, 0.0]]))
     low, high = torch.tensor([1e-6, 1 - 1e-6]).tolist()  # the clamp bounds as float32 holds them
-    expected = (focal(low, 1, 0.25, 2) + focal(high, 0, 0.25, 2)) / 2
+    expected = (release_vertex_focal(low, 1) + release_vertex_focal(high, 0)) / 2
     assert math.isfinite(value.item())
     assert value.item() == pytest.approx(expected, rel=1e-6)
 
@@ -234,15 +242,38 @@ def test_human_total_is_weighted_sum_and_gradients_flow(weights):
     assert set(terms.scalars()) == {f.name for f in fields(LossTerms)}
 
 
-def test_human_terms_equal_the_single_functions():
+def test_human_terms_combine_per_view_then_per_item_as_the_release():
     inputs = human_inputs(requires_grad=False)
     terms = human_contact_losses(**inputs)
-    flat = lambda x: x.reshape(8, 6, 6)
-    assert terms.mask_focal.item() == pytest.approx(
-        masked_focal_bce(flat(inputs["mask_logits"]), flat(inputs["mask_targets"]), flat(inputs["mask_valid"])).item(),
-        abs=TOL)
+    logits, targets, valid = inputs["mask_logits"], inputs["mask_targets"], inputs["mask_valid"]
+    focal, dice = [], []
+    for item in range(logits.shape[0]):  # the release's loops: item, then view, then the item's mean
+        views_focal, views_dice, early_zero = [], [], False
+        for view in range(logits.shape[1]):
+            keep = valid[item, view]
+            x, t = logits[item, view][keep], targets[item, view][keep]
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="none")
+            views_focal.append((0.5 * (1 - torch.exp(-bce)) ** 2 * bce).mean() if x.numel() else torch.tensor(0.0))
+            if t.numel() == 0 or t.sum() == 0:
+                early_zero = True
+            p = torch.sigmoid(x)
+            views_dice.append(1 - (2 * (p * t).sum() + 1e-5) / (p.sum() + t.sum() + 1e-5))
+        focal.append(torch.stack(views_focal).mean())
+        dice.append(torch.tensor(0.0) if early_zero else torch.stack(views_dice).mean())
+    assert terms.mask_focal.item() == pytest.approx(torch.stack(focal).mean().item(), abs=TOL)
+    assert terms.mask_dice.item() == pytest.approx(torch.stack(dice).mean().item(), abs=TOL)
     assert terms.vertex_focal.item() == pytest.approx(
         vertex_focal_loss(inputs["vertex_scores"], inputs["vertex_targets"]).item(), abs=TOL)
+
+
+def test_dice_is_zero_for_an_item_with_an_empty_view():
+    logits = torch.tensor([[[[2.0, -1.0]], [[0.5, 0.5]]], [[[2.0, -1.0]], [[0.5, 0.5]]]])  # (2 items, 2 views, 1, 2)
+    targets = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]], [[[1.0, 0.0]], [[0.0, 0.0]]]])  # item 2: view 2 empty
+    terms = mask_terms(logits, targets, None)
+    p1, p2 = torch.sigmoid(torch.tensor([2.0, -1.0])), torch.sigmoid(torch.tensor([0.5, 0.5]))
+    view1 = 1 - (2 * p1[0] + 1e-5) / (p1.sum() + 1 + 1e-5)
+    view2 = 1 - (2 * p2[1] + 1e-5) / (p2.sum() + 1 + 1e-5)
+    assert terms["mask_dice"].item() == pytest.approx(((view1 + view2) / 2 + 0.0).item() / 2, abs=1e-6)
 
 
 def test_object_total_with_and_without_masks():

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
 
-from engine.contact.checkpoint import (CLIP_FOLDER, check_quantisation, load_interactvlm, new_model,
-                                       released_to_ours, save_released)
+from engine.contact.checkpoint import (CLIP_FOLDER, check_quantisation, load_interactvlm, new_model, read_weights,
+                                       released_to_ours, save_released, write_weights)
 from engine.contact.lora import apply_lora, merged_state_dict
 from engine.contact.model import set_trainable
 from engine.contact.predict import CategoryPriorPredictor, InteractVLMPredictor, load_predictor
 from engine.contact.sam import CheckpointMismatch
 from engine.errors import InputError, MissingAssetError
+from release_layout import ScriptedAnswer
 
 
 def _image(seed: int = 0, shape=(90, 60, 3)) -> np.ndarray:
@@ -59,19 +59,18 @@ RELEASED_NAMES = ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.
                   "model.visual_model.prompt_encoder.no_mask_embed.weight")
 
 
-@pytest.mark.parametrize("preset, decoders", [
-    ("tiny-hcontact", ("mask_decoder",)), ("tiny-oafford", ("mask_decoder",)),
-    ("tiny-joint", ("mask_decoder", "human_mask_decoder", "object_mask_decoder"))])
-def test_every_released_layout_round_trips(tmp_path, preset, decoders):
+@pytest.mark.parametrize("preset, token_type", [("tiny-hcontact", "Gen"), ("tiny-oafford", "Gen"), ("tiny-joint", "Gen-Hu-Obj")])
+def test_every_released_layout_round_trips(tmp_path, preset, token_type):
     model, _ = _save_variant(tmp_path, preset, lora_seed=3)
     folder = tmp_path / "interactvlm" / preset.removeprefix("tiny-")
-    released = load_file(str(folder / "model.safetensors"))
+    released = read_weights(folder)
     assert set(RELEASED_NAMES) <= set(released)
-    for decoder in decoders:
-        assert f"model.visual_model.{decoder}.iou_token.weight" in released
+    assert "model.visual_model.mask_decoder.iou_token.weight" in released  # one decoder, also for the joint model
+    assert not [name for name in released if "human_mask_decoder" in name or "object_mask_decoder" in name]
+    assert ("attention_splitter.key.bias" in released) == (token_type == "Gen-Hu-Obj")
     assert not [name for name in released if "vision_tower" in name or "lora" in name or "base_layer" in name]
     config = json.loads((folder / "config.json").read_text())
-    assert config["token_type"] == " ".join(model.config.seg_tokens) and config["multiview_cam_cond"] is True
+    assert config["token_type"] == token_type and config["multiview_cam_cond"] is True
 
     loaded = load_interactvlm(folder, tmp_path / CLIP_FOLDER, dtype="fp32")
     expected = merged_state_dict(model)
@@ -95,9 +94,11 @@ def test_merged_lora_gives_the_adapted_outputs(tmp_path):
 
 
 def _rewrite(folder, change):
-    state = load_file(str(folder / "model.safetensors"))
+    state = read_weights(folder)
     change(state)
-    save_file(state, str(folder / "model.safetensors"))
+    for shard in folder.glob("pytorch_model*"):
+        shard.unlink()
+    write_weights(state, folder)
 
 
 def test_unknown_and_missing_keys_are_reported_by_name(tmp_path):
@@ -125,34 +126,56 @@ def test_sam_keys_convert_under_the_visual_model_prefix():
     assert set(ours) == {name for name in model.state_dict() if not name.startswith("vlm.vision_tower.")}
 
 
-def test_tiny_inference_is_deterministic_and_well_formed(tiny_models, open_body, human_predictor):
+@pytest.fixture
+def answers_with_seg(human_predictor):
+    """The untrained model's answers end in its contact token (the masks stay the model's own)."""
+    script = ScriptedAnswer(human_predictor.model, [human_predictor.token_ids["[SEG]"]])
+    yield
+    script.remove()
+
+
+def test_tiny_inference_is_deterministic_and_well_formed(tiny_models, open_body, human_predictor, answers_with_seg):
     first = human_predictor.predict_human_contact(_image(), "Chairs")
-    again = load_predictor(tiny_models, "hcontact", dtype="fp32", body=open_body).predict_human_contact(_image(), "chair")
+    fresh = load_predictor(tiny_models, "hcontact", dtype="fp32", body=open_body)
+    script = ScriptedAnswer(fresh.model, [fresh.token_ids["[SEG]"]])
+    again = fresh.predict_human_contact(_image(), "chair")
+    script.remove()
     assert isinstance(human_predictor, InteractVLMPredictor)
     assert first.object_label == "chair" and first.topology == "openbody-v1" and first.source == "hcontact"
     assert not first.is_baseline and first.smplx_probabilities is None
     assert first.probabilities.shape == (open_body.num_vertices,) and first.probabilities.dtype == np.float32
     assert 0 <= first.probabilities.min() and first.probabilities.max() <= 1
-    assert first.view_masks.shape == (4, 128, 128)
+    assert first.view_masks.shape == (4, 128, 128) and first.token_emitted
     assert np.array_equal(first.probabilities, again.probabilities) and first.answer == again.answer
     assert not first.probabilities.flags.writeable
     other = human_predictor.predict_human_contact(_image(seed=7), "chair")
     assert not np.array_equal(first.probabilities, other.probabilities)  # the image matters
 
 
-def test_cached_and_uncached_body_embeddings_agree(tiny_models, open_body, human_predictor):
+def test_cached_and_uncached_body_embeddings_agree(tiny_models, open_body, human_predictor, answers_with_seg):
     cached = human_predictor.predict_human_contact(_image(), "cup")
     uncached_predictor = load_predictor(tiny_models, "hcontact", dtype="fp32", body=open_body)
     uncached_predictor.cache_body = False
+    script = ScriptedAnswer(uncached_predictor.model, [uncached_predictor.token_ids["[SEG]"]])
     uncached = uncached_predictor.predict_human_contact(_image(), "cup")
+    script.remove()
+    assert cached.token_emitted and uncached.token_emitted
     assert np.array_equal(cached.probabilities, uncached.probabilities)
     assert np.array_equal(cached.view_masks, uncached.view_masks)
 
 
 def test_batch_matches_single_requests(human_predictor):
+    seg = human_predictor.token_ids["[SEG]"]
     requests = [(_image(1), "chair"), (_image(2, (40, 120, 3)), None), (_image(3), "bicycle")]
+    script = ScriptedAnswer(human_predictor.model, [seg])
     batch = human_predictor.predict_human_contact_batch(requests)
-    singles = [human_predictor.predict_human_contact(image, label) for image, label in requests]
+    script.remove()
+    singles = []
+    for image, label in requests:
+        script = ScriptedAnswer(human_predictor.model, [seg])
+        singles.append(human_predictor.predict_human_contact(image, label))
+        script.remove()
+    assert all(result.token_emitted for result in batch + singles)
     assert [result.object_label for result in batch] == ["chair", None, "bicycle"]
     for together, alone in zip(batch, singles):
         assert np.allclose(together.probabilities, alone.probabilities, atol=1e-4)
@@ -186,9 +209,8 @@ def test_released_trainable_set(open_body):
     assert all(name.startswith("vlm.language_model.") for name in lora)
     rest = names - lora if isinstance(names, set) else set(names) - lora
     groups = {name.split(".")[0] if not name.startswith(("vlm.", "sam.")) else ".".join(name.split(".")[:3]) for name in rest}
-    assert groups == {"text_hidden_fcs", "cam_pose_encoder", "vlm.language_model.lm_head", "vlm.language_model.model",
-                      "sam.mask_decoders.mask_decoder", "sam.mask_decoders.human_mask_decoder",
-                      "sam.mask_decoders.object_mask_decoder"}
+    assert groups == {"text_hidden_fcs", "cam_pose_encoder", "attention_splitter", "vlm.language_model.lm_head",
+                      "vlm.language_model.model", "sam.mask_decoders.mask_decoder"}
     assert {name for name in rest if name.startswith("vlm.language_model.model")} == {
         "vlm.language_model.model.embed_tokens.weight"}
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
@@ -284,18 +306,17 @@ def test_quantising_off_cuda_is_refused(tiny_models, open_body):
 
 
 def test_sharded_folders_load_and_an_escaping_index_is_refused(tmp_path):
-    from engine.contact.checkpoint import read_weights, write_weights
-
     model, _ = _save_variant(tmp_path, "tiny-hcontact")
     folder = tmp_path / "interactvlm" / "hcontact"
-    state = load_file(str(folder / "model.safetensors"))
-    (folder / "model.safetensors").unlink()
+    state = read_weights(folder)
+    for shard in folder.glob("pytorch_model*"):
+        shard.unlink()
     write_weights(state, folder, shard_bytes=64 * 1024)
-    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index = json.loads((folder / "pytorch_model.bin.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 3
     loaded = read_weights(folder)
     assert set(loaded) == set(state) and all(torch.equal(loaded[name], state[name]) for name in state)
-    index["weight_map"]["lm_head.weight"] = "../../outside.safetensors"
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    index["weight_map"]["lm_head.weight"] = "../../outside.bin"
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
     with pytest.raises(InputError, match="leaves the folder"):
         read_weights(folder)

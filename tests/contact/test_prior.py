@@ -49,18 +49,19 @@ def test_prior_contacts_are_whole_parts_with_the_table_probabilities(open_body, 
 def test_prior_is_labelled_as_a_baseline_and_answers_in_the_template(open_body):
     prediction = predict_category_prior(open_body, "chair")
     assert prediction.source == PRIOR_SOURCE == "baseline: category prior"
-    assert prediction.answer == ("The contacting body parts are hips, left thigh, right thigh and lower back, "
+    assert prediction.answer == ("The contacting body parts are hips, left thigh, right thigh, lower back, "
                                  "and the contact region is [SEG].")
     assert predict_category_prior(open_body, "cup").answer == \
         "The contacting body parts are right hand, and the contact region is [SEG]."
 
 
-def test_answer_text_joins_parts_naturally():
-    assert answer_text([]) == "The contacting body parts are none, and the contact region is [SEG]."
+def test_answer_text_joins_parts_as_the_release_trains():
+    # the release: ', '.join(body_parts) in HCONTACT_PARTS_ANSWER_LIST[0]; no part gives an empty list
+    assert answer_text([]) == "The contacting body parts are , and the contact region is [SEG]."
     assert answer_text(["left_foot", "right_foot"]) == \
-        "The contacting body parts are left foot and right foot, and the contact region is [SEG]."
+        "The contacting body parts are left foot, right foot, and the contact region is [SEG]."
     assert answer_text(("head", "neck", "upper_back")) == \
-        "The contacting body parts are head, neck and upper back, and the contact region is [SEG]."
+        "The contacting body parts are head, neck, upper back, and the contact region is [SEG]."
 
 
 def test_prior_probabilities_are_read_only(open_body):

@@ -61,3 +61,44 @@ def test_camera_conditioning_inputs():
     assert [v.name for v in rll.PRESETS["body"].views] == ["topfront", "bottomfront", "topback", "bottomback"]
     with pytest.raises(Exception, match="unknown view preset"):
         rll.get_preset("sideways")
+
+
+def _pytorch3d_float32(dist, elev, azim):
+    """A plain numpy float32 statement of pytorch3d's look_at_view_transform (degrees, at 0, up +Y)."""
+    f = np.float32
+    e, a = f(math.pi / 180.0) * f(elev), f(math.pi / 180.0) * f(azim)
+    c = np.array([f(dist) * np.cos(e) * np.sin(a), f(dist) * np.sin(e), f(dist) * np.cos(e) * np.cos(a)], f)
+    unit = lambda v: (v / max(f(np.linalg.norm(v)), f(1e-5))).astype(f)
+    z = unit(-c)
+    x = unit(np.cross(np.array([0, 1, 0], f), z))
+    y = unit(np.cross(z, x))
+    if np.all(np.abs(x) <= 5e-3):
+        x = unit(np.cross(y, z))
+    R = np.stack([x, y, z], axis=1)
+    return R, -(c @ R)
+
+
+@pytest.mark.parametrize("elev", [0, 30, 45, 89, 90, 91, 180, 269, 270, 271, 315, 330, -90, 450])
+@pytest.mark.parametrize("azim", [0, 45, 135, 180, 225, 315])
+def test_every_elevation_matches_pytorch3d_float32(elev, azim):
+    R, T = look_at_view_transform(2, elev, azim)
+    expected_R, expected_T = _pytorch3d_float32(2, elev, azim)
+    np.testing.assert_allclose(R[0].numpy(), expected_R, atol=2e-6)
+    np.testing.assert_allclose(T[0].numpy(), expected_T, atol=2e-6)
+    assert R.dtype == torch.float32
+
+
+def test_poles_keep_the_azimuth_as_float32_pytorch3d_does():
+    # Derived by hand. float32(pi/180) * 270 = 4.712389, whose cos is +1.19e-8 (not 0), so at azimuth 0
+    # C = (0, -2, 2.4e-8) and z = (0, 1, -1.2e-8); up x z = (-1.2e-8, 0, 0), divided by eps 1e-5 ->
+    # (-1.2e-3, 0, 0), within 5e-3 of 0, so y = normalize(z x x) = (0, 0, 1) and x = y x z = (-1, 0, 0).
+    R0, _ = look_at_view_transform(2, 270, 0)      # InteractVLM's PIAD "bottom" view
+    np.testing.assert_allclose(R0[0], [[-1, 0, 0], [0, 0, 1], [0, 1, 0]], atol=1e-5)
+    # An exact computation loses the azimuth (up x z = 0) and, taking x = (1, 0, 0), gives the image
+    # rotated 180 degrees; at azimuth 180 float32 keeps the azimuth: x = (1, 0, 0), y = (0, 0, -1).
+    R180, _ = look_at_view_transform(2, 270, 180)
+    np.testing.assert_allclose(R180[0], [[1, 0, 0], [0, 0, 1], [0, -1, 0]], atol=1e-5)
+    np.testing.assert_allclose(R180[0][:, :2], -R0[0][:, :2], atol=1e-5)
+    # 90 deg: cos is -4.37e-8 -> up x z / eps = (4.4e-3, 0, 0), rebuilt: x = (1, 0, 0), y = (0, 0, 1)
+    top, _ = look_at_view_transform(2, 90, 0)
+    np.testing.assert_allclose(top[0], [[1, 0, 0], [0, 0, -1], [0, 1, 0]], atol=1e-5)

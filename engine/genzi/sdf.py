@@ -70,7 +70,7 @@ class SceneSDF:
         local = points.to(dtype) @ self.rotation.to(points.device, dtype).T
         low, high = self.low.to(points.device, dtype), self.high.to(points.device, dtype)
         normalised = 2 * (local - low) / (high - low) - 1
-        grid = normalised.reshape(1, 1, 1, -1, 3)[..., [2, 1, 0]]
+        grid = normalised.flip(-1).reshape(1, 1, 1, -1, 3)  # (z, y, x): grid_sample reads x as the last axis
         volume = self.grid.to(points.device, dtype)[None, None]
         values = torch.nn.functional.grid_sample(volume, grid, mode="bilinear", padding_mode="border",
                                                  align_corners=True)

@@ -185,14 +185,15 @@ def initial_translation(cameras: OpenCVCamera, point) -> np.ndarray:
 
 
 def lift(body: BodyModel, keypoints: list[Keypoints2D], cameras: OpenCVCamera, sdf: SceneSDF, point, *,
-         vposer=None, config: LiftConfig = LiftConfig(), progress=None) -> BodyFit:
-    """Lift accepted ``body22`` views (one per camera) to one body in the scene."""
+         vposer=None, config: LiftConfig = LiftConfig(), init: BodyInit | None = None, progress=None) -> BodyFit:
+    """Lift accepted ``body22`` views (one per camera) to one body in the scene; ``init`` warm-starts it
+    (stage 1 starts from its stage-0 body), else the translation starts halfway to the cameras."""
     if len(keypoints) != len(cameras):
         raise InputError(f"{len(keypoints)} keypoint views but {len(cameras)} cameras")
     if not keypoints:
         raise InputError("no view was accepted (each needs 13 of GenZI's 17 joints with confidence >= 0.25)")
     views = [only_genzi_joints(view) for view in keypoints]
     prior = "vposer" if vposer is not None else "open-body"
-    start = BodyInit(transl=initial_translation(cameras, point))
+    start = init if init is not None else BodyInit(transl=initial_translation(cameras, point))
     return fit_body(body, views, cameras, config=fit_config(body, prior, config), vposer=vposer, init=start,
                     extra_terms=scene_terms(sdf, body, config), progress=progress)

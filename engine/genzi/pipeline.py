@@ -98,9 +98,11 @@ class GenziPipeline:
         # 1. Views.
         report(0.0, "1. views")
         selection = views.select_views(scene, checked, config.views)
-        renders = views.render_views(scene, selection.cameras, config.inpaint.image_size)
+        device = self.body.device
+        renders = views.render_views(scene, selection.cameras, config.inpaint.image_size, device=device)
         cameras = selection.cameras.to_opencv((config.inpaint.image_size,) * 2)
-        sdf = sdf if sdf is not None else scene_sdf(scene, config.sdf_dim)
+        cameras = type(cameras)(cameras.K.to(device), cameras.R.to(device), cameras.t.to(device))
+        sdf = (sdf if sdf is not None else scene_sdf(scene, config.sdf_dim)).to(device)
         # 2. Inpainting with dynamic masks (stage 0).
         report(0.1, "2. inpainting (dynamic masks)")
         first = inpainting.inpaint(self.inpaint_pipe, renders, prompt, config.inpaint, negative=negative,
@@ -166,7 +168,8 @@ class GenziPipeline:
 
     def _scored(self, body: GenziBody, scene: Scene, selection, text: str, sdf: SceneSDF) -> GenziBody:
         images = render_with_body(scene, body.fit, self.body.faces, selection, self.config.inpaint.image_size)
-        physical = metrics.physical(sdf(torch.as_tensor(body.fit.vertices)).detach().numpy()[None])
+        vertices = torch.as_tensor(body.fit.vertices, device=self.body.device)
+        physical = metrics.physical(sdf(vertices).detach().cpu().numpy()[None])
         return GenziBody(body.stage, body.index, body.fit, body.view_ids, self.clip.clip_score(images, text),
                          physical.non_collision, physical.contact)
 
@@ -179,21 +182,23 @@ def _with_self_penetration(config: lifting.LiftConfig) -> lifting.LiftConfig:
 
 
 def _scene_and_body(scene: Scene, fit: BodyFit, body_faces):
-    vertices = torch.cat([torch.from_numpy(scene.vertices).float(), torch.from_numpy(fit.vertices).float()])
-    faces = torch.cat([torch.from_numpy(scene.faces.copy()), torch.as_tensor(body_faces).long() + len(scene.vertices)])
-    return vertices, faces
+    """One mesh of the scene and the body, on the body faces' device."""
+    device = torch.as_tensor(body_faces).device
+    vertices = torch.cat([torch.from_numpy(scene.vertices.copy()).float(), torch.from_numpy(fit.vertices).float()])
+    faces = torch.cat([torch.from_numpy(scene.faces.copy()), torch.as_tensor(body_faces).long().cpu() + len(scene.vertices)])
+    return vertices.to(device), faces.to(device)
 
 
 def _rasterized(scene: Scene, fit: BodyFit, body_faces, selection, size: int):
     vertices, faces = _scene_and_body(scene, fit, body_faces)
-    screen = selection.cameras.transform_points_screen(vertices, (size, size))
+    screen = selection.cameras.to(vertices.device).transform_points_screen(vertices, (size, size))
     return vertices, faces, rasterize_meshes(screen, faces, (size, size))
 
 
 def body_silhouettes(scene: Scene, fit: BodyFit, body_faces, selection, size: int) -> np.ndarray:
     """(K, H, W) bool: pixels where the body is in front of the scene."""
     _, _, fragments = _rasterized(scene, fit, body_faces, selection, size)
-    return (fragments.pix_to_face >= len(scene.faces)).numpy()
+    return (fragments.pix_to_face >= len(scene.faces)).cpu().numpy()
 
 
 def render_with_body(scene: Scene, fit: BodyFit, body_faces, selection, size: int) -> np.ndarray:
@@ -201,10 +206,10 @@ def render_with_body(scene: Scene, fit: BodyFit, body_faces, selection, size: in
     from engine.mesh import vertex_normals
 
     vertices, faces, fragments = _rasterized(scene, fit, body_faces, selection, size)
-    colours = torch.tensor(SCENE_COLOUR).repeat(len(vertices), 1)
-    colours[len(scene.vertices):] = torch.tensor(BODY_COLOUR)
+    colours = torch.tensor(SCENE_COLOUR, device=vertices.device).repeat(len(vertices), 1)
+    colours[len(scene.vertices):] = torch.tensor(BODY_COLOUR, device=vertices.device)
     normals = vertex_normals(vertices, faces)
-    eyes = selection.cameras.camera_centres()
+    eyes = selection.cameras.to(vertices.device).camera_centres()
     images = []
     for index in range(len(eyes)):
         single = type(fragments)(fragments.pix_to_face[index:index + 1], fragments.bary[index:index + 1],
@@ -212,5 +217,5 @@ def render_with_body(scene: Scene, fit: BodyFit, body_faces, selection, size: in
         lights = (tuple(eyes[index].tolist()),)
         image = phong_shade(single, faces, vertices, normals, colours, eyes[index:index + 1], lights=lights,
                             material=PhongMaterial(ambient=0.35, diffuse=0.55, specular=0.1))
-        images.append((image[0] * 255).round().to(torch.uint8).numpy())
+        images.append((image[0] * 255).round().to(torch.uint8).cpu().numpy())
     return np.stack(images)

@@ -56,6 +56,10 @@ class SceneSDF:
     def dim(self) -> int:
         return int(self.grid.shape[0])
 
+    def to(self, device) -> "SceneSDF":
+        """The same grid on ``device`` (sampling moves the grid to the points' device otherwise, every call)."""
+        return SceneSDF(self.grid.to(device), self.low.to(device), self.high.to(device), self.rotation.to(device))
+
     def node_positions(self) -> torch.Tensor:
         """(N, N, N, 3) positions of the grid nodes in the grid's frame."""
         axes = [torch.linspace(float(self.low[a]), float(self.high[a]), self.dim, dtype=torch.float64) for a in range(3)]

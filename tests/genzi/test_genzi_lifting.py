@@ -9,13 +9,10 @@ import torch
 from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError
 from engine.fitting.keypoints import COCO17_NAMES, Keypoints2D
-from engine.fitting.synthetic import body_pose_from, synthetic_views
 from engine.genzi import lifting, scenes, sdf as sdf_module, views
 from engine.genzi.lifting import LiftConfig, accepted, fit_config, genzi_keypoints
+from engine.genzi.synthetic import sofa_case
 
-SITTING = {"left_hip": (-1.5, 0.0, 0.0), "right_hip": (-1.5, 0.0, 0.0), "left_knee": (1.45, 0.0, 0.0),
-           "right_knee": (1.45, 0.0, 0.0), "left_shoulder": (0.0, 0.0, -1.1), "right_shoulder": (0.0, 0.0, 1.1),
-           "left_elbow": (0.0, -0.6, 0.0), "right_elbow": (0.0, 0.6, 0.0)}
 
 
 def _coco(confidence=None) -> Keypoints2D:
@@ -81,28 +78,12 @@ def test_lift_refuses_mismatched_or_empty_views(open_body):
 
 @pytest.mark.slow
 def test_synthetic_sitting_body_is_recovered_and_wrong_views_score_lowest(open_body, tmp_path):
-    scene = scenes.builtin_scene("living_room")
-    sdf = sdf_module.scene_sdf(scene, dim=96, cache=tmp_path)
-    pose = body_pose_from(SITTING)
-    with torch.no_grad():
-        posed = open_body(body_pose=pose).vertices[0]
-    # Lower the body onto the seat: the highest translation whose lowest sdf is 3 mm.
-    low, high = 0.0, 2.0
-    for _ in range(30):
-        middle = (low + high) / 2
-        low, high = (low, middle) if float(sdf(posed + torch.tensor([0.0, middle, -1.3])).min()) > 0.003 else (middle, high)
-    transl = np.array([0.0, high, -1.3])
-    selection = views.select_views(scene, (0.0, 0.45, -1.35))
-    assert len(selection.ratios) == 16
-    cameras = selection.cameras.to_opencv((512, 512))
-    truth = synthetic_views(open_body, cameras, pose, transl=transl, noise_px=2.0, seed=0)
-    # Four views show someone else: arms up, turned 90 degrees, 50 cm away.
-    other = synthetic_views(open_body, cameras, body_pose_from({"left_shoulder": (0, 0, 1.2), "right_shoulder": (0, 0, -1.2)}),
-                            global_orient=(0.0, 1.6, 0.0), transl=transl + (0.3, 0.4, 0.3), noise_px=2.0, seed=1)
-    wrong = [3, 7, 11, 15]
-    keypoints = [other.keypoints[i] if i in wrong else truth.keypoints[i] for i in range(16)]
-    fit = lifting.lift(open_body, keypoints, cameras, sdf, selection.point.nearest, config=LiftConfig(phase_iterations=150))
-    error = np.linalg.norm(fit.joints - truth.joints, axis=1)[list(lifting.GENZI_JOINT_IDS)]
+    sdf = sdf_module.scene_sdf(scenes.builtin_scene("living_room"), dim=96, cache=tmp_path)
+    case = sofa_case(open_body, sdf)
+    assert len(case.selection.ratios) == 16
+    fit = lifting.lift(open_body, list(case.keypoints), case.cameras, sdf, case.selection.point.nearest,
+                       config=LiftConfig(phase_iterations=150))
+    error = np.linalg.norm(fit.joints - case.joints, axis=1)[list(lifting.GENZI_JOINT_IDS)]
     assert error.mean() <= 0.05
-    assert set(np.argsort(fit.view_weights)[:4].tolist()) == set(wrong)
+    assert set(np.argsort(fit.view_weights)[:4].tolist()) == set(case.wrong)
     assert float((sdf(torch.as_tensor(fit.vertices)) >= 0).float().mean()) >= 0.95

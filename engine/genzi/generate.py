@@ -64,11 +64,21 @@ def build_pipeline(models, device, config: GenziConfig = GenziConfig()) -> Genzi
     from engine.fitting.vitpose import load_vitpose
     from engine.paths import models_dir
 
+    from engine.fitting.priors import load_vposer
+
     root = models_dir(models)
     pipe = inpaint.load_inpainting_pipeline(root, device)
     pose = load_vitpose(root, device)
     clip = metrics.ClipScorer.from_pretrained(models=root, device=device)
-    return GenziPipeline(pipe, pose, clip, load_body("openbody", root, device), None, config)
+    try:  # SMPL-X with VPoser when their files are there; otherwise the open body and its prior
+        body = load_body("smplx", root, device)
+    except MissingAssetError:
+        body = load_body("openbody", root, device)
+    try:
+        vposer = load_vposer(root, device) if body.topology != "openbody-v1" else None
+    except MissingAssetError:
+        vposer = None
+    return GenziPipeline(pipe, pose, clip, body, vposer, config)
 
 
 def save_output(output: GenziOutput, folder: Path, body_faces: np.ndarray) -> None:

@@ -124,13 +124,11 @@ def bench_gpu(phase_iterations: int) -> None:
     except ImportError:
         print("--gpu needs diffusers (pip install --no-deps diffusers==0.42.1 requests importlib-metadata)")
         return
-    from engine.genzi import lifting, scenes
-    from engine.genzi.pipeline import GenziConfig
-
     from engine.body import load_body
     from engine.fitting.vitpose import load_vitpose
+    from engine.genzi import lifting, scenes
     from engine.genzi.metrics import ClipScorer
-    from engine.genzi.pipeline import GenziPipeline
+    from engine.genzi.pipeline import GenziConfig, GenziPipeline
 
     root = Path(tempfile.mkdtemp(prefix="genzi_models_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)

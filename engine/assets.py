@@ -12,6 +12,8 @@ from engine.body.model import SMPL_FAMILY
 from engine.body.topology import SMPL_TO_SMPLX_FILE
 from engine.fitting.priors import VPOSER_DIR, VPOSER_SNAPSHOTS
 from engine.fitting.vitpose import VITPOSE_DIR, VITPOSE_FILES
+from engine.genzi.inpaint import SD2_INPAINTING_FOLDER
+from engine.genzi.metrics import CLIP_FOLDER
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,11 @@ def doctor_report(models_dir: Path | str) -> DoctorReport:
                          "open-body prior, joint limits + Gaussian)", root, (f"{VPOSER_DIR}/V02_05.yaml",)))
     checks.append(_check("VPoser v2 checkpoint (snapshots/*.ckpt)", "the VPoser pose prior (any .ckpt in snapshots/ works)",
                          root, tuple(f"{VPOSER_DIR}/snapshots/{name}" for name in VPOSER_SNAPSHOTS)))
+    checks.append(_check("Stable Diffusion 2 inpainting (diffusers folder)", "GenZI: inpainting people into the scene "
+                         "views (without it: scenes, point checks, views and lifting from keypoints you give)", root,
+                         (f"{SD2_INPAINTING_FOLDER}/model_index.json",)))
+    checks.append(_check("CLIP ViT-B/32 folder", "GenZI: CLIP ranking of stage-0 results and the CLIP score", root,
+                         (f"{CLIP_FOLDER}/config.json",)))
     for topology in ("smplh-6890", "smplx-10475", "smpl-6890"):
         checks.append(_check(f"part segmentation for {topology} (optional)",
                              "named body parts from your own segmentation instead of skinning-weight parts",

@@ -1,0 +1,199 @@
+"""GenZI's multi-view lifting on the fitting core (``engine.fitting.fit``).
+
+2D pose
+    GenZI fits 17 joints (release pose2d.py, Halpe keypoints): pelvis, hips, neck, shoulders, knees,
+    ankles, big toes (the SMPL-X foot joints), nose (matched to the head joint), elbows, wrists. Our 2D
+    pose is ViTPose on COCO-17 (``engine.fitting.vitpose``), which lacks three of them:
+    pelvis = mid-hips and neck = mid-shoulders are derived (confidence: the lower of the two), the big
+    toes have no COCO keypoint and get confidence 0. ``genzi_keypoints`` writes the result in the
+    fitting core's ``body22`` layout (the 5 other joints at confidence 0). A view is accepted when at
+    least 13 of the 17 joints have confidence >= 0.25; since COCO gives at most 15, a ViTPose view is
+    accepted with at most two joints missing.
+
+Lifting (release generation.py / configs, REFERENCE.md section 2)
+    Variables: translation, 6D global orientation, the VPoser latent (or the open-body pose with its
+    prior), betas, one view score per view (sigmoid of a logit starting at 0, so s = 0.5).
+    4 phases x 400 iterations, AdamW lr 0.01 with weight decay 0.01 on every variable; the view
+    scores are frozen in phase 1. Weights interpolate linearly inside each phase between GenZI's 5
+    anchors (Sketchfab stage 0). The 2D term is GenZI's: Geman-McClure with rho 0.2 on pixels / 512
+    (the core's pixel energy with rho = 102.4 px, weighed by 1 / 512^2), view selection relu(3 - sum s).
+    Scene penetration, contact and self-penetration come from ``engine.genzi.energies`` as extra terms.
+    Priors: the core's VPoser ``sum z^2`` (GenZI's mean: weights / 32) or the open-body Gaussian
+    (weights / 63), shape ``sum beta^2`` (weights / number of betas), and the core's joint-limit
+    angle prior.
+    Start: translation halfway between the mean camera position and the point (the release), and the
+    core's upright orientation hypotheses (the release uses one fixed yaw); the best continues after
+    phase 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.body.model import BodyModel
+from engine.body.skeleton import BODY_JOINT_NAMES
+from engine.errors import InputError
+from engine.fitting.fit import BodyFit, BodyInit, ExtraTerm, FitConfig, FitState, StageConfig, fit_body
+from engine.fitting.keypoints import COCO17_NAMES, Keypoints2D
+from engine.fitting.kinematics import SiteModel
+from engine.genzi import energies
+from engine.genzi.sdf import SceneSDF
+from engine.render.cameras import OpenCVCamera
+
+GENZI_JOINTS: tuple[str, ...] = (
+    "pelvis", "left_hip", "right_hip", "neck", "left_shoulder", "right_shoulder",  # torso
+    "left_knee", "right_knee", "left_ankle", "right_ankle", "left_foot", "right_foot", "head",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist")
+GENZI_JOINT_IDS = tuple(BODY_JOINT_NAMES.index(name) for name in GENZI_JOINTS)
+# body22 joint -> the COCO-17 keypoint(s) it comes from (two: their midpoint)
+FROM_COCO: dict[str, tuple[str, ...]] = {
+    "pelvis": ("left_hip", "right_hip"), "neck": ("left_shoulder", "right_shoulder"), "head": ("nose",),
+    **{name: (name,) for name in ("left_hip", "right_hip", "left_shoulder", "right_shoulder", "left_knee",
+                                  "right_knee", "left_ankle", "right_ankle", "left_elbow", "right_elbow",
+                                  "left_wrist", "right_wrist")},
+}
+MIN_JOINTS = 13
+MIN_CONFIDENCE = 0.25
+PHASE_ITERATIONS = 400
+LEARNING_RATE = 0.01
+WEIGHT_DECAY = 0.01
+IMAGE_SCALE = 512.0
+RHO = 0.2
+SCENE_VERTEX_STRIDE = 4  # scene terms see every 4th vertex (2654 of the open body's 10614)
+
+# GenZI's anchors (Sketchfab, stage 0): phase k goes from anchor k to anchor k + 1.
+ANCHORS = {
+    "pose_prior": (0, 0, 0, 1e-4, 1e-3), "shape_prior": (0, 0, 0, 1e-3, 0.2), "angle_prior": (0, 0, 0, 1, 1),
+    "scene_penetration": (1, 0.1, 0.01, 0.1, 1), "scene_contact": (0, 0, 0, 5, 10),
+    "self_penetration": (0, 0, 0, 1e-6, 1e-5),
+}
+
+
+def genzi_keypoints(coco: Keypoints2D) -> Keypoints2D:
+    """COCO-17 keypoints as GenZI's 17 joints in the ``body22`` layout (see the module docstring)."""
+    if coco.layout != "coco17":
+        raise InputError(f"GenZI's joints are derived from coco17 keypoints, got {coco.layout}")
+    xy = np.zeros((len(BODY_JOINT_NAMES), 2), np.float32)
+    confidence = np.zeros(len(BODY_JOINT_NAMES), np.float32)
+    for name, sources in FROM_COCO.items():
+        ids = [COCO17_NAMES.index(source) for source in sources]
+        joint = BODY_JOINT_NAMES.index(name)
+        xy[joint] = coco.xy[ids].mean(0)
+        confidence[joint] = coco.confidence[ids].min()
+    return Keypoints2D(xy=xy, confidence=confidence, image_size=coco.image_size, layout="body22", box=coco.box)
+
+
+def accepted(keypoints: Keypoints2D) -> bool:
+    """At least 13 of GenZI's 17 joints with confidence >= 0.25 (``body22`` keypoints)."""
+    if keypoints.layout != "body22":
+        raise InputError("view acceptance counts GenZI's joints in the body22 layout; map coco17 with genzi_keypoints")
+    return int((keypoints.confidence[list(GENZI_JOINT_IDS)] >= MIN_CONFIDENCE).sum()) >= MIN_JOINTS
+
+
+def only_genzi_joints(keypoints: Keypoints2D) -> Keypoints2D:
+    """``body22`` keypoints with the 5 joints GenZI does not fit (spine, collars) at confidence 0."""
+    keep = np.zeros(len(BODY_JOINT_NAMES), np.float32)
+    keep[list(GENZI_JOINT_IDS)] = 1.0
+    return Keypoints2D(xy=keypoints.xy, confidence=keypoints.confidence * keep, image_size=keypoints.image_size,
+                       layout="body22", box=keypoints.box)
+
+
+def _phases(anchors) -> tuple[tuple[float, float], ...]:
+    return tuple((float(anchors[k]), float(anchors[k + 1])) for k in range(4))
+
+
+@dataclass(frozen=True)
+class LiftConfig:
+    """phase_iterations: iterations per phase (GenZI: 400).  threshold: the scene penetration threshold
+    (Sketchfab -0.01, PROX-S 0).  self_penetration: weigh the capsule term (GenZI: stage 1 only).
+    anchors: GenZI's 5 anchors per extra or prior term (``ANCHORS``)."""
+
+    phase_iterations: int = PHASE_ITERATIONS
+    threshold: float = energies.SCENE_THRESHOLD
+    self_penetration: bool = False
+    anchors: tuple[tuple[str, tuple[float, ...]], ...] = tuple(ANCHORS.items())
+    orientation_hypotheses: int = 4
+
+
+def fit_config(body: BodyModel, prior: str, config: LiftConfig = LiftConfig()) -> FitConfig:
+    """The fitting core's schedule for GenZI: 4 phases, every variable, AdamW, view scores from phase 2."""
+    anchors = dict(config.anchors)
+    pose_scale = 1 / 32 if prior == "vposer" else 1 / (body.num_body_joints * 3)
+    scale = {"pose_prior": pose_scale, "shape_prior": 1 / body.num_betas, "angle_prior": 1.0}
+    stages = []
+    for phase in range(4):
+        weights = {"reprojection": 1.0 / IMAGE_SCALE ** 2, "view_selection": 1.0}
+        for name in ("pose_prior", "shape_prior", "angle_prior"):
+            start, end = _phases(anchors[name])[phase]
+            weights[name] = (start * scale[name], end * scale[name])
+        variables = ("transl", "global_orient", "body_pose", "betas") + (("view_logits",) if phase else ())
+        stages.append(StageConfig(f"{phase + 1}. GenZI phase {phase + 1}", config.phase_iterations, LEARNING_RATE,
+                                  variables, weights))
+    return FitConfig(stages=tuple(stages), rho=RHO * IMAGE_SCALE, weight_decay=WEIGHT_DECAY, learn_view_weights=True,
+                     min_views=energies.MIN_VIEWS, orientation_hypotheses=config.orientation_hypotheses, select_after=1)
+
+
+class SceneVertices:
+    """Every ``stride``-th body vertex posed like the fit's body, for the scene and self-penetration terms.
+
+    The fitting core skins the whole mesh when a term asks for ``state.vertices``; on the CPU that
+    dominates an iteration. These terms instead pose a fixed subset with the core's ``SiteModel`` (the
+    same skinning, on fewer vertices) and the core's rigid placement (rotation about the pelvis, then
+    the translation). Both terms of one iteration share the result.
+    """
+
+    def __init__(self, body: BodyModel, stride: int = SCENE_VERTEX_STRIDE):
+        self.ids = torch.arange(0, body.num_vertices, stride, device=body.device)
+        self.sites = SiteModel.build(body, self.ids)
+        self._last: tuple[int, torch.Tensor] | None = None
+
+    def __call__(self, state: FitState) -> torch.Tensor:
+        if self._last is not None and self._last[0] == id(state):
+            return self._last[1]
+        zero = state.transl.new_zeros(1, 3)
+        joints, points = self.sites(state.betas[None], state.body_pose[None], zero, zero)
+        pelvis = joints[0, :1]
+        posed = (points[0] - pelvis) @ state.global_orient.T + pelvis + state.transl
+        self._last = (id(state), posed)
+        return posed
+
+
+def scene_terms(sdf: SceneSDF, body: BodyModel, config: LiftConfig = LiftConfig()) -> dict[str, ExtraTerm]:
+    anchors = dict(config.anchors)
+    vertices = SceneVertices(body)
+    terms = {
+        "scene_penetration": ExtraTerm(lambda state: energies.scene_penetration(sdf(vertices(state)), config.threshold),
+                                       _phases(anchors["scene_penetration"]), needs_vertices=False),
+        "scene_contact": ExtraTerm(lambda state: energies.scene_contact(sdf(vertices(state)), config.threshold),
+                                   _phases(anchors["scene_contact"]), needs_vertices=False),
+    }
+    if config.self_penetration:
+        ids = vertices.ids.cpu().numpy()  # capsules fitted on the same subset, so their axes follow it
+        subset = energies.fit_part_capsules(body.v_template.detach().cpu().numpy()[ids],
+                                            energies.body_part_labels(body)[ids])
+        terms["self_penetration"] = ExtraTerm(lambda state: energies.self_penetration(vertices(state), subset),
+                                              _phases(anchors["self_penetration"]), needs_vertices=False)
+    return terms
+
+
+def initial_translation(cameras: OpenCVCamera, point) -> np.ndarray:
+    """Halfway between the mean camera position and the point (the release's start)."""
+    centres = -torch.einsum("ncd,nc->nd", cameras.R, cameras.t).detach().cpu().numpy()
+    return (centres.mean(0) + np.asarray(point, dtype=np.float64)) / 2
+
+
+def lift(body: BodyModel, keypoints: list[Keypoints2D], cameras: OpenCVCamera, sdf: SceneSDF, point, *,
+         vposer=None, config: LiftConfig = LiftConfig(), init: BodyInit | None = None, progress=None) -> BodyFit:
+    """Lift accepted ``body22`` views (one per camera) to one body in the scene; ``init`` warm-starts it
+    (stage 1 starts from its stage-0 body), else the translation starts halfway to the cameras."""
+    if len(keypoints) != len(cameras):
+        raise InputError(f"{len(keypoints)} keypoint views but {len(cameras)} cameras")
+    if not keypoints:
+        raise InputError("no view was accepted (each needs 13 of GenZI's 17 joints with confidence >= 0.25)")
+    views = [only_genzi_joints(view) for view in keypoints]
+    prior = "vposer" if vposer is not None else "open-body"
+    start = init if init is not None else BodyInit(transl=initial_translation(cameras, point))
+    return fit_body(body, views, cameras, config=fit_config(body, prior, config), vposer=vposer, init=start,
+                    extra_terms=scene_terms(sdf, body, config), progress=progress)

@@ -147,16 +147,16 @@ class SceneVertices:
     def __init__(self, body: BodyModel, stride: int = SCENE_VERTEX_STRIDE):
         self.ids = torch.arange(0, body.num_vertices, stride, device=body.device)
         self.sites = SiteModel.build(body, self.ids)
-        self._last: tuple[int, torch.Tensor] | None = None
+        self._last: tuple[FitState, torch.Tensor] | None = None  # the state itself: ids of freed states recur
 
     def __call__(self, state: FitState) -> torch.Tensor:
-        if self._last is not None and self._last[0] == id(state):
+        if self._last is not None and self._last[0] is state:
             return self._last[1]
         zero = state.transl.new_zeros(1, 3)
         joints, points = self.sites(state.betas[None], state.body_pose[None], zero, zero)
         pelvis = joints[0, :1]
         posed = (points[0] - pelvis) @ state.global_orient.T + pelvis + state.transl
-        self._last = (id(state), posed)
+        self._last = (state, posed)
         return posed
 
 

@@ -33,6 +33,8 @@ class Annotator:
     external_id: str
     role: str  # "annotator" | "admin"
     qualification: str  # "pending" | "qualified" | "disqualified"
+    verified: bool = False  # came with a signed worker link or a login (migration 0005)
+    bound_session: str | None = None  # SHA-256 of the one browser session a demo worker id belongs to
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Task:
     priority: int
     is_gold: bool
     batch_id: int | None
+    pool: str = "crowd"  # "crowd" or "demo" (held only by its maker until an admin promotes it)
 
 
 @dataclass(frozen=True)
@@ -113,3 +116,28 @@ class Submission:
     seconds_spent: float
     client_info: Mapping
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class Run:
+    """One result a studio tab produced. ``files`` maps each output file name to its absolute path.
+
+    kind: "contact" | "affordance" | "hoi" | "genzi".
+    method: what produced it, e.g. "interactvlm-hoi" or "baseline: silhouette only (no contacts)".
+    group_key: runs made from the same input share it (a perceptual study pairs them by it).
+    inputs: each input's source, e.g. {"body": "example", "contacts": "painted"}.
+    summary: figures worth listing (final losses, IoU, metrics).
+    """
+
+    id: str
+    kind: str
+    method: str
+    group_key: str | None
+    inputs: Mapping
+    files: Mapping[str, Path]
+    summary: Mapping
+    created_at: datetime
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method.startswith(BASELINE_PREFIX)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        String, Text, UniqueConstraint, text)
+                        String, Text, UniqueConstraint, false, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 TASK_KINDS = ("human_contact", "object_affordance")
 ROLES = ("annotator", "admin")
 QUALIFICATIONS = ("pending", "qualified", "disqualified")
 ASSIGNMENT_STATES = ("assigned", "submitted", "skipped", "flagged", "expired")
+POOLS = ("crowd", "demo")  # migration 0005: demo-made tasks are served to nobody but their maker
 LAYER_ENCODINGS = ("ids", "values")  # uint32 vertex ids, or float32 per vertex/point
 
 
@@ -69,6 +70,9 @@ class AnnotatorRow(Base):
     role: Mapped[str] = mapped_column(String(16))
     qualification: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # Migration 0005: a signed link or a login proved this id; the one browser session a demo id belongs to.
+    verified: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    bound_session: Mapped[str | None] = mapped_column(String(64))
 
 
 class PredictionRow(Base):
@@ -105,6 +109,7 @@ class TaskRow(Base):
     filled: Mapped[int] = mapped_column(Integer)  # assignments holding a slot (assigned or submitted)
     provenance: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    pool: Mapped[str] = mapped_column(String(8), index=True, server_default="crowd", default="crowd")  # 0005
 
 
 class LayerColumns:
@@ -174,4 +179,24 @@ class ExportRow(Base):
     counts: Mapped[dict] = mapped_column(JSON)
     content_hash: Mapped[str] = mapped_column(String(64))
     location: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+RUN_KINDS = ("contact", "affordance", "hoi", "genzi")
+
+
+class RunRow(Base):
+    """Added by migration 0004: one result a tab produced (see ``annotations.runs``)."""
+
+    __tablename__ = "runs"
+    __table_args__ = (CheckConstraint(f"kind IN {RUN_KINDS}", name="ck_run_kind"),
+                      Index("ix_runs_kind_created", "kind", "created_at"))
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random hex: unguessable, safe in a path
+    kind: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(200))
+    group_key: Mapped[str | None] = mapped_column(String(128), index=True)  # runs made from the same input
+    owner: Mapped[str | None] = mapped_column(String(128))  # who made it (session or login), never shown
+    inputs: Mapped[dict] = mapped_column(JSON)  # every input's source, e.g. {"contacts": "painted"}
+    outputs: Mapped[dict] = mapped_column(JSON)  # file name -> size in bytes, under runs/<id>/
+    summary: Mapped[dict] = mapped_column(JSON)  # figures worth listing (losses, IoU, metrics)
     created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -22,7 +22,7 @@ every stage over that stage's variables. Iterations whose loss or gradient is no
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Mapping, Sequence, Union
 
@@ -96,7 +96,8 @@ class FitConfig:
     """Every knob of the fit.
 
     stages: the schedule (``DEFAULT_STAGES``: torso, then pose with strong and weak priors).
-    rho: Geman-McClure scale in pixels (GenZI: 0.2 of a 512-pixel image, about 100 px).
+    rho: Geman-McClure scale in pixels. GenZI divides pixels by 512 and uses rho 0.2: the same robust
+        shape is rho = 102.4 here, with every energy 512^2 times larger (scale its other weights to match).
     weight_decay: > 0 switches Adam to AdamW (GenZI uses 0.01).
     learn_view_weights: optimise one logit per view (GenZI's view scores), starting at s = 0.5.
     min_views: the view-selection threshold tau.
@@ -211,8 +212,22 @@ class BodyFit:
         """Keyword arguments for ``BodyModel.forward`` (each with batch 1)."""
         return {name: getattr(self, name)[None] for name in ("betas", "body_pose", "global_orient", "transl")}
 
-    def mean_reprojection_error_px(self, confidence_threshold: float = 0.0) -> float:
-        return float(self.reprojection_error_px.mean())
+
+def photo_camera(image_size: tuple[int, int], focal_px: float | None = None, fov_deg: float = 60.0) -> OpenCVCamera:
+    """The camera of one photo, in our Y-up world: at the origin, looking along -Z, image rows going down.
+
+    ``R = diag(1, -1, -1)``, ``t = 0``, principal point at the image centre, focal ``focal_px`` or the one
+    giving ``fov_deg`` across the longer side. A body in front of it sits at negative z; its
+    coordinates in the OpenCV camera frame are ``diag(1, -1, -1) @ x``.
+    """
+    height, width = image_size
+    if not (height > 0 and width > 0):
+        raise InputError(f"image size must be positive, got {image_size}")
+    focal = focal_px if focal_px is not None else max(height, width) / 2 / math.tan(math.radians(fov_deg) / 2)
+    if not (math.isfinite(focal) and focal > 0):
+        raise InputError("the focal length must be a positive number of pixels")
+    K = torch.tensor([[[focal, 0.0, width / 2 - 0.5], [0.0, focal, height / 2 - 0.5], [0.0, 0.0, 1.0]]])
+    return OpenCVCamera(K=K, R=torch.diag(torch.tensor([1.0, -1.0, -1.0]))[None], t=torch.zeros(1, 3))
 
 
 def tqdm_progress(bar) -> Callable[[float, str], None]:
@@ -397,7 +412,7 @@ def _initial_variables(problem: _Problem, init: BodyInit, config: FitConfig) -> 
         if not torch.isfinite(value).all():
             raise InputError(f"initial {name} contains NaN or inf")
     if init.global_orient is None:
-        variables = _orientation_hypotheses(problem, variables, config.orientation_hypotheses)
+        variables = _orientation_hypotheses(problem, config, variables)
     if init.transl is None:
         variables["transl"] = _translation_from_torso(problem, config, variables)
     return variables
@@ -433,10 +448,10 @@ def _place_one(problem: _Problem, sites: torch.Tensor) -> torch.Tensor:
     return torch.stack(estimates).mean(0)
 
 
-def _orientation_hypotheses(problem: _Problem, variables: dict, count: int) -> dict:
-    """``count`` upright orientations: facing the first camera, then turned by 360/count degrees each."""
-    like = variables["transl"]
-    position = _place_one(problem, _states(problem, FitConfig(), variables, 0, 0, False)[0].keypoints_3d)
+def _orientation_hypotheses(problem: _Problem, config: FitConfig, variables: dict) -> dict:
+    """Upright orientations: facing the first camera, then turned by 360/n degrees each (n hypotheses)."""
+    like, count = variables["transl"], config.orientation_hypotheses
+    position = _place_one(problem, _states(problem, config, variables, 0, 0, False)[0].keypoints_3d)
     towards = _camera_centres(problem.cameras)[0] - position
     facing = math.atan2(float(towards[0]), float(towards[2]))
     yaws = [facing + 2 * math.pi * k / count for k in range(count)]
@@ -469,7 +484,10 @@ def _run_stage(problem: _Problem, config: FitConfig, extra: dict[str, ExtraTerm]
             terms = {name: value * weights[name] for name, value in _energies(problem, config, stage, state).items()
                      if weights.get(name, 0.0) != 0.0}
             for name, term in active_extra.items():
-                terms[name] = term.fn(state) * _weight_at(term.weights[index], step, stage.iterations)
+                value = term.fn(state)
+                if not isinstance(value, torch.Tensor) or value.dim() != 0:
+                    raise TypeError(f"extra term {name!r} must return a scalar tensor")
+                terms[name] = value * _weight_at(term.weights[index], step, stage.iterations)
             hypotheses.append(terms)
         sums = torch.stack([sum(terms.values()) if terms else leaves[0].sum() * 0 for terms in hypotheses])
         total = sums.sum()

@@ -84,6 +84,12 @@ class Keypoints2D:
 
     def __post_init__(self):
         check_keypoints(self.xy, self.confidence, self.layout)
+        size = tuple(np.asarray(self.image_size).reshape(-1).tolist())
+        if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+            raise InputError(f"image_size must be (height, width) in whole pixels, got {self.image_size!r}")
+        object.__setattr__(self, "xy", np.asarray(self.xy, dtype=np.float32))
+        object.__setattr__(self, "confidence", np.asarray(self.confidence, dtype=np.float32))
+        object.__setattr__(self, "image_size", size)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -39,6 +39,7 @@ from engine.fitting.rotations import columns_6d_to_matrix, matrix_to_axis_angle
 
 NUM_PRIOR_JOINTS = 21  # the body_pose joints shared by SMPL-X, SMPL-H and the open body
 VPOSER_DIR = "vposer/V02_05"
+VPOSER_SNAPSHOTS = ("V02_05_epoch=13_val_loss=0.03.ckpt", "V02_05_epoch=08_val_loss=0.03.ckpt")  # as released
 VPOSER_HINT = ("Register at smpl-x.is.tue.mpg.de, download VPoser v2.0 (V02_05) and unpack it so that "
                "V02_05.yaml and snapshots/*.ckpt sit in that folder. Without it the open-body prior is used.")
 
@@ -170,8 +171,7 @@ def _vposer_files(folder: Path) -> tuple[Path, Path]:
         config = yamls[0]
     snapshots = sorted((folder / "snapshots").glob("*.ckpt")) if (folder / "snapshots").is_dir() else []
     if not snapshots:
-        raise MissingAssetError("VPoser v2 checkpoint", folder / "snapshots" / "V02_05_epoch=13_val_loss=0.03.ckpt",
-                                VPOSER_HINT)
+        raise MissingAssetError("VPoser v2 checkpoint", folder / "snapshots" / VPOSER_SNAPSHOTS[0], VPOSER_HINT)
     return config, snapshots[-1]  # names sort by epoch; the release ships its best snapshot last
 
 

@@ -89,11 +89,11 @@ def sd2_folder(models: Path | str | None = None) -> Path:
 def load_inpainting_pipeline(models: Path | str | None = None, device: torch.device | str = "cpu",
                              folder: Path | None = None):
     """The diffusers pipeline from the local folder, DPM-Solver++ scheduler, fp16 on CUDA."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionInpaintPipeline
-
     folder = Path(folder) if folder is not None else sd2_folder(models)
     if not (folder / "model_index.json").is_file():
         raise MissingAssetError("Stable Diffusion 2 inpainting folder", folder / "model_index.json", SD2_HINT)
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionInpaintPipeline  # heavy: only with a folder
+
     device = torch.device(device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     pipe = StableDiffusionInpaintPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None,

@@ -35,8 +35,9 @@ import torch
 from engine.body.model import BodyModel
 from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError
-from engine.fitting.fit import BodyFit, BodyInit, ExtraTerm, FitConfig, StageConfig, fit_body
+from engine.fitting.fit import BodyFit, BodyInit, ExtraTerm, FitConfig, FitState, StageConfig, fit_body
 from engine.fitting.keypoints import COCO17_NAMES, Keypoints2D
+from engine.fitting.kinematics import SiteModel
 from engine.genzi import energies
 from engine.genzi.sdf import SceneSDF
 from engine.render.cameras import OpenCVCamera
@@ -60,6 +61,7 @@ LEARNING_RATE = 0.01
 WEIGHT_DECAY = 0.01
 IMAGE_SCALE = 512.0
 RHO = 0.2
+SCENE_VERTEX_STRIDE = 4  # scene terms see every 4th vertex (2654 of the open body's 10614)
 
 # GenZI's anchors (Sketchfab, stage 0): phase k goes from anchor k to anchor k + 1.
 ANCHORS = {
@@ -133,18 +135,46 @@ def fit_config(body: BodyModel, prior: str, config: LiftConfig = LiftConfig()) -
                      min_views=energies.MIN_VIEWS, orientation_hypotheses=config.orientation_hypotheses, select_after=1)
 
 
+class SceneVertices:
+    """Every ``stride``-th body vertex posed like the fit's body, for the scene and self-penetration terms.
+
+    The fitting core skins the whole mesh when a term asks for ``state.vertices``; on the CPU that
+    dominates an iteration. These terms instead pose a fixed subset with the core's ``SiteModel`` (the
+    same skinning, on fewer vertices) and the core's rigid placement (rotation about the pelvis, then
+    the translation). Both terms of one iteration share the result.
+    """
+
+    def __init__(self, body: BodyModel, stride: int = SCENE_VERTEX_STRIDE):
+        self.ids = torch.arange(0, body.num_vertices, stride, device=body.device)
+        self.sites = SiteModel.build(body, self.ids)
+        self._last: tuple[int, torch.Tensor] | None = None
+
+    def __call__(self, state: FitState) -> torch.Tensor:
+        if self._last is not None and self._last[0] == id(state):
+            return self._last[1]
+        zero = state.transl.new_zeros(1, 3)
+        joints, points = self.sites(state.betas[None], state.body_pose[None], zero, zero)
+        pelvis = joints[0, :1]
+        posed = (points[0] - pelvis) @ state.global_orient.T + pelvis + state.transl
+        self._last = (id(state), posed)
+        return posed
+
+
 def scene_terms(sdf: SceneSDF, body: BodyModel, config: LiftConfig = LiftConfig()) -> dict[str, ExtraTerm]:
     anchors = dict(config.anchors)
+    vertices = SceneVertices(body)
     terms = {
-        "scene_penetration": ExtraTerm(lambda state: energies.scene_penetration(sdf(state.vertices), config.threshold),
-                                       _phases(anchors["scene_penetration"])),
-        "scene_contact": ExtraTerm(lambda state: energies.scene_contact(sdf(state.vertices), config.threshold),
-                                   _phases(anchors["scene_contact"])),
+        "scene_penetration": ExtraTerm(lambda state: energies.scene_penetration(sdf(vertices(state)), config.threshold),
+                                       _phases(anchors["scene_penetration"]), needs_vertices=False),
+        "scene_contact": ExtraTerm(lambda state: energies.scene_contact(sdf(vertices(state)), config.threshold),
+                                   _phases(anchors["scene_contact"]), needs_vertices=False),
     }
     if config.self_penetration:
-        capsules = energies.fit_part_capsules(body.v_template.detach().cpu().numpy(), body.weights.detach().cpu().numpy())
-        terms["self_penetration"] = ExtraTerm(lambda state: energies.self_penetration(state.vertices, capsules),
-                                              _phases(anchors["self_penetration"]))
+        ids = vertices.ids.cpu().numpy()  # capsules fitted on the same subset, so their axes follow it
+        subset = energies.fit_part_capsules(body.v_template.detach().cpu().numpy()[ids],
+                                            body.weights.detach().cpu().numpy()[ids])
+        terms["self_penetration"] = ExtraTerm(lambda state: energies.self_penetration(vertices(state), subset),
+                                              _phases(anchors["self_penetration"]), needs_vertices=False)
     return terms
 
 
@@ -155,14 +185,15 @@ def initial_translation(cameras: OpenCVCamera, point) -> np.ndarray:
 
 
 def lift(body: BodyModel, keypoints: list[Keypoints2D], cameras: OpenCVCamera, sdf: SceneSDF, point, *,
-         vposer=None, config: LiftConfig = LiftConfig(), progress=None) -> BodyFit:
-    """Lift accepted ``body22`` views (one per camera) to one body in the scene."""
+         vposer=None, config: LiftConfig = LiftConfig(), init: BodyInit | None = None, progress=None) -> BodyFit:
+    """Lift accepted ``body22`` views (one per camera) to one body in the scene; ``init`` warm-starts it
+    (stage 1 starts from its stage-0 body), else the translation starts halfway to the cameras."""
     if len(keypoints) != len(cameras):
         raise InputError(f"{len(keypoints)} keypoint views but {len(cameras)} cameras")
     if not keypoints:
         raise InputError("no view was accepted (each needs 13 of GenZI's 17 joints with confidence >= 0.25)")
     views = [only_genzi_joints(view) for view in keypoints]
     prior = "vposer" if vposer is not None else "open-body"
-    start = BodyInit(transl=initial_translation(cameras, point))
+    start = init if init is not None else BodyInit(transl=initial_translation(cameras, point))
     return fit_body(body, views, cameras, config=fit_config(body, prior, config), vposer=vposer, init=start,
                     extra_terms=scene_terms(sdf, body, config), progress=progress)

@@ -56,6 +56,10 @@ class SceneSDF:
     def dim(self) -> int:
         return int(self.grid.shape[0])
 
+    def to(self, device) -> "SceneSDF":
+        """The same grid on ``device`` (sampling moves the grid to the points' device otherwise, every call)."""
+        return SceneSDF(self.grid.to(device), self.low.to(device), self.high.to(device), self.rotation.to(device))
+
     def node_positions(self) -> torch.Tensor:
         """(N, N, N, 3) positions of the grid nodes in the grid's frame."""
         axes = [torch.linspace(float(self.low[a]), float(self.high[a]), self.dim, dtype=torch.float64) for a in range(3)]
@@ -70,7 +74,7 @@ class SceneSDF:
         local = points.to(dtype) @ self.rotation.to(points.device, dtype).T
         low, high = self.low.to(points.device, dtype), self.high.to(points.device, dtype)
         normalised = 2 * (local - low) / (high - low) - 1
-        grid = normalised.reshape(1, 1, 1, -1, 3)[..., [2, 1, 0]]
+        grid = normalised.flip(-1).reshape(1, 1, 1, -1, 3)  # (z, y, x): grid_sample reads x as the last axis
         volume = self.grid.to(points.device, dtype)[None, None]
         values = torch.nn.functional.grid_sample(volume, grid, mode="bilinear", padding_mode="border",
                                                  align_corners=True)

@@ -267,13 +267,14 @@ def _no_view_message(scene: Scene, point: ScenePoint, config: ViewConfig) -> str
 
 
 def render_views(scene: Scene, cameras: FoVPerspectiveCamera, image_size: int = IMAGE_SIZE,
-                 colour=(0.75, 0.75, 0.75)) -> np.ndarray:
+                 colour=(0.75, 0.75, 0.75), device=None) -> np.ndarray:
     """(N, H, W, 3) uint8 Phong renders of the grey scene for the inpainting model, lit from each camera
-    and from above; background white."""
-    vertices = torch.from_numpy(scene.vertices.copy()).float()
-    faces = torch.from_numpy(scene.faces.copy())
+    and from above; background white. ``device``: where to rasterize (CPU by default)."""
+    vertices = torch.from_numpy(scene.vertices.copy()).float().to(device)
+    faces = torch.from_numpy(scene.faces.copy()).to(device)
+    cameras = cameras.to(device)
     normals = vertex_normals(vertices, faces)
-    colours = torch.tensor(colour).expand_as(vertices)
+    colours = torch.tensor(colour, device=vertices.device).expand_as(vertices)
     images = []
     eyes = cameras.camera_centres()
     material = PhongMaterial(ambient=0.35, diffuse=0.55, specular=0.1)
@@ -285,5 +286,5 @@ def render_views(scene: Scene, cameras: FoVPerspectiveCamera, image_size: int = 
         lights = (tuple(eye.tolist()), (float(eye[0]), float(eye[1]) + 3.0, float(eye[2])))
         image = phong_shade(fragments, faces, vertices, normals, colours, eyes[index:index + 1], lights=lights,
                             material=material)
-        images.append((image[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+        images.append((image[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
     return np.stack(images)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError
 from engine.fitting import energies
-from engine.fitting.fit import DEFAULT_STAGES, BodyInit, ExtraTerm, FitConfig, StageConfig, fit_body
+from engine.fitting.fit import DEFAULT_STAGES, BodyInit, ExtraTerm, FitConfig, StageConfig, fit_body, photo_camera
 from engine.fitting.keypoints import Keypoints2D
 from engine.fitting.priors import load_vposer
 from engine.fitting.synthetic import WALK_AND_REACH, body_pose_from, orbit_cameras, synthetic_views
@@ -120,6 +121,19 @@ def test_smplx_family_body_fits_coco_keypoints(smplx_models_dir):
     assert fit.reprojection_error_px.mean() < 3.5  # 2 px noise per axis: 2.5 px is the floor for the truth
 
 
+def test_photo_camera_sees_an_upright_body_facing_it(open_body):
+    camera = photo_camera((480, 640), fov_deg=60)
+    assert float(camera.K[0, 0, 0]) == pytest.approx(320 / np.tan(np.radians(30)))
+    with torch.no_grad():
+        joints = open_body(transl=torch.tensor([[0.0, 0.0, -3.0]])).joints[0]
+    uv = camera.project(joints)[0, :, :2]
+    index = BODY_JOINT_NAMES.index
+    assert uv[index("head"), 1] < uv[index("pelvis"), 1]  # head above the pelvis in the image
+    assert uv[index("left_shoulder"), 0] > uv[index("right_shoulder"), 0]  # facing the camera: its left on our right
+    with pytest.raises(InputError, match="focal"):
+        photo_camera((480, 640), focal_px=-1.0)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def _one_view(open_body):
     return _views(open_body, [90.0]).keypoints[0]
@@ -136,6 +150,14 @@ def _one_view(open_body):
 def test_bad_keypoints(xy, confidence, layout, message):
     with pytest.raises(InputError, match=message):
         Keypoints2D(xy=xy, confidence=confidence, image_size=(512, 512), layout=layout)
+
+
+def test_bad_image_size_and_a_non_scalar_extra_term(open_body):
+    with pytest.raises(InputError, match="image_size"):
+        Keypoints2D(np.zeros((17, 2)), np.ones(17), (512, 0))
+    with pytest.raises(TypeError, match="scalar"):
+        fit_body(open_body, _one_view(open_body), orbit_cameras([90.0]), config=QUICK,
+                 extra_terms={"x": (lambda state: state.joints, (1.0, 1.0))})
 
 
 def test_bad_fit_arguments(open_body):

@@ -131,3 +131,15 @@ def test_a_model_with_other_keypoints_is_refused(tmp_path):
     model = transformers.VitPoseForPoseEstimation(transformers.VitPoseConfig(backbone_config=backbone, num_labels=133))
     with pytest.raises(InputError, match="COCO-17"):
         VitPoseEstimator(model, processor=None)
+
+
+def test_vitpose_keypoints_feed_the_fit(vitpose_models, image, open_body):
+    """ViTPose -> fit wiring on a photo camera (the untrained model's keypoints are arbitrary, the plumbing is not)."""
+    import dataclasses
+
+    from engine.fitting.fit import DEFAULT_STAGES, FitConfig, fit_body, photo_camera
+
+    keypoints = load_vitpose(vitpose_models)(image)
+    config = FitConfig(stages=(dataclasses.replace(DEFAULT_STAGES[0], iterations=3),), orientation_hypotheses=1)
+    fit = fit_body(open_body, keypoints, photo_camera(keypoints.image_size), config=config)
+    assert fit.layout == "coco17" and fit.projected.shape == (1, 17, 2) and np.isfinite(fit.vertices).all()

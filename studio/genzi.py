@@ -471,8 +471,8 @@ def genzi_tab(demo: GenziDemo, gpu: dict) -> None:
             prompt = gr.Textbox(label="prompt (what the person does)", value="sitting on the sofa reading",
                                 elem_id="genzi-prompt")
             reason = demo.generate_reason()
-            generate = gr.Button("Generate" if not reason else f"Generate (off: {reason})", variant="primary",
-                                 interactive=not reason, elem_id="genzi-generate")
+            generate = gr.Button("Generate" if not reason else "Generate (off: model folders missing, see above)",
+                                 variant="primary", interactive=not reason, elem_id="genzi-generate")
         with gr.Column(scale=2):
             gr.HTML('<div class="studio-scene-picker" id="studio-scene-picker"></div>', js_on_load=PICKER_MOUNT_JS,
                     elem_id="genzi-picker-host", min_height=420)

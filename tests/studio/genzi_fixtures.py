@@ -1,5 +1,5 @@
 """The GenZI tab's test server (imported by the GenZI tab's test modules): no model folders, gallery previews
-at 64 px (the view selection itself keeps GenZI's 512 px cameras)."""
+at 128 px (the view selection itself keeps GenZI's 512 px cameras)."""
 from __future__ import annotations
 
 import pytest
@@ -14,7 +14,7 @@ def genzi_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("genzi-tab")
     (folder / "models").mkdir()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(genzi_tab, "DEFAULT_CONFIG", genzi_tab.GenziTabConfig(preview_size=64))
+        patch.setattr(genzi_tab, "DEFAULT_CONFIG", genzi_tab.GenziTabConfig(preview_size=128))
         running, server = start_studio(folder / "models", folder)
     yield running
     stop(server, running)

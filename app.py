@@ -93,6 +93,10 @@ def serve(args) -> int:
         return 2
     if settings.admin is None:
         print("note: /admin is closed; set STUDIO_ADMIN_USER and STUDIO_ADMIN_PASSWORD to open it", file=sys.stderr)
+    # This server's own upload folder (swept by the studio), unless the deployment names one.
+    from engine.paths import var_dir
+
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(var_dir() / "gradio-uploads"))
     studio = build_studio(settings)
     print(f"bodies ready for the painter: {', '.join(studio.warm_up())}")
     app = build_server(studio)

@@ -360,8 +360,12 @@ def _read_bytes(source, name: str) -> bytes:
         path = Path(source)
         if not path.is_file():
             raise InputError(f"{name!r}: no object file at {path}")
+        if path.stat().st_size > MAX_OBJECT_BYTES:  # refused by its size: not a byte read
+            raise InputError(f"{name!r} is larger than {MAX_OBJECT_BYTES // 1024 ** 2} MiB; "
+                             f"at most {MAX_OBJECT_BYTES} bytes are accepted")
         with open(path, "rb") as handle:
-            data = handle.read(MAX_OBJECT_BYTES + 1)
+            # read in chunks: read(n) would reserve n bytes up front, 50 MiB for every small file
+            data = b"".join(iter(lambda: handle.read(2**20), b""))[:MAX_OBJECT_BYTES + 1]
     else:
         raise InputError(f"an object file must be given as a path or bytes, got {type(source).__name__}")
     if len(data) > MAX_OBJECT_BYTES:

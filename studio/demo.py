@@ -91,10 +91,7 @@ def checked_image(studio: Studio, image) -> bytes:
 @contextlib.contextmanager
 def decoding(studio: Studio, image):
     """Hold the image's pixel count (from its header) in the GPU lane's budget while the request runs."""
-    path = Path(image_file(studio, image))
-    with path.open("rb") as handle:
-        head = handle.read(studio.store.config.image_limits.max_bytes + 1)
-    with studio.pixel_budgets[GPU_LANE].hold(header_pixels(head)):
+    with studio.pixel_budgets[GPU_LANE].hold(header_pixels(Path(image_file(studio, image)))):
         yield
 
 

@@ -26,11 +26,11 @@ from engine.errors import InputError
 log = logging.getLogger("studio.resources")
 
 
-def header_pixels(data: bytes) -> int:
-    """Width x height from an image's header (no pixel is decoded); 0 when the header is unreadable
-    (the store's image checks then refuse the file with their own message)."""
+def header_pixels(source) -> int:
+    """Width x height from an image's header (a path or bytes; PIL reads only what the header needs and
+    decodes no pixel); 0 when it is unreadable (the store's image checks then refuse it with a message)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
             width, height = image.size
     except (OSError, ValueError, Image.DecompressionBombError):
         return 0

@@ -1,6 +1,8 @@
 """A real studio server (uvicorn in a thread) on a free port, with its own store; optionally tiny models."""
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +11,8 @@ import pytest
 from PIL import Image
 
 ADMIN_USER, ADMIN_PASSWORD = "lab-admin", "correct horse battery"
+# This run's own Gradio upload folder: the servers' sweepers never touch another process's files.
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="studio-tests-gradio-"))
 
 
 @dataclass(frozen=True)

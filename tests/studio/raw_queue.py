@@ -75,12 +75,13 @@ class RawPage:
 
     def upload(self, path, name: str | None = None) -> dict:
         """Upload a file the honest way; returns the file object the page then sends."""
-        content = Path(path).read_bytes()
-        response = self.client.post(f"{self.page}/gradio_api/upload",
-                                    files=[("files", (name or Path(path).name, content))])
+        with Path(path).open("rb") as handle:  # streamed: a large upload never sits in this process's memory
+            response = self.client.post(f"{self.page}/gradio_api/upload",
+                                        files=[("files", (name or Path(path).name, handle))])
         response.raise_for_status()
         server_path = response.json()[0]
-        return {"path": server_path, "meta": FILE_META, "orig_name": name or Path(path).name, "size": len(content)}
+        return {"path": server_path, "meta": FILE_META, "orig_name": name or Path(path).name,
+                "size": Path(path).stat().st_size}
 
     def call(self, fn: int | str, data: list, session_hash: str | None = None, timeout_s: float = 120) -> Outcome:
         """Join the queue with ``data`` and read the event stream until this event completes."""

@@ -81,6 +81,7 @@ def submissions_by(store, external_id: str) -> int:
                          .where(models.AnnotatorRow.external_id == external_id))
 
 
+@pytest.mark.slow
 def test_fifty_demo_tasks_never_reach_the_crowd_until_the_admin_promotes_one(crowd_server, picture):
     store, url = crowd_server.studio.store, crowd_server.url
     queued = crowd_task(store, 901)

@@ -8,6 +8,7 @@ and leave nothing derived from the secret files in any folder the server serves 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -174,3 +175,36 @@ def test_accept_upload_takes_every_form_a_handler_receives(studio_server, tmp_pa
     for empty in (None, ""):
         with pytest.raises(InputError, match="upload the image first"):
             accept_upload(studio, empty, what="the image")
+
+
+def test_example_scripts_and_readmes_are_not_served(studio_server):
+    import httpx
+
+    assert (EXAMPLES / "make_examples.py").is_file() and (EXAMPLES / "README.md").is_file()
+    with httpx.Client(timeout=30) as client:
+        for prefix in ("", "/annotate"):
+            for name in ("make_examples.py", "README.md", "person_chair.png"):
+                answer = client.get(f"{studio_server.url}{prefix}/gradio_api/file={EXAMPLES / name}")
+                assert answer.status_code == 403, (prefix, name)
+    # the example images reach the page through Gradio's cache, the scripts never
+    page = RawPage(studio_server.url)
+    served = [item for row in page.config()["components"] if row.get("type") == "dataset"
+              for item in json.dumps(row.get("props", {})).split('"') if "person_" in item or "make_examples" in item]
+    page.close()
+    assert served and not any("make_examples" in item or "README" in item for item in served)
+
+
+def test_an_unexpected_failure_shows_no_path_exception_name_or_traceback(studio_server, picture, monkeypatch):
+    """A bug (here: a RuntimeError naming a server path) reaches the visitor as a bare failure."""
+    from studio.context import Studio
+
+    def broken(self, topology):
+        raise RuntimeError(f"boom in {studio_server.models_dir}/secret/file.npz")
+
+    monkeypatch.setattr(Studio, "body", broken)
+    page = RawPage(studio_server.url)
+    outcome = page.call("predict_contact", [page.upload(picture), ["chair"]])
+    page.close()
+    assert not outcome.success
+    shown = json.dumps(outcome.raw)
+    assert "secret/file.npz" not in shown and "RuntimeError" not in shown and "Traceback" not in shown

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engine.body.parts import body_ancestor
 from engine.body.skeleton import BODY_PARENTS
 from engine.fitting import energies as core
 
@@ -120,10 +121,19 @@ def tree_distance(parents=BODY_PARENTS) -> np.ndarray:
     return distance
 
 
-def fit_part_capsules(rest_vertices: np.ndarray, skinning_weights: np.ndarray) -> PartCapsules:
-    """Capsules for every joint that owns vertices (see the module docstring)."""
+def body_part_labels(body) -> np.ndarray:
+    """(V,) the body joint (0..21) of each vertex: its strongest skinning joint, hand and face joints
+    (SMPL-X, SMPL-H) folded into their nearest body ancestor."""
+    weights = getattr(body, "weights", None)
+    weights = body.lbs_weights if weights is None else weights
+    strongest = weights.detach().cpu().numpy().argmax(1)
+    return body_ancestor(body.parent_index.detach().cpu().numpy())[strongest]
+
+
+def fit_part_capsules(rest_vertices: np.ndarray, labels: np.ndarray) -> PartCapsules:
+    """Capsules for every body joint that owns vertices (``labels``: (V,) joint per vertex; see the module docstring)."""
     rest = np.asarray(rest_vertices, dtype=np.float64)
-    labels = np.asarray(skinning_weights).argmax(1)
+    labels = np.asarray(labels)
     parts = tuple(int(j) for j in np.unique(labels))
     count = len(rest)
     low, high, radius = np.zeros((len(parts), count)), np.zeros((len(parts), count)), np.zeros(len(parts))

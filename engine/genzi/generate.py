@@ -64,14 +64,26 @@ def build_pipeline(models, device, config: GenziConfig = GenziConfig()) -> Genzi
     from engine.fitting.vitpose import load_vitpose
     from engine.paths import models_dir
 
+    from engine.fitting.priors import load_vposer
+
     root = models_dir(models)
     pipe = inpaint.load_inpainting_pipeline(root, device)
     pose = load_vitpose(root, device)
     clip = metrics.ClipScorer.from_pretrained(models=root, device=device)
-    return GenziPipeline(pipe, pose, clip, load_body("openbody", root, device), None, config)
+    try:  # SMPL-X with VPoser when their files are there; otherwise the open body and its prior
+        body = load_body("smplx", root, device)
+    except MissingAssetError:
+        body = load_body("openbody", root, device)
+    try:
+        vposer = load_vposer(root, device) if body.topology != "openbody-v1" else None
+    except MissingAssetError:
+        vposer = None
+    return GenziPipeline(pipe, pose, clip, body, vposer, config)
 
 
-def save_output(output: GenziOutput, folder: Path, body_faces: np.ndarray) -> None:
+def save_output(output: GenziOutput, folder: Path, body_faces: np.ndarray, scene: scenes.Scene | None = None) -> None:
+    """Write one prompt's results. Meshes are in the scene file's own frame (Z-up data stays Z-up); the
+    npz parameters are in our Y-up world, the frame the body model poses them in."""
     folder.mkdir(parents=True, exist_ok=True)
     for view, image in enumerate(output.renders):
         Image.fromarray(image).save(folder / f"view{view:03d}.png")
@@ -83,7 +95,8 @@ def save_output(output: GenziOutput, folder: Path, body_faces: np.ndarray) -> No
         stem = folder / f"body{number:02d}_stage{body.stage}"
         np.savez(stem.with_suffix(".npz"), **{name: np.asarray(value) for name, value in body.fit.body_params().items()},
                  view_ids=np.asarray(body.view_ids), clip=body.clip)
-        mesh = trimesh.Trimesh(body.fit.vertices, body_faces, process=False)
+        vertices = scene.to_source_frame(body.fit.vertices) if scene is not None else body.fit.vertices
+        mesh = trimesh.Trimesh(vertices, body_faces, process=False)
         mesh.export(stem.with_suffix(".ply"))
         mesh.export(stem.with_suffix(".obj"))
     metrics.write_prompt_json(output.metrics, folder / "metrics.json")
@@ -107,7 +120,7 @@ def main(argv=None) -> int:
             for number, prompt in enumerate(prompts):
                 output = pipeline(scene, prompt, args.point, negative=args.negative,
                                   progress=lambda fraction, text: bar.set_postfix_str(text, refresh=True))
-                save_output(output, args.out / f"prompt{number:03d}", pipeline.body.faces.cpu().numpy())
+                save_output(output, args.out / f"prompt{number:03d}", pipeline.body.faces.cpu().numpy(), scene)
                 rows.append(output.metrics)
                 bar.update(1)
         table = metrics.format_table([metrics.batch_row(rows)])

@@ -172,7 +172,7 @@ def scene_terms(sdf: SceneSDF, body: BodyModel, config: LiftConfig = LiftConfig(
     if config.self_penetration:
         ids = vertices.ids.cpu().numpy()  # capsules fitted on the same subset, so their axes follow it
         subset = energies.fit_part_capsules(body.v_template.detach().cpu().numpy()[ids],
-                                            body.weights.detach().cpu().numpy()[ids])
+                                            energies.body_part_labels(body)[ids])
         terms["self_penetration"] = ExtraTerm(lambda state: energies.self_penetration(vertices(state), subset),
                                               _phases(anchors["self_penetration"]), needs_vertices=False)
     return terms

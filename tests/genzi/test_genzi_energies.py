@@ -63,7 +63,7 @@ def test_tree_distance_on_the_body_skeleton():
 
 @pytest.fixture(scope="module")
 def capsules(open_body):
-    return fit_part_capsules(open_body.v_template.numpy(), open_body.weights.numpy())
+    return fit_part_capsules(open_body.v_template.numpy(), energies.body_part_labels(open_body))
 
 
 def test_capsule_accuracy_on_the_rest_surface(open_body, capsules):
@@ -103,3 +103,13 @@ def test_self_penetration_is_zero_at_rest_and_positive_with_the_hand_in_the_ches
     assert moving.grad.abs().sum() > 0
     stepped = (moving - 50.0 * moving.grad).detach()
     assert float(self_penetration(stepped, capsules)) < value
+
+
+def test_part_labels_fold_hand_joints_into_the_body(smplx_models_dir):
+    from engine.body import load_body
+
+    smplx = load_body("smplx", smplx_models_dir)
+    labels = energies.body_part_labels(smplx)
+    assert labels.shape == (smplx.num_vertices,) and labels.min() >= 0 and labels.max() <= 21
+    capsules = fit_part_capsules(smplx.v_template.numpy(), labels)
+    assert capsules.non_adjacent.shape == (len(capsules.parts), len(capsules.parts))

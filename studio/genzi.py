@@ -276,17 +276,17 @@ class GenziDemo:
         with engine.use(GENZI_MODEL, progress=lambda f, desc: progress(0.05 * f, desc=f"loading models: {desc}")) as pipe:
             output = pipe(loaded.scene, prompt, point.point,
                           progress=lambda f, desc: progress(0.05 + 0.85 * f, desc=desc))
-            faces = np.asarray(pipe.body.faces.cpu())
+            faces, topology = np.asarray(pipe.body.faces.cpu()), str(pipe.body.topology)
         progress(0.92, desc="writing the bodies, the scene GLB and the downloads")
-        return self.keep(loaded, point, prompt, output, faces)
+        return self.keep(loaded, point, prompt, output, faces, topology)
 
-    def keep(self, loaded: LoadedScene, point, prompt: str, output, faces: np.ndarray) -> "Generation":
+    def keep(self, loaded: LoadedScene, point, prompt: str, output, faces: np.ndarray, topology: str) -> "Generation":
         """Write the downloads and keep the result as a run (``annotations.runs``)."""
         from annotations.runs import save_run
         from engine.genzi.generate import save_output
 
         folder = self.studio.output_folder()
-        save_output(output, folder / "genzi", faces)
+        save_output(output, folder / "genzi", faces, loaded.scene)  # meshes in the scene file's own frame
         glb = folder / "scene_and_bodies.glb"
         glb.write_bytes(scene_with_bodies_glb(loaded.scene, [body.fit.vertices for body in output.bodies], faces))
         downloads = [glb, folder / "genzi" / "metrics.json"] + sorted(
@@ -298,7 +298,7 @@ class GenziDemo:
         run = save_run(self.studio.store, kind="genzi", method="genzi",
                        inputs={"scene": loaded.source, "scene_hash": loaded.scene.content_hash, "prompt": prompt,
                                "point": [round(float(v), 4) for v in point.point],
-                               "models": [folder_spec.folder for folder_spec in MODEL_FOLDERS] + ["openbody"]},
+                               "models": [folder_spec.folder for folder_spec in MODEL_FOLDERS], "body": topology},
                        files={path.name: path for path in downloads}, summary=summary,
                        group_key=group_key(loaded.scene, point.point, prompt))
         return Generation(run.id, output, str(glb), [str(path) for path in downloads])
@@ -331,7 +331,8 @@ def group_key(scene: scenes.Scene, point, prompt: str) -> str:
 
 
 def scene_with_bodies_glb(scene: scenes.Scene, bodies: list[np.ndarray], faces: np.ndarray) -> bytes:
-    """One GLB: the grey scene and each body in its own colour (our Y-up frame, which glTF shares)."""
+    """One GLB: the grey scene and each body in its own colour, in our Y-up frame (glTF's too; the .ply and
+    .obj downloads are in the scene file's own frame)."""
     import trimesh
 
     from studio.exports import hex_to_rgb

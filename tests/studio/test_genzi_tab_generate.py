@@ -97,6 +97,7 @@ def test_generation_is_kept_as_a_run(generated, generation_server):
     run = runs[0]
     assert run.method == "genzi" and run.inputs["prompt"] == PROMPT and run.inputs["scene"] == "built-in: bedroom"
     assert run.inputs["point"] == [round(v, 4) for v in POINT] and "sd2-inpainting" in run.inputs["models"]
+    assert run.inputs["body"] == "openbody-v1"
     expected = genzi_tab.group_key(scenes.builtin_scene("bedroom"), POINT, PROMPT)
     assert run.group_key == expected and len(run.summary["clip"]) == 3
     assert "scene_and_bodies.glb" in run.files and run.files["scene_and_bodies.glb"].is_file()

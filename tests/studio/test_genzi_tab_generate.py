@@ -115,3 +115,12 @@ def test_bad_generation_input_is_refused_in_words(generated, point, prompt, mess
     with pytest.raises(AppError, match=message) as error:
         api.predict(point, prompt, api_name="/genzi_generate")
     assert "Error" not in str(error.value) and "/tmp" not in str(error.value)
+
+
+def test_with_every_folder_installed_there_is_no_notice_and_generate_is_on(generation_server):
+    import httpx
+
+    config = httpx.get(generation_server.url + "/config").json()
+    by_id = {c["props"].get("elem_id"): c["props"] for c in config["components"] if c.get("props", {}).get("elem_id")}
+    assert not by_id["genzi-notice"]["value"]
+    assert by_id["genzi-generate"]["interactive"] is not False and by_id["genzi-generate"]["value"] == "Generate"

@@ -4,7 +4,6 @@ bodies in the scene's GLB, a metrics table, downloads and a stored run. Small se
 128 px, 2 iterations per phase) keep it a CPU test; the stages are the real ones."""
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np

@@ -92,15 +92,25 @@ def load_inpainting_pipeline(models: Path | str | None = None, device: torch.dev
     folder = Path(folder) if folder is not None else sd2_folder(models)
     if not (folder / "model_index.json").is_file():
         raise MissingAssetError("Stable Diffusion 2 inpainting folder", folder / "model_index.json", SD2_HINT)
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionInpaintPipeline  # heavy: only with a folder
+    from diffusers import StableDiffusionInpaintPipeline  # heavy: only with a folder
 
     device = torch.device(device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    pipe = StableDiffusionInpaintPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None,
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(folder, torch_dtype=pipeline_dtype(device), safety_checker=None,
                                                           requires_safety_checker=False, local_files_only=True)
+    return configure_pipeline(pipe, device)
+
+
+def pipeline_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def configure_pipeline(pipe, device):
+    """GenZI's sampler on a loaded pipeline: DPM-Solver++ from its scheduler config, on ``device``, quiet."""
+    from diffusers import DPMSolverMultistepScheduler
+
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return pipe.to(torch.device(device), pipeline_dtype(device))
 
 
 def build_text(prompt: str, config: InpaintConfig) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 import studio.genzi as genzi_tab
 
-from conftest import start_studio, stop
+from studio_servers import start_studio, stop
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import studio.genzi as genzi_tab
 from annotations.runs import list_runs
 from engine.genzi import scenes
 
-from conftest import start_studio, stop
+from studio_servers import start_studio, stop
 
 pytestmark = pytest.mark.slow
 BEDROOM = genzi_tab.SCENE_LABELS["bedroom"]

@@ -3,8 +3,9 @@
     /                 the demo (semantic contact, affordance)
     /annotate         the annotator workflow (``?worker=ID`` or a login)
     /admin            the admin console (admin login; closed when no admin account is configured)
-    /studio/static/   painter.js and three.js from ``studio/web/node_modules``
-    /studio/mesh/     body meshes by topology, task objects by task id (JSON for the painter)
+    /studio/static/   painter.js, scene_picker.js and three.js from ``studio/web/node_modules``
+    /studio/mesh/     body meshes by topology, task objects by task id (JSON for the painter), GenZI scenes
+                      by load token (binary, ``studio.genzi``)
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from studio.annotate import build_annotate
 from studio.context import Studio, mesh_json
 from studio.crowd import session_digest
 from studio.demo import build_demo
+from studio.genzi import add_scene_routes
 from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
 from studio.security import SecurityGate
 from studio.uploads import guard_file_inputs
@@ -47,6 +49,7 @@ def build_server(studio: Studio) -> FastAPI:
                        admin_user=lambda scope: logged_in(app, "/admin", scope))
     add_static_routes(app)
     add_mesh_routes(app, studio)
+    add_scene_routes(app, studio)
     if settings.admin is not None:
         hide_schema_from_login_page(app, "/admin")
         mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check, private_files=studio.admin_files)
@@ -127,6 +130,8 @@ def hide_schema_from_login_page(app: FastAPI, prefix: str) -> None:
 def add_static_routes(app: FastAPI) -> None:
     """Only the painter's module and three's build folder are served (never node_modules at large)."""
     app.add_api_route("/studio/static/painter.js", _file_route(WEB / "painter.js", "text/javascript"), methods=["GET"])
+    app.add_api_route("/studio/static/scene_picker.js", _file_route(WEB / "scene_picker.js", "text/javascript"),
+                      methods=["GET"])
     app.mount("/studio/static/three", StaticFiles(directory=THREE_BUILD, check_dir=False), name="three")
 
 

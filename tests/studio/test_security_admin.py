@@ -122,7 +122,7 @@ def test_before_login_no_admin_route_shows_the_schema_or_runs_anything(studio_se
 def test_export_files_are_served_to_the_admin_only(studio_server):
     admin = RawPage(studio_server.url, "/admin")
     assert admin.login(ADMIN_USER, ADMIN_PASSWORD).status_code == 200
-    outcome = admin.call("export", ["", False, False, 1, "consensus"])
+    outcome = admin.call("export", ["", False, False, 1, "consensus", "studio"])
     assert outcome.success, outcome
     url = outcome.data[0]["url"]
     served = admin.client.get(url if url.startswith("http") else studio_server.url + url)

@@ -57,6 +57,10 @@ class StudyStateError(InputError):
     """The study is paused or closed (or unknown): it accepts no participant and no response now."""
 
 
+class UnknownStudyError(StudyStateError):
+    """No study has this short name."""
+
+
 class TrialError(PayloadError):
     """A response names a trial that does not exist, is someone else's, or is not the current one."""
 
@@ -292,7 +296,7 @@ def _stimulus(store: Store, row: models.StudyStimulusRow) -> Stimulus:
 def _study_row(session: Session, slug: str) -> models.StudyRow:
     row = session.scalar(select(models.StudyRow).where(models.StudyRow.slug == slug)) if isinstance(slug, str) else None
     if row is None:
-        raise StudyStateError("there is no such study; check the link you were given")
+        raise UnknownStudyError("there is no such study; check the link you were given")
     return row
 
 
@@ -356,12 +360,16 @@ def plan_trials(regular: Sequence[int], catches: Sequence[int], num_items: int, 
     return list(zip(order, map(bool, swaps)))
 
 
-def join(store: Store, slug: str, pid: str, session: str, signature: str | None = None) -> Participant:
-    """The participant with this id, created with their plan on first sight (a reload finds the same one)."""
+def join(store: Store, slug: str, pid: str, session: str, signature: str | None = None,
+         create: bool = True) -> Participant | None:
+    """The participant with this id, created with their plan on first sight (a reload finds the same one).
+
+    With ``create=False`` an unknown participant gives None (the page asks for consent first).
+    """
     pid, session = _participant_id(pid, "participant id"), _participant_id(session or pid, "session id")
     for attempt in range(_RETRIES):
         try:
-            return _join_once(store, slug, pid, session, signature)
+            return _join_once(store, slug, pid, session, signature, create)
         except IntegrityError:  # the same pid joined from two tabs at once: the other request created them
             if attempt == _RETRIES - 1:
                 raise
@@ -375,7 +383,8 @@ def _participant_id(value, name: str) -> str:
         raise InputError(f"the link's {name} must be 1-128 printable characters") from None
 
 
-def _join_once(store: Store, slug: str, pid: str, session_id: str, signature: str | None) -> Participant:
+def _join_once(store: Store, slug: str, pid: str, session_id: str, signature: str | None,
+               create: bool) -> Participant | None:
     with store.session(write=True) as session:
         study_row = _study_row(session, slug)
         config = StudyConfig.from_json(study_row.config)
@@ -387,6 +396,8 @@ def _join_once(store: Store, slug: str, pid: str, session_id: str, signature: st
                              .where(models.StudyParticipantRow.study_id == study_row.id,
                                     models.StudyParticipantRow.external_id == pid))
         _check_accepting(study_row, resuming=row is not None)
+        if row is None and not create:
+            return None
         if row is None:
             row = _new_participant(session, study_row, config, pid, session_id)
         return _participant_from_row(session, row)
@@ -434,10 +445,14 @@ def participant(store: Store, slug: str, token: str) -> Participant:
         return _participant_from_row(session, _participant_row(session, study_row, token))
 
 
-def _participant_row(session: Session, study_row: models.StudyRow, token) -> models.StudyParticipantRow:
+def _participant_row(session: Session, study_row: models.StudyRow, token,
+                     store: Store | None = None) -> models.StudyParticipantRow:
+    """The token's participant; with ``store``, locked until the end of the transaction (PostgreSQL), so that
+    one participant's writes (a double click) take turns and the second sees the first's answer."""
     row = None
     if isinstance(token, str) and 0 < len(token) <= 64:
-        row = session.scalar(select(models.StudyParticipantRow).where(models.StudyParticipantRow.token == token))
+        statement = select(models.StudyParticipantRow).where(models.StudyParticipantRow.token == token)
+        row = session.scalar(store.lock_for_update(statement) if store is not None else statement)
     if row is None or row.study_id != study_row.id:
         raise TrialError("unknown participant; reopen the link you were given")
     return row
@@ -466,7 +481,7 @@ def current_trial(store: Store, slug: str, token: str) -> TrialView | None:
     """The participant's first unanswered trial (None when they are done); the first call marks it shown."""
     with store.session(write=True) as session:
         study_row = _study_row(session, slug)
-        person = _participant_row(session, study_row, token)
+        person = _participant_row(session, study_row, token, store)
         _check_accepting(study_row)
         return _current_view(session, person)
 
@@ -535,7 +550,7 @@ def _client_seconds(value) -> float | None:
 def _respond_once(store, slug, token, trial_key, choice, ratings, client) -> ResponseReceipt:
     with store.session(write=True) as session:
         study_row = _study_row(session, slug)
-        person = _participant_row(session, study_row, token)
+        person = _participant_row(session, study_row, token, store)
         trial = _trial_row(session, trial_key)
         if trial is None:
             raise TrialError("this trial does not exist; reload the page")

@@ -22,6 +22,7 @@ from studio.annotate import build_annotate
 from studio.context import Studio, mesh_json
 from studio.demo import EXAMPLES, build_demo
 from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
+from studio.study import add_study_routes
 
 WEB = Path(__file__).resolve().parent / "web"
 THREE_BUILD = WEB / "node_modules" / "three" / "build"
@@ -34,6 +35,7 @@ def build_server(studio: Studio) -> FastAPI:
     app = FastAPI(title="Interaction Studio", docs_url=None, redoc_url=None, openapi_url=None)
     add_static_routes(app)
     add_mesh_routes(app, studio)
+    add_study_routes(app, studio)
     settings = studio.settings
     if settings.admin is not None:
         hide_schema_from_login_page(app, "/admin")

@@ -136,7 +136,7 @@ async function mountModel(stage, url) {
   stage.append(renderer.domElement);
   const scene = new THREE.Scene();
   scene.background = new THREE.Color('#f3f4f6');
-  scene.add(new THREE.HemisphereLight(0xffffff, 0x666666, 2.2));
+  scene.add(new THREE.HemisphereLight(0xffffff, 0x666666, 2.2), new THREE.AmbientLight(0xffffff, 0.6));
   const sun = new THREE.DirectionalLight(0xffffff, 1.5);
   sun.position.set(2, 3, 4);
   scene.add(sun);
@@ -252,6 +252,7 @@ function startTimer() {
 function clearTimer() { if (state.timer) clearInterval(state.timer); state.timer = null; }
 
 function finish(payload) {
+  state.busy = false;
   state.trial = null;
   state.done = true;
   state.completionCode = payload.completion_code;

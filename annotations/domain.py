@@ -218,6 +218,7 @@ class ResponseReceipt:
     seconds: float
     duplicate: bool
     completed: bool  # the participant has now answered every trial
+    next_trial: TrialView | None = None  # what to show now (None once completed)
 
 
 @dataclass(frozen=True)

@@ -483,28 +483,32 @@ def current_trial(store: Store, slug: str, token: str) -> TrialView | None:
         study_row = _study_row(session, slug)
         person = _participant_row(session, study_row, token, store)
         _check_accepting(study_row)
-        return _current_view(session, person)
+        return _current_view(session, *_progress(session, person.id))
 
 
-def _current_view(session: Session, person: models.StudyParticipantRow) -> TrialView | None:
-    trial = _current_row(session, person.id)
+def _progress(session: Session, participant_id: int) -> tuple[list[models.StudyTrialRow], set[int]]:
+    """The participant's trials in order, and the ids of those answered (two indexed reads)."""
+    trials = session.scalars(select(models.StudyTrialRow).where(models.StudyTrialRow.participant_id == participant_id)
+                             .order_by(models.StudyTrialRow.position)).all()
+    answered = set(session.scalars(select(models.StudyResponseRow.trial_id)
+                                   .where(models.StudyResponseRow.participant_id == participant_id)))
+    return list(trials), answered
+
+
+def _first_open(trials: list[models.StudyTrialRow], answered: set[int]) -> models.StudyTrialRow | None:
+    return next((trial for trial in trials if trial.id not in answered), None)
+
+
+def _current_view(session: Session, trials: list[models.StudyTrialRow], answered: set[int]) -> TrialView | None:
+    trial = _first_open(trials, answered)
     if trial is None:
         return None
     if trial.shown_at is None:
         trial.shown_at = utcnow()
-    total = session.scalar(select(func.count()).where(models.StudyTrialRow.participant_id == person.id))
     roles = dict(session.execute(select(models.StudyStimulusRow.role, models.StudyStimulusRow.media)
                                  .where(models.StudyStimulusRow.item_id == trial.item_id)).all())
-    return TrialView(key=trial.key, position=trial.position + 1, total=total, media=roles["a"],
+    return TrialView(key=trial.key, position=trial.position + 1, total=len(trials), media=roles["a"],
                      has_reference="reference" in roles)
-
-
-def _current_row(session: Session, participant_id: int) -> models.StudyTrialRow | None:
-    answered = select(models.StudyResponseRow.trial_id).where(models.StudyResponseRow.participant_id == participant_id)
-    return session.scalar(select(models.StudyTrialRow)
-                          .where(models.StudyTrialRow.participant_id == participant_id,
-                                 models.StudyTrialRow.id.not_in(answered))
-                          .order_by(models.StudyTrialRow.position).limit(1))
 
 
 def respond(store: Store, slug: str, token: str, trial_key: str, choice: str, *, likert_left: int | None = None,
@@ -557,11 +561,12 @@ def _respond_once(store, slug, token, trial_key, choice, ratings, client) -> Res
         if trial.participant_id != person.id:
             raise TrialError("this trial belongs to another participant; reload the page")
         _check_accepting(study_row)
-        earlier = session.scalar(select(models.StudyResponseRow).where(models.StudyResponseRow.trial_id == trial.id))
-        if earlier is not None:
-            return _receipt(trial, earlier, duplicate=True, completed=person.completed_at is not None)
-        current = _current_row(session, person.id)
-        if current is None or current.id != trial.id or trial.shown_at is None:
+        trials, answered = _progress(session, person.id)
+        if trial.id in answered:
+            earlier = session.scalar(select(models.StudyResponseRow)
+                                     .where(models.StudyResponseRow.trial_id == trial.id))
+            return _receipt(trial, earlier, duplicate=True, next_trial=_current_view(session, trials, answered))
+        if _first_open(trials, answered) is not trial or trial.shown_at is None:
             raise TrialError("answer the trial on the screen (the page is out of date); reload the page")
         config = StudyConfig.from_json(study_row.config)
         now = utcnow()
@@ -574,10 +579,11 @@ def _respond_once(store, slug, token, trial_key, choice, ratings, client) -> Res
                                       client_seconds=client, created_at=now)
         session.add(row)
         session.flush()
-        done = _current_row(session, person.id) is None
-        if done:
+        answered.add(trial.id)
+        next_trial = _current_view(session, trials, answered)
+        if next_trial is None:
             person.completed_at = now
-        return _receipt(trial, row, duplicate=False, completed=done)
+        return _receipt(trial, row, duplicate=False, next_trial=next_trial)
 
 
 def _trial_row(session: Session, trial_key) -> models.StudyTrialRow | None:
@@ -607,26 +613,30 @@ def _check_ratings(config: StudyConfig, choice: str, ratings: tuple[int | None, 
 
 
 def _receipt(trial: models.StudyTrialRow, row: models.StudyResponseRow, *, duplicate: bool,
-             completed: bool) -> ResponseReceipt:
+             next_trial: TrialView | None) -> ResponseReceipt:
     return ResponseReceipt(response_id=row.id, trial_key=trial.key, choice=row.choice, seconds=row.seconds,
-                           duplicate=duplicate, completed=completed)
+                           duplicate=duplicate, completed=next_trial is None, next_trial=next_trial)
 
 
 def stimulus_file(store: Store, slug: str, trial_key: str, slot: str) -> Stimulus:
-    """The file shown on a side ("left" / "right") or as the "reference" of a trial, after its swap."""
-    if slot not in ("left", "right", "reference"):
-        raise InputError("a stimulus slot is left, right or reference")
+    """The file shown on a side ("left" / "right") or as the "reference" of a trial, after its swap (one read)."""
+    if slot not in ("left", "right", "reference") or not isinstance(trial_key, str) or not 0 < len(trial_key) <= 64:
+        raise TrialError("no such trial or side")
+    trial, stimulus = models.StudyTrialRow, models.StudyStimulusRow
     with store.session() as session:
-        study_row = _study_row(session, slug)
-        trial = _trial_row(session, trial_key)
-        if trial is None or session.get(models.StudyParticipantRow, trial.participant_id).study_id != study_row.id:
-            raise TrialError("no such trial")
-        role = slot if slot == "reference" else ("a" if (slot == "left") != trial.swapped else "b")
-        row = session.scalar(select(models.StudyStimulusRow).where(models.StudyStimulusRow.item_id == trial.item_id,
-                                                                  models.StudyStimulusRow.role == role))
-        if row is None:
-            raise TrialError("this trial has no reference image")
-        return _stimulus(store, row)
+        rows = session.execute(
+            select(stimulus, trial.swapped).join(trial, trial.item_id == stimulus.item_id)
+            .join(models.StudyParticipantRow, models.StudyParticipantRow.id == trial.participant_id)
+            .join(models.StudyRow, models.StudyRow.id == models.StudyParticipantRow.study_id)
+            .where(trial.key == trial_key, models.StudyRow.slug == slug)).all()
+    if not rows:
+        raise TrialError("no such trial")
+    swapped = rows[0][1]
+    role = slot if slot == "reference" else ("a" if (slot == "left") != swapped else "b")
+    found = next((row for row, _ in rows if row.role == role), None)
+    if found is None:
+        raise TrialError("this trial has no reference image")
+    return _stimulus(store, found)
 
 
 # ---- reading back for the analysis ------------------------------------------------------------------------

@@ -116,7 +116,9 @@ def respond_payload(store, slug: str, token: str, body: dict) -> dict:
                               client_seconds=body.get("client_seconds"))
     answer = {"receipt": {"choice": receipt.choice, "duplicate": receipt.duplicate, "completed": receipt.completed,
                           "seconds": round(receipt.seconds, 3)}}
-    return {**answer, **trial_payload(store, slug, token)}
+    following = {"trial": trial_json(slug, receipt.next_trial)} if receipt.next_trial else \
+        {"done": True, **completion(store, slug)}
+    return {**answer, **following}
 
 
 def _answer(call) -> JSONResponse:

@@ -26,6 +26,7 @@ from annotations import studies
 from annotations.domain import TrialView
 from engine.errors import InputError
 from studio.context import Studio
+from studio.security import RateLimiter
 
 WEB = Path(__file__).resolve().parent / "web"
 JSM = WEB / "node_modules" / "three" / "examples" / "jsm"
@@ -33,6 +34,7 @@ ADDONS = ("loaders/GLTFLoader.js", "controls/OrbitControls.js", "utils/BufferGeo
           "utils/SkeletonUtils.js")
 NO_STORE = {"Cache-Control": "no-store"}
 MAX_BODY_BYTES = 4096
+JOINS_PER_MINUTE = 120  # per client address: a lab behind one NAT still fits, a script creating people does not
 
 
 def add_study_routes(app: FastAPI, studio: Studio) -> None:
@@ -42,10 +44,16 @@ def add_study_routes(app: FastAPI, studio: Studio) -> None:
     app.add_api_route("/study/{slug}", _static(WEB / "study.html", "text/html"), methods=["GET"])
     app.add_api_route("/study/{slug}/", _static(WEB / "study.html", "text/html"), methods=["GET"])
     store = studio.store
+    joins = RateLimiter(JOINS_PER_MINUTE, 60.0, "study sign-ups")
 
     @app.post("/study/{slug}/api/join")
     async def join(slug: str, request: Request) -> JSONResponse:
         body = await _json_body(request)
+        if body.get("consent") is True:
+            try:
+                joins.check(request.client.host if request.client else "unknown")
+            except InputError as error:
+                return _error(429, error)
         return await _run_blocking(lambda: join_payload(store, slug, body))
 
     @app.get("/study/{slug}/api/trial")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import math
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -21,6 +20,7 @@ from annotations.study_stats import analyse, power_plan
 from engine.errors import InputError
 from studio import study_plots
 from studio.context import STORE_LANE, Studio, user_errors
+from studio.uploads import accept_upload
 
 REFRESH_SECONDS = 15
 SOURCES = ("upload", "runs")
@@ -30,25 +30,13 @@ DESIGN_FIELDS = ("slug", "title", "method_a", "method_b", "source", "files", "fo
                  "completion_code", "redirect_url", "signed_links", "fast_answer_s", "seed")
 
 
-def accept_upload(studio: Studio, value, what: str) -> Path:
-    """The one gate every uploaded file passes: a regular file inside this server's upload folder, within the
-    size limit. (To be replaced by ``studio.uploads.accept_upload`` once the security branch lands.)"""
-    from gradio.processing_utils import get_upload_folder
-
-    path = Path(str(getattr(value, "path", value) or "")).resolve()
-    root = Path(get_upload_folder()).resolve()
-    if not str(value or "") or not path.is_relative_to(root) or not path.is_file():
-        raise InputError(f"{what}: only files uploaded through this page are accepted")
-    if path.stat().st_size > studio.settings.max_upload_bytes:
-        raise InputError(f"{what}: {path.name} is over the {studio.settings.max_upload_bytes // 2**20} MiB upload limit")
-    return path
-
-
 def uploaded_files(studio: Studio, values) -> dict[str, bytes]:
     """Zips opened safely (``read_zip``), other files by their own names; one flat mapping name -> bytes."""
     files: dict[str, bytes] = {}
     for value in values or []:
-        path = accept_upload(studio, value, "study files")
+        path = accept_upload(studio, value, what="the study files")
+        if path.stat().st_size > studio.settings.max_upload_bytes:
+            raise InputError(f"{path.name} is over the {studio.settings.max_upload_bytes // 2**20} MiB upload limit")
         content = read_zip(path) if path.suffix.lower() == ".zip" else {path.name: path.read_bytes()}
         clash = sorted(set(files) & set(content))
         if clash:

@@ -206,11 +206,12 @@ def test_admin_other_bad_input(admin, tmp_path):
 
 
 def test_upload_gate_refuses_files_outside_the_upload_folder(studio_server, tmp_path):
-    from studio.study_admin import accept_upload, uploaded_files
+    from studio.study_admin import uploaded_files
+    from studio.uploads import accept_upload
 
     outside = tmp_path / "x.zip"
     outside.write_bytes(b"zip")
-    with pytest.raises(Exception, match="only files uploaded through this page"):
-        accept_upload(studio_server.studio, str(outside), "study files")
-    with pytest.raises(Exception, match="only files uploaded"):
+    with pytest.raises(Exception, match="was not uploaded to this server"):
+        accept_upload(studio_server.studio, str(outside), what="the study files")
+    with pytest.raises(Exception, match="the study files was not uploaded to this server"):
         uploaded_files(studio_server.studio, ["/etc/passwd"])

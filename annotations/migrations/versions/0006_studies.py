@@ -1,13 +1,13 @@
 """Perceptual A/B studies: studies, their items and stimuli, participants, trials and responses.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"  # the one line to change when another migration lands before this one
+down_revision = "0005"  # the one line to change when another migration lands before this one
 branch_labels = None
 depends_on = None
 

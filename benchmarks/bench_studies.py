@@ -58,13 +58,13 @@ def serve(folder: str, db_url: str, items: int, ready, stop, cpu) -> None:
 
 
 async def send(client, method: str, url: str, times: dict, **kwargs):
-    """One request; a keep-alive connection the server closed just as it was reused is retried once (every
-    study request may be repeated: responses are idempotent by trial key)."""
+    """One request; a keep-alive connection the server closed just as it was reused (uvicorn closes idle ones
+    after 5 s) is retried once: every study request may be repeated, responses are idempotent by trial key."""
     import httpx
 
     try:
         return await client.request(method, url, **kwargs)
-    except httpx.RemoteProtocolError:
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
         times["retries"].append(1)
         return await client.request(method, url, **kwargs)
 

@@ -81,9 +81,9 @@ async def _run_blocking(call) -> JSONResponse:
 
 def join_payload(store, slug: str, body: dict) -> dict:
     pid, session, signature = body.get("pid"), body.get("session") or body.get("pid"), body.get("sig")
-    if not pid:
+    if not pid or not isinstance(pid, str) or not isinstance(session, str):
         raise InputError("open this page with the link you were given (it carries your participant id)")
-    person = studies.join(store, slug, str(pid), str(session), signature if isinstance(signature, str) else None,
+    person = studies.join(store, slug, pid, session, signature if isinstance(signature, str) else None,
                           create=body.get("consent") is True)
     study = studies.study(store, slug)
     texts = study_texts(study)

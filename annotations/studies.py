@@ -212,7 +212,8 @@ def check_items(items: Sequence[ItemSpec], config: StudyConfig) -> None:
     names = [spec.name for spec in items]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise InputError(f"duplicate item names: {', '.join(map(repr, duplicates[:10]))}; every item needs its own name")
+        raise InputError(f"duplicate item names: {', '.join(map(repr, duplicates[:10]))}; "
+                         "every item needs its own name")
     for spec in items:
         _check_text("item name", spec.name, required=True, limit=200)
         if spec.a.media != spec.b.media:

@@ -169,7 +169,8 @@ def summary_html(study, shown, result, joined: int, finished: int, apply_exclusi
 
 
 def power_view(preference, alpha, power, items, icc) -> str:
-    plan = power_plan(float(_number(preference, "preference", whole=False)), float(_number(alpha, "alpha", whole=False)),
+    plan = power_plan(float(_number(preference, "preference", whole=False)),
+                      float(_number(alpha, "alpha", whole=False)),
                       float(_number(power, "power", whole=False)), _number(items, "items per participant"),
                       float(_number(icc, "intra-participant correlation", whole=False, empty=0.0)))
     return (f"<p id='study-power'>To detect {_pct(plan.preference)} against 50% (Cohen's h = {plan.effect_size_h:.3f}) "

@@ -136,7 +136,8 @@ def test_power_plan_matches_statsmodels_and_exact_binomial():
     clustered = power_plan(0.62, items_per_participant=20, icc=0.1)
     assert clustered.design_effect == pytest.approx(2.9) and clustered.participants == int(np.ceil(134 * 2.9 / 20))
     assert 0.75 < plan.exact_power < 0.85
-    print(f"\n62% vs 50%, alpha 0.05, power 0.8: {plan.judgments} answers = {plan.participants} participants x 20 items; "
+    print(f"\n62% vs 50%, alpha 0.05, power 0.8: {plan.judgments} answers = {plan.participants} participants "
+          "x 20 items; "
           f"exact binomial power {plan.exact_power:.3f}")
 
 
@@ -170,7 +171,8 @@ def test_swaps_are_balanced_over_many_seeded_participants():
     per_position = stats.chi2_contingency(swapped_by_position)
     order = stats.chisquare(first_items)
     print(f"\nswaps over 600 participants: A right {int(total[1])} / left {int(total[0])}, chi-square p = "
-          f"{overall.pvalue:.3f}; per position p = {per_position.pvalue:.3f}; first item uniform p = {order.pvalue:.3f}")
+          f"{overall.pvalue:.3f}; per position p = {per_position.pvalue:.3f}; "
+          f"first item uniform p = {order.pvalue:.3f}")
     assert overall.pvalue > 0.001 and per_position.pvalue > 0.001 and order.pvalue > 0.001
 
 

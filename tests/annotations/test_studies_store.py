@@ -32,7 +32,8 @@ def answer_all(store, slug, token, choice="left", **ratings) -> list:
 # ---- design ------------------------------------------------------------------------------------------------
 def test_create_stores_items_and_files_and_starts_paused(store):
     study = studies.create_study(store, slug="hoi-1", title="HOI", method_a="InteractVLM", method_b="PHOSA",
-                                 items=image_items(4, catches=2, reference=True), config=StudyConfig(attention_checks=2))
+                                 items=image_items(4, catches=2, reference=True),
+                                 config=StudyConfig(attention_checks=2))
     assert (study.state, study.num_items, study.num_catch_items) == ("paused", 4, 2)
     assert len(study.config.completion_code) == 8, "a completion code is generated when none is given"
     items = studies.study_items(store, "hoi-1")
@@ -190,7 +191,8 @@ def test_closed_and_paused_studies_accept_nothing(store):
     trial = studies.current_trial(store, "demo", person.token)
     studies.set_state(store, "demo", "closed")
     for call in (lambda: studies.respond(store, "demo", person.token, trial.key, "left"),
-                 lambda: studies.join(store, "demo", "P-2", "S"), lambda: studies.current_trial(store, "demo", person.token)):
+                 lambda: studies.join(store, "demo", "P-2", "S"),
+                 lambda: studies.current_trial(store, "demo", person.token)):
         with pytest.raises(StudyStateError, match="closed"):
             call()
     studies.set_state(store, "demo", "paused")
@@ -304,7 +306,8 @@ def test_sigkill_keeps_every_acknowledged_response(tmp_path):
     store = Store(url, data_dir=tmp_path / "data")
     open_study(store, "crash", items=5)
     store.close()
-    child = subprocess.Popen([sys.executable, "-c", WRITER.format(root=str(ROOT), url=url, data=str(tmp_path / "data"))],
+    script = WRITER.format(root=str(ROOT), url=url, data=str(tmp_path / "data"))
+    child = subprocess.Popen([sys.executable, "-c", script],
                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     acknowledged = []
     for line in child.stdout:

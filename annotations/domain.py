@@ -141,3 +141,107 @@ class Run:
     @property
     def is_baseline(self) -> bool:
         return self.method.startswith(BASELINE_PREFIX)
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    """One file shown in a study. role: "a" | "b" | "reference"; media: "image" | "video" | "glb"."""
+
+    id: int
+    role: str
+    media: str
+    content_type: str
+    sha256: str
+    path: Path  # absolute path of the stored file
+    num_bytes: int
+
+
+@dataclass(frozen=True)
+class StudyItem:
+    """A pair to compare: ``stimuli`` maps role -> Stimulus. A catch item's "a" is right and its "b" is broken."""
+
+    id: int
+    name: str
+    is_catch: bool
+    media: str
+    stimuli: Mapping[str, Stimulus]
+    source: Mapping
+
+
+@dataclass(frozen=True)
+class Study:
+    """A perceptual A/B study. ``config`` is an ``annotations.studies.StudyConfig``."""
+
+    id: int
+    slug: str
+    title: str
+    state: str  # "open" | "paused" | "closed"
+    method_a: str
+    method_b: str
+    config: object
+    seed: int
+    num_items: int
+    num_catch_items: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Participant:
+    """One person in one study. ``token`` is the bearer secret of their page; ``seed`` made their plan."""
+
+    id: int
+    study_id: int
+    external_id: str
+    session: str
+    token: str
+    seed: int
+    num_trials: int
+    num_answered: int
+    completed: bool
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """What the participant page may know of one trial: never the item's name, source or the methods' sides."""
+
+    key: str
+    position: int  # 1-based
+    total: int
+    media: str
+    has_reference: bool
+
+
+@dataclass(frozen=True)
+class ResponseReceipt:
+    """The acknowledgement of a response. ``duplicate``: the trial had been answered before (first answer kept)."""
+
+    response_id: int
+    trial_key: str
+    choice: str  # "left" | "right" | "timeout" (as stored)
+    seconds: float
+    duplicate: bool
+    completed: bool  # the participant has now answered every trial
+    next_trial: TrialView | None = None  # what to show now (None once completed)
+
+
+@dataclass(frozen=True)
+class ResponseRecord:
+    """One response with its trial un-swapped: what the analysis and the exports read.
+
+    choice: the side picked as shown ("left" | "right" | "timeout"). chose_a: True/False, None for a timeout.
+    likert_a / likert_b: ratings of method A's / B's side (None when not asked or not given).
+    """
+
+    participant: str
+    participant_id: int
+    item: str
+    is_catch: bool
+    position: int
+    swapped: bool  # method A was on the right
+    choice: str
+    chose_a: bool | None
+    likert_a: int | None
+    likert_b: int | None
+    seconds: float
+    client_seconds: float | None
+    created_at: datetime

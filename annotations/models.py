@@ -200,3 +200,92 @@ class RunRow(Base):
     outputs: Mapped[dict] = mapped_column(JSON)  # file name -> size in bytes, under runs/<id>/
     summary: Mapped[dict] = mapped_column(JSON)  # figures worth listing (losses, IoU, metrics)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+STUDY_STATES = ("open", "paused", "closed")
+STIMULUS_ROLES = ("a", "b", "reference")
+STIMULUS_MEDIA = ("image", "video", "glb")
+STUDY_CHOICES = ("left", "right", "timeout")
+
+
+class StudyRow(Base):
+    """Added by migration 0006: a perceptual A/B study (see ``annotations.studies``)."""
+
+    __tablename__ = "studies"
+    __table_args__ = (CheckConstraint(f"state IN {STUDY_STATES}", name="ck_study_state"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)  # the participant page is /study/<slug>
+    title: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(8))
+    method_a: Mapped[str] = mapped_column(String(200))  # never shown to a participant
+    method_b: Mapped[str] = mapped_column(String(200))
+    config: Mapped[dict] = mapped_column(JSON)  # StudyConfig fields (question, Likert, trials, checks, texts)
+    seed: Mapped[int] = mapped_column(Integer)  # every participant's plan derives from it and their id
+    link_secret: Mapped[str] = mapped_column(String(64))  # HMAC key of signed recruitment links
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class StudyItemRow(Base):
+    __tablename__ = "study_items"
+    __table_args__ = (UniqueConstraint("study_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    is_catch: Mapped[bool] = mapped_column(Boolean)  # an attention check: side "a" is right, "b" is broken
+    source: Mapped[dict] = mapped_column(JSON)  # where the pair came from (run ids, file names); admin only
+
+
+class StudyStimulusRow(Base):
+    __tablename__ = "study_stimuli"
+    __table_args__ = (UniqueConstraint("item_id", "role"),
+                      CheckConstraint(f"role IN {STIMULUS_ROLES}", name="ck_stimulus_role"),
+                      CheckConstraint(f"media IN {STIMULUS_MEDIA}", name="ck_stimulus_media"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("study_items.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))
+    media: Mapped[str] = mapped_column(String(8))
+    content_type: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(255))  # relative to the store's data dir
+    num_bytes: Mapped[int] = mapped_column(Integer)
+
+
+class StudyParticipantRow(Base):
+    __tablename__ = "study_participants"
+    __table_args__ = (UniqueConstraint("study_id", "external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(128))  # Prolific / MTurk participant id (?pid=)
+    session: Mapped[str] = mapped_column(String(128))  # the platform's session id (?session=)
+    token: Mapped[str] = mapped_column(String(64), unique=True)  # bearer token of the participant page
+    seed: Mapped[int] = mapped_column(Integer)  # this participant's plan (order, swaps) derives from it
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class StudyTrialRow(Base):
+    __tablename__ = "study_trials"
+    __table_args__ = (UniqueConstraint("participant_id", "item_id"),  # one response per item per participant
+                      UniqueConstraint("participant_id", "position"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)  # opaque, random: names the trial in every URL
+    participant_id: Mapped[int] = mapped_column(ForeignKey("study_participants.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("study_items.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    swapped: Mapped[bool] = mapped_column(Boolean)  # True: method A is shown on the right
+    shown_at: Mapped[datetime | None] = mapped_column(DateTime)  # first served (the server's clock)
+
+
+class StudyResponseRow(Base):
+    __tablename__ = "study_responses"
+    __table_args__ = (CheckConstraint(f"choice IN {STUDY_CHOICES}", name="ck_response_choice"),
+                      Index("ix_study_responses_participant", "participant_id"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("study_trials.id", ondelete="CASCADE"), unique=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("study_participants.id", ondelete="CASCADE"))
+    choice: Mapped[str] = mapped_column(String(8))  # the side picked as shown: left | right (top | bottom)
+    likert_left: Mapped[int | None] = mapped_column(Integer)
+    likert_right: Mapped[int | None] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)  # from first shown to answer, the server's clock
+    client_seconds: Mapped[float | None] = mapped_column(Float)  # what the page measured
+    created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -22,6 +22,7 @@ from engine.errors import InputError
 from studio import exports
 from studio.context import STORE_LANE, Studio, user_errors
 from studio.crowd import crowd_tab
+from studio.study_admin import build_studies_tab
 from studio.uploads import accept_upload
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
@@ -196,6 +197,7 @@ def build_admin(studio: Studio) -> gr.Blocks:
             run_export = gr.Button("Export for training", variant="primary", elem_id="export")
             export_file = gr.File(label="export (DAMON-style npz, PIAD files, manifest)", elem_id="export-file")
         crowd_tab(studio, lane)  # signed worker links and the demo pool (studio.crowd)
+        build_studies_tab(studio)
 
         quality = [summary, annotator_table, task_table, agreement_plot, gold_plot, flow_plot]
 

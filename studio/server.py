@@ -30,6 +30,7 @@ from studio.demo import build_demo
 from studio.genzi import add_scene_routes
 from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
 from studio.security import SecurityGate
+from studio.study import add_study_routes
 from studio.uploads import guard_file_inputs
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -50,6 +51,7 @@ def build_server(studio: Studio) -> FastAPI:
     add_static_routes(app)
     add_mesh_routes(app, studio)
     add_scene_routes(app, studio)
+    add_study_routes(app, studio)
     if settings.admin is not None:
         hide_schema_from_login_page(app, "/admin")
         mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check, private_files=studio.admin_files)

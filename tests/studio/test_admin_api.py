@@ -145,7 +145,8 @@ def test_a_wrong_password_is_refused(studio_server, login):
 def test_the_admin_client_sees_its_endpoints(admin):
     endpoints = set(admin.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert endpoints == {"/import_batch", "/quality", "/review_task", "/export",
-                         "/require_signed_links", "/signed_links", "/demo_pool", "/promote_task"}
+                         "/require_signed_links", "/signed_links", "/demo_pool", "/promote_task",
+                         "/study_create", "/study_state", "/study_link", "/study_analysis", "/study_power", "/study_export"}
 
 
 def test_an_annotator_cannot_call_admin_endpoints(studio_server):

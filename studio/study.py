@@ -1,0 +1,176 @@
+"""``/study/<slug>``: the participant page of a perceptual A/B study, as plain FastAPI routes and one HTML page.
+
+Role: participant (anyone holding a link; signed links when the study wants them). Routes:
+
+    GET  /study/<slug>                          the page (studio/web/study.html + study.js)
+    POST /study/<slug>/api/join                 {pid, session, sig, consent} -> token and texts, or "needs consent"
+    GET  /study/<slug>/api/trial                (X-Study-Token) -> the current trial, or the completion code
+    POST /study/<slug>/api/respond              (X-Study-Token) {trial, choice, likert_left, likert_right,
+                                                client_seconds} -> receipt and the next trial
+    GET  /study/<slug>/stimulus/<key>/<slot>    a trial's left / right / reference file (opaque per-trial URL)
+
+A participant never sees a method's name, an item's name or source, or which side holds which method: the
+page knows trials only by random keys, and the stimulus URLs name the side as shown, not the method.
+Errors are JSON ``{"error": message}`` in words (never paths or exception names).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from annotations import studies
+from annotations.domain import TrialView
+from engine.errors import InputError
+from studio.context import Studio
+from studio.security import RateLimiter
+
+WEB = Path(__file__).resolve().parent / "web"
+JSM = WEB / "node_modules" / "three" / "examples" / "jsm"
+ADDONS = ("loaders/GLTFLoader.js", "controls/OrbitControls.js", "utils/BufferGeometryUtils.js",
+          "utils/SkeletonUtils.js")
+NO_STORE = {"Cache-Control": "no-store"}
+MAX_BODY_BYTES = 4096
+JOINS_PER_MINUTE = 120  # per client address: a lab behind one NAT still fits, a script creating people does not
+
+
+def add_study_routes(app: FastAPI, studio: Studio) -> None:
+    """Every participant route of every study (one call from ``studio.server.build_server``)."""
+    app.add_api_route("/study/static/study.js", _static(WEB / "study.js", "text/javascript"), methods=["GET"])
+    app.add_api_route("/study/static/jsm/{folder}/{name}", _addon, methods=["GET"])
+    app.add_api_route("/study/{slug}", _static(WEB / "study.html", "text/html"), methods=["GET"])
+    app.add_api_route("/study/{slug}/", _static(WEB / "study.html", "text/html"), methods=["GET"])
+    store = studio.store
+    joins = RateLimiter(JOINS_PER_MINUTE, 60.0, "study sign-ups")
+
+    @app.post("/study/{slug}/api/join")
+    async def join(slug: str, request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if body.get("consent") is True:
+            try:
+                joins.check(request.client.host if request.client else "unknown")
+            except InputError as error:
+                return _error(429, error)
+        return await _run_blocking(lambda: join_payload(store, slug, body))
+
+    @app.get("/study/{slug}/api/trial")
+    def trial(slug: str, x_study_token: str = Header("")) -> JSONResponse:
+        return _answer(lambda: trial_payload(store, slug, x_study_token))
+
+    @app.post("/study/{slug}/api/respond")
+    async def respond(slug: str, request: Request, x_study_token: str = Header("")) -> JSONResponse:
+        body = await _json_body(request)
+        return await _run_blocking(lambda: respond_payload(store, slug, x_study_token, body))
+
+    @app.get("/study/{slug}/stimulus/{key}/{slot}")
+    def stimulus(slug: str, key: str, slot: str) -> FileResponse:
+        try:
+            found = studies.stimulus_file(store, slug, key, slot)
+        except InputError as error:
+            raise HTTPException(404, str(error)) from None
+        return FileResponse(found.path, media_type=found.content_type,
+                            headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def _run_blocking(call) -> JSONResponse:
+    return await run_in_threadpool(_answer, call)
+
+
+def join_payload(store, slug: str, body: dict) -> dict:
+    pid, session, signature = body.get("pid"), body.get("session") or body.get("pid"), body.get("sig")
+    if not pid or not isinstance(pid, str) or not isinstance(session, str):
+        raise InputError("open this page with the link you were given (it carries your participant id)")
+    person = studies.join(store, slug, pid, session, signature if isinstance(signature, str) else None,
+                          create=body.get("consent") is True)
+    study = studies.study(store, slug)
+    texts = study_texts(study)
+    if person is None:
+        return {"needs_consent": True, **texts}
+    return {"token": person.token, "answered": person.num_answered, "total": person.num_trials, **texts}
+
+
+def study_texts(study) -> dict:
+    """What the page shows around the trials: never the methods' names."""
+    config = study.config
+    return {"title": study.title, "question": config.question, "consent": config.consent,
+            "instructions": config.instructions, "likert": config.likert, "likert_question": config.likert_question,
+            "time_limit_s": config.time_limit_s}
+
+
+def trial_payload(store, slug: str, token: str) -> dict:
+    view = studies.current_trial(store, slug, token)
+    return {"trial": trial_json(slug, view)} if view is not None else {"done": True, **completion(store, slug)}
+
+
+def trial_json(slug: str, view: TrialView) -> dict:
+    base = f"/study/{slug}/stimulus/{view.key}"
+    return {"key": view.key, "position": view.position, "total": view.total, "media": view.media,
+            "left": f"{base}/left", "right": f"{base}/right",
+            "reference": f"{base}/reference" if view.has_reference else None}
+
+
+def completion(store, slug: str) -> dict:
+    config = studies.study(store, slug).config
+    return {"completion_code": config.completion_code, "redirect_url": config.redirect_url}
+
+
+def respond_payload(store, slug: str, token: str, body: dict) -> dict:
+    likert = {side: body.get(f"likert_{side}") for side in ("left", "right")}
+    receipt = studies.respond(store, slug, token, body.get("trial"), body.get("choice"),
+                              likert_left=likert["left"], likert_right=likert["right"],
+                              client_seconds=body.get("client_seconds"))
+    answer = {"receipt": {"choice": receipt.choice, "duplicate": receipt.duplicate, "completed": receipt.completed,
+                          "seconds": round(receipt.seconds, 3)}}
+    following = {"trial": trial_json(slug, receipt.next_trial)} if receipt.next_trial else \
+        {"done": True, **completion(store, slug)}
+    return {**answer, **following}
+
+
+def _answer(call) -> JSONResponse:
+    """Run a handler: its result as JSON, or the user's error in words with a fitting status."""
+    try:
+        return JSONResponse(call(), headers=NO_STORE)
+    except studies.UnknownStudyError as error:
+        return _error(404, error)
+    except studies.StudyStateError as error:
+        return _error(409, error)
+    except studies.TrialError as error:
+        return _error(403, error)
+    except InputError as error:
+        return _error(400, error)
+
+
+def _error(status: int, error: Exception) -> JSONResponse:
+    return JSONResponse({"error": str(error)}, status_code=status, headers=NO_STORE)
+
+
+async def _json_body(request: Request) -> dict:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise HTTPException(413, "the request is too large")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise HTTPException(400, "the request must be JSON") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "the request must be a JSON object")
+    return body
+
+
+def _static(path: Path, media_type: str):
+    def serve() -> FileResponse:
+        if not path.is_file():
+            raise HTTPException(404, f"{path.name} is missing from the installation")
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "no-cache"})
+    return serve
+
+
+def _addon(folder: str, name: str) -> FileResponse:
+    """Only the three.js add-ons the GLB viewer needs (never node_modules at large)."""
+    relative = f"{folder}/{name}"
+    if relative not in ADDONS:
+        raise HTTPException(404, "not found")
+    return _static(JSM / relative, "text/javascript")()

@@ -1,0 +1,149 @@
+"""Where study items come from: pairs CSV, method folders, zips, studio runs, generated attention checks; and
+every bad upload refused with a message naming the problem (unbalanced pairs, missing files, duplicates...)."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+from study_fixtures import glb, png, write_pairs_zip
+
+from annotations.files import read_zip
+from annotations.runs import save_run
+from annotations.studies_media import BROKEN_TILES, broken_render, check_stimulus
+from annotations.studies_sources import (StudyRejected, items_from_runs, items_from_upload, with_catch_items)
+from engine.errors import InputError
+
+FILES = {f"{side}/{k}.png": png(10 * k + (side == "b")) for k in range(3) for side in ("a", "b")}
+
+
+def csv_files(lines: list[str], files=FILES) -> dict[str, bytes]:
+    return {**files, "pairs.csv": ("\n".join(lines) + "\n").encode()}
+
+
+def test_pairs_csv_with_reference_and_catch(tmp_path):
+    files = {**FILES, "ref/0.png": png(99)}
+    write_pairs_zip(tmp_path / "s.zip", [("one", "a/0.png", "b/0.png", "ref/0.png", ""),
+                                         ("two", "a/1.png", "b/1.png", "", "0"),
+                                         ("trap", "a/2.png", "b/2.png", "", "yes")], files)
+    items = items_from_upload(read_zip(tmp_path / "s.zip"))
+    assert [(i.name, i.is_catch, i.reference is not None) for i in items] == \
+        [("one", False, True), ("two", False, False), ("trap", True, False)]
+    assert items[0].a.data == FILES["a/0.png"] and items[0].b.data == FILES["b/0.png"]
+    assert items[0].source["upload"]["reference"] == "ref/0.png"
+
+
+def test_method_folders_matched_by_name_inside_one_top_folder():
+    files = {f"results/{name}": data for name, data in FILES.items()}
+    files["results/reference/1.png"] = png(77)
+    items = items_from_upload(files, "a", "b")
+    assert [item.name for item in items] == ["0", "1", "2"]
+    assert items[1].reference.data == png(77) and items[2].b.data == FILES["b/2.png"]
+    with pytest.raises(StudyRejected, match="no folder 'ours'"):
+        items_from_upload(files, "ours", "b")
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["item,a,b", "one,a/0.png,"], "has no B file"),                       # unbalanced pair
+    (["item,a,b", "one,a/0.png,b/9.png"], "file 'b/9.png' is missing"),   # missing file
+    (["item,a,b", "one,a/0.png,b/0.png", "one,a/1.png,b/1.png"], "duplicate item 'one'"),
+    (["item,left,right", "one,a/0.png,b/0.png"], "lacks the column"),
+    (["item,a,b,catch", "one,a/0.png,b/0.png,maybe"], "catch must be yes/no"),
+    (["item,a,b", "one,a/0.png,b/0.png,extra"], "more values than columns"),
+    (["item,a,b", "one,../secret.png,b/0.png"], "contains '..'"),
+    (["item,a,b"], "no rows"),
+])
+def test_bad_pairs_csv(lines, message):
+    with pytest.raises(StudyRejected, match=message) as caught:
+        items_from_upload(csv_files(lines))
+    assert "nothing created" in str(caught.value)
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(StudyRejected) as caught:
+        items_from_upload(csv_files(["item,a,b", "one,a/0.png,", "two,a/9.png,b/1.png", "two,a/2.png,b/2.png"]))
+    assert len(caught.value.problems) == 3
+
+
+def test_unbalanced_method_folders():
+    files = dict(FILES)
+    del files["b/2.png"]
+    files["reference/7.png"] = png(5)
+    with pytest.raises(StudyRejected) as caught:
+        items_from_upload(files, "a", "b")
+    assert caught.value.problems == ["item '2' is in 'a' but not in 'b'", "reference '7' matches no item"]
+
+
+def test_two_csv_files_and_stray_files_are_refused():
+    with pytest.raises(StudyRejected, match="2 CSV files"):
+        items_from_upload({**csv_files(["item,a,b"]), "other.csv": b"x"})
+    with pytest.raises(StudyRejected, match="expected <method folder>"):
+        items_from_upload({**FILES, "notes.txt": b"hi"}, "a", "b")
+
+
+def test_stimulus_checks():
+    assert check_stimulus("x.glb", glb()).media == "glb"
+    assert check_stimulus("x.mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(20)).content_type == "video/mp4"
+    assert check_stimulus("x.webm", b"\x1a\x45\xdf\xa3" + bytes(20)).content_type == "video/webm"
+    for name, data, message in [("x.gif", b"GIF89a", "are accepted"), ("x.png", b"", "is empty"),
+                                ("x.png", b"not a png at all", "not a readable image"),
+                                ("x.mp4", b"RIFF" + bytes(20), "not an MP4"),
+                                ("x.glb", glb()[:-4], "not a complete glTF"), ("x.glb", b"glTX" + bytes(30), "no glTF"),
+                                ("x.glb", glb().replace(b'"asset"', b'{asset"'), "does not parse")]:
+        with pytest.raises(InputError, match=message):
+            check_stimulus(name, data)
+
+
+def test_broken_render_is_a_shuffled_inverted_copy():
+    original = check_stimulus("a.png", png(3, size=(64, 48)))
+    broken = broken_render(original, seed=1)
+    assert broken.media == "image" and broken.sha256 != original.sha256
+    pixels = np.asarray(Image.open(io.BytesIO(original.data)).convert("RGB")).astype(int)
+    shuffled = 255 - np.asarray(Image.open(io.BytesIO(broken.data)).convert("RGB")).astype(int)
+    tiles = lambda image: sorted(image.reshape(BROKEN_TILES, 6, BROKEN_TILES, 8, 3).swapaxes(1, 2)
+                                 .reshape(-1, 6 * 8 * 3).tolist())
+    assert tiles(pixels) == tiles(shuffled), "the same tiles, inverted"
+    assert not np.array_equal(pixels, shuffled), "in other places"
+    with pytest.raises(InputError, match="image items"):
+        broken_render(check_stimulus("x.glb", glb()), 0)
+
+
+def test_generated_attention_checks():
+    items = items_from_upload(FILES, "a", "b")
+    checked = with_catch_items(items, 2, seed=4)
+    catches = [item for item in checked if item.is_catch]
+    assert [c.name for c in catches] == ["check-1", "check-2"] and catches[0].a.data == items[0].a.data
+    with pytest.raises(InputError, match="need as many image items"):
+        with_catch_items(items, 4, seed=0)
+
+
+def test_items_from_runs_pair_the_newest_runs_of_each_input(store):
+    for group in ("img-1", "img-2", "img-3"):
+        save_run(store, kind="hoi", method="interactvlm-hoi", inputs={}, group_key=group,
+                 files={"render.png": png(int(group[-1])), "fit.glb": glb(), "input.png": png(5)})
+        if group != "img-3":
+            save_run(store, kind="hoi", method="baseline: silhouette only (no contacts)", inputs={}, group_key=group,
+                     files={"render.png": png(7), "fit.glb": glb()})
+    newest = save_run(store, kind="hoi", method="interactvlm-hoi", inputs={}, group_key="img-1",
+                      files={"render.png": png(55), "fit.glb": glb()})
+    items = items_from_runs(store, "hoi", "interactvlm-hoi", "baseline: silhouette only (no contacts)")
+    assert [item.name for item in items] == ["hoi-img-1", "hoi-img-2"]
+    assert items[0].a.data == png(55) and items[0].source["runs"]["a"] == newest.id
+    glbs = items_from_runs(store, "hoi", "interactvlm-hoi", "baseline: silhouette only (no contacts)",
+                           file_name="fit.glb")
+    assert {item.a.media for item in glbs} == {"glb"}
+    with pytest.raises(StudyRejected, match="no file 'input.png'"):
+        items_from_runs(store, "hoi", "interactvlm-hoi", "baseline: silhouette only (no contacts)",
+                        reference_name="input.png")  # the newest run of img-1 has no input.png
+    with pytest.raises(StudyRejected, match="no input has hoi runs of both"):
+        items_from_runs(store, "hoi", "interactvlm-hoi", "phosa")
+
+
+def test_a_zip_with_traversal_is_refused(tmp_path):
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("../a/0.png", png(1))
+    with pytest.raises(InputError, match="'..'"):
+        read_zip(path)

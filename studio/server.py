@@ -3,7 +3,8 @@
     /                 the demo (semantic contact, affordance)
     /annotate         the annotator workflow (``?worker=ID`` or a login)
     /admin            the admin console (admin login; closed when no admin account is configured)
-    /studio/static/   painter.js and three.js from ``studio/web/node_modules``
+    /studio/static/   painter.js, three.js's build, and the few ES modules the painter imports from
+                      ``studio/web/node_modules`` (three's OrbitControls, three-mesh-bvh), by name
     /studio/mesh/     body meshes by topology, task objects by task id (JSON for the painter)
 """
 from __future__ import annotations
@@ -29,6 +30,15 @@ from studio.uploads import guard_file_inputs
 
 WEB = Path(__file__).resolve().parent / "web"
 THREE_BUILD = WEB / "node_modules" / "three" / "build"
+# The painter's library modules: served name -> file in node_modules. Nothing else there is reachable.
+LIBRARY_MODULES = {
+    "OrbitControls.js": WEB / "node_modules" / "three" / "examples" / "jsm" / "controls" / "OrbitControls.js",
+    "three-mesh-bvh.js": WEB / "node_modules" / "three-mesh-bvh" / "build" / "index.module.js",
+}
+# Without a bundler the bare specifier 'three' means nothing to a browser: the library modules import
+# three from the same URL the painter does (one module instance), relative to /studio/static/lib/.
+BARE_THREE = re.compile(r"""(\bfrom\s*)(['"])three\2""")
+THREE_FROM_LIB = "../three/three.module.js"
 API_SCHEMA = re.compile(rb"<script>window\.gradio_api_info = .*?;</script>", re.S)
 CLOSED_ADMIN = (f"<h1>Admin console closed</h1><p>Set ${ADMIN_USER_ENV} and ${ADMIN_PASSWORD_ENV} (at least 8 "
                 "characters) before starting the server to open it.</p>")
@@ -118,9 +128,32 @@ def hide_schema_from_login_page(app: FastAPI, prefix: str) -> None:
 
 
 def add_static_routes(app: FastAPI) -> None:
-    """Only the painter's module and three's build folder are served (never node_modules at large)."""
+    """Only the painter's module, three's build folder and the named library modules are served (never
+    node_modules at large)."""
     app.add_api_route("/studio/static/painter.js", _file_route(WEB / "painter.js", "text/javascript"), methods=["GET"])
     app.mount("/studio/static/three", StaticFiles(directory=THREE_BUILD, check_dir=False), name="three")
+    for name, path in LIBRARY_MODULES.items():
+        app.add_api_route(f"/studio/static/lib/{name}", _module_route(path), methods=["GET"])
+
+
+def library_module_source(path: Path) -> str:
+    """The module's text with ``from 'three'`` pointing at three's build as the painter imports it."""
+    return BARE_THREE.sub(lambda match: f"{match.group(1)}{match.group(2)}{THREE_FROM_LIB}{match.group(2)}",
+                          path.read_text(encoding="utf-8"))
+
+
+def _module_route(path: Path):
+    cache: dict[float, str] = {}
+
+    def serve() -> Response:
+        if not path.is_file():
+            raise HTTPException(404, f"{path.name} is missing; run `make run` (it installs the web assets)")
+        stamp = path.stat().st_mtime
+        if stamp not in cache:
+            cache.clear()
+            cache[stamp] = library_module_source(path)
+        return Response(cache[stamp], media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+    return serve
 
 
 def _file_route(path: Path, media_type: str):

@@ -256,3 +256,60 @@ def test_bad_input_in_the_page_gets_a_clear_message_and_the_server_keeps_serving
     annotator.click("#submit")
     assert "0..10613" in toast_text(annotator)
     assert load_task_annotations(studio_server.studio.store, task_ids=[task_id]) == {}, "nothing was stored"
+
+
+def touch(cdp, kind: str, points) -> None:
+    """One touch event through Chromium's input pipeline (real pointer events with pointerType 'touch')."""
+    cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+        {"x": float(x), "y": float(y), "id": index} for index, (x, y) in enumerate(points)]})
+
+
+def touch_drag(page, cdp, starts, ends, steps: int = 10) -> None:
+    starts, ends = np.asarray(starts, float), np.asarray(ends, float)
+    touch(cdp, "touchStart", starts)
+    for t in np.linspace(0, 1, steps + 1)[1:]:
+        touch(cdp, "touchMove", starts + t * (ends - starts))
+        page.wait_for_timeout(20)
+    touch(cdp, "touchEnd", [])
+    page.wait_for_timeout(200)
+
+
+def test_one_finger_paints_and_two_fingers_orbit_and_pinch_zoom(browser, studio_server, artifacts):
+    store = studio_server.studio.store
+    mesh = studio_server.studio.body_mesh_json(TOPOLOGY)
+    zero = np.zeros(len(mesh["vertices"]) // 3, dtype=np.float32)
+    task_id = add_task(store, png_bytes(4), "touch.png", labels=["chair"], topology=TOPOLOGY, redundancy=1,
+                       prediction={"chair": zero}, model_name="test zero prediction", priority=2000)
+    context = browser.new_context(has_touch=True, viewport={"width": 900, "height": 1000})
+    page = context.new_page()
+    open_annotator(page, studio_server.url, "w-touch", task_id)
+    cdp = context.new_cdp_session(page)
+    camera = page.evaluate("window.studioPainter.camera()")
+    screen, _ = project(mesh, camera)
+    front = front_vertices(mesh)
+    parts = np.asarray(mesh["part_labels"])
+    chest = screen[(parts == mesh["part_names"].index("chest")) & front].mean(0)
+    radius_px = brush_radius_pixels(page, mesh)
+
+    stroke = (chest - [3 * radius_px, 0], chest + [3 * radius_px, 0])
+    touch_drag(page, cdp, [stroke[0]], [stroke[1]])
+    wait_for_server_count(page, "chair", None)
+    painted = np.asarray(page.evaluate("window.studioPainter.layers().chair"))
+    assert_under_path(screen, painted, front, stroke, radius_px)
+    assert page.evaluate("window.studioPainter.camera()")["viewProjection"] == camera["viewProjection"], \
+        "one finger paints without moving the camera"
+
+    touch_drag(page, cdp, [chest - [60, 0], chest + [60, 0]], [chest + [120, 0], chest + [240, 0]])
+    orbited = page.evaluate("window.studioPainter.camera()")
+    assert not np.allclose(orbited["viewProjection"], camera["viewProjection"]), "two fingers orbit"
+    assert page.evaluate("window.studioPainter.state()")["counts"]["chair"] == len(painted), \
+        "a two-finger gesture paints nothing"
+
+    before = brush_radius_pixels(page, mesh)
+    centre = np.asarray([camera["rect"]["left"] + camera["rect"]["width"] / 2,
+                         camera["rect"]["top"] + camera["rect"]["height"] / 2])
+    touch_drag(page, cdp, [centre - [40, 0], centre + [40, 0]], [centre - [160, 0], centre + [160, 0]])
+    assert brush_radius_pixels(page, mesh) > 1.5 * before, "spreading two fingers zooms in"
+    assert page.evaluate("window.studioPainter.state()")["counts"]["chair"] == len(painted)
+    page.screenshot(path=str(artifacts / "touch-painted.png"))
+    context.close()

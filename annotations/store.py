@@ -374,5 +374,6 @@ def valid_id(value) -> bool:
 def task_row_or_error(session: Session, task_id: int) -> models.TaskRow:
     row = session.get(models.TaskRow, task_id) if valid_id(task_id) else None
     if row is None:
-        raise UnknownTaskError(f"no task with id {str(task_id)[:24]!r}")
+        shown = repr(task_id)
+        raise UnknownTaskError(f"no task with id {shown if len(shown) <= 24 else shown[:21] + '...'}")
     return row

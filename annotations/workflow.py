@@ -165,6 +165,17 @@ def open_assignment(store: Store, annotator_id: int) -> Assignment | None:
                           assigned_at=row.assigned_at)
 
 
+def holds_task(store: Store, annotator_ids, task_id: int) -> bool:
+    """Whether any of these annotators was given this task (open or finished)."""
+    ids = [int(item) for item in annotator_ids]
+    if not ids:
+        return False
+    with store.session() as session:
+        return session.scalar(select(models.AssignmentRow.id).where(models.AssignmentRow.task_id == int(task_id),
+                                                                    models.AssignmentRow.annotator_id.in_(ids))
+                              .limit(1)) is not None
+
+
 def _open_assignment(session: Session, annotator_id: int) -> models.AssignmentRow | None:
     return session.scalar(select(models.AssignmentRow)
                           .where(models.AssignmentRow.annotator_id == annotator_id,
@@ -404,7 +415,10 @@ def check_ids(ids, count: int, topology: str, label: str) -> np.ndarray:
         raise PayloadError(f"label {label!r}: vertex ids must be a list of integers")
     if len(ids) > count:
         raise PayloadError(f"label {label!r}: {len(ids)} vertex ids, but {topology} has only {count} vertices")
-    array = np.asarray(ids)
+    try:
+        array = np.asarray(ids)
+    except (ValueError, TypeError, OverflowError):  # ragged lists, huge numbers
+        raise PayloadError(f"label {label!r}: vertex ids must be a flat list of integers") from None
     if array.size and (array.ndim != 1 or array.dtype.kind not in "iu"):
         raise PayloadError(f"label {label!r}: vertex ids must be a flat list of integers")
     array = array.astype(np.int64)

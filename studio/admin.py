@@ -21,6 +21,7 @@ from engine import rll
 from engine.errors import InputError
 from studio import exports
 from studio.context import STORE_LANE, Studio, user_errors
+from studio.crowd import crowd_tab
 from studio.uploads import accept_upload
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
@@ -191,6 +192,7 @@ def build_admin(studio: Studio) -> gr.Blocks:
             include_flagged = gr.Checkbox(False, label="include flagged tasks")
             run_export = gr.Button("Export for training", variant="primary", elem_id="export")
             export_file = gr.File(label="export (DAMON-style npz, PIAD files, manifest)", elem_id="export-file")
+        crowd_tab(studio, lane)  # signed worker links and the demo pool (studio.crowd)
 
         quality = [summary, annotator_table, task_table, agreement_plot, gold_plot, flow_plot]
 

@@ -12,6 +12,9 @@
 - Headers on every response: no framing, no sniffing, same-origin referrers. Cookies are rewritten to
   ``HttpOnly; SameSite=Lax`` (plus ``Secure`` over HTTPS). No CORS headers are ever sent (the parent
   app's CORS middleware allows no origin, which also stops Gradio from adding its own).
+- Every browser gets an opaque ``studio-session`` cookie; ``studio.crowd`` binds annotator sessions to it.
+- JSON request bodies nested deeper than ``MAX_JSON_DEPTH`` or larger than ``MAX_JSON_BODY`` get 400 /
+  413 with a message before any parser sees them (never a RecursionError and a 500).
 - Rate limits (``RateLimiter``): sliding windows per client address for session starts and task
   creation, used by the handlers.
 
@@ -23,6 +26,8 @@ import ipaddress
 import json
 import logging
 import math
+import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -30,11 +35,17 @@ from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
+import numpy as np
+
 from engine.errors import InputError
 
 log = logging.getLogger("studio.security")
 
 MAX_LOGIN_BODY = 16 * 1024
+MAX_JSON_BODY = 32 * 2**20  # a painting is at most 4 MiB; nothing the pages send comes near this
+MAX_JSON_DEPTH = 64  # Gradio payloads nest a few levels; 100k levels would exhaust the parser's stack
+SESSION_COOKIE = "studio-session"  # studio.crowd binds annotator page sessions to it
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 MAX_DELAY_S = 3600.0
 SECURITY_HEADERS = (
     (b"x-frame-options", b"DENY"),
@@ -158,7 +169,8 @@ class SecurityGate:
         address = client_address(scope, self.trusted_proxies)
         https = scope.get("scheme") == "https" or self._forwarded_https(scope)
         scope = dict(scope, client=(address, (scope.get("client") or ("", 0))[1]))
-        send = self._with_headers(send, https)
+        new_session = None if _has_cookie(scope, SESSION_COOKIE) else secrets.token_urlsafe(32)
+        send = self._with_headers(send, https, new_session)
         path = scope.get("path", "")
         if self.admin_prefix and (path == self.admin_prefix or path.startswith(self.admin_prefix + "/")):
             rest = path[len(self.admin_prefix):]
@@ -166,7 +178,19 @@ class SecurityGate:
                 return await _json(send, 401, {"detail": "Not authenticated"})
         if scope["method"] == "POST" and path.rstrip("/").endswith("/login"):
             return await self._login(scope, receive, send, address)
+        if scope["method"] in ("POST", "PUT", "PATCH") and _is_json(scope):
+            return await self._json_body(scope, receive, send)
         return await self.app(scope, receive, send)
+
+    async def _json_body(self, scope, receive, send):
+        body = await _read_body(receive, MAX_JSON_BODY)
+        if body is None:
+            return await _json(send, 413, {"detail": f"the request is larger than {MAX_JSON_BODY // 2**20} MiB"})
+        if json_depth(body) > MAX_JSON_DEPTH:
+            log.warning("refused a JSON body nested deeper than %d from %s on %s", MAX_JSON_DEPTH,
+                        scope["client"][0], scope["path"])
+            return await _json(send, 400, {"detail": f"the request is nested deeper than {MAX_JSON_DEPTH} levels"})
+        return await self.app(scope, _replay(body, receive), send)
 
     def _forwarded_https(self, scope) -> bool:
         peer = (scope.get("client") or ("",))[0]
@@ -182,13 +206,9 @@ class SecurityGate:
         return method in ("GET", "HEAD") and (rest in ADMIN_OPEN_EXACT or rest.startswith(ADMIN_OPEN_PREFIXES))
 
     async def _login(self, scope, receive, send, address: str):
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > MAX_LOGIN_BODY:
-                return await _json(send, 413, {"detail": "the login form is too large"})
+        body = await _read_body(receive, MAX_LOGIN_BODY)
+        if body is None:
+            return await _json(send, 413, {"detail": "the login form is too large"})
         username = (parse_qs(body.decode("latin-1")).get("username") or [""])[0].strip()[:128]
         keys = (f"user:{scope['path'].rsplit('/login', 1)[0]}:{username}", f"address:{address}")
         wait = self.throttle.retry_after(keys)
@@ -199,17 +219,12 @@ class SecurityGate:
                                [(b"retry-after", str(math.ceil(wait)).encode())])
         status = {}
 
-        async def replay():
-            nonlocal body
-            chunk, body = body, b""
-            return {"type": "http.request", "body": chunk, "more_body": False}
-
         async def watch(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
             await send(message)
 
-        await self.app(scope, replay, watch)
+        await self.app(scope, _replay(body, receive), watch)
         if status.get("code") == 200:
             self.throttle.succeeded(keys)
             log.info("login of %r from %s on %s", username, address, scope["path"])
@@ -219,16 +234,62 @@ class SecurityGate:
                         f"; blocked for {delay:.0f} s" if delay else "")
 
     @staticmethod
-    def _with_headers(send, https: bool):
+    def _with_headers(send, https: bool, new_session: str | None):
         async def wrapped(message):
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if k.lower() not in {name for name, _ in SECURITY_HEADERS}
                            and not k.lower().startswith(b"access-control-")]
                 headers = [(k, _cookie(v, https)) if k.lower() == b"set-cookie" else (k, v) for k, v in headers]
+                if new_session is not None:
+                    headers.append((b"set-cookie", _cookie(f"{SESSION_COOKIE}={new_session}; Path=/".encode(), https)))
                 message = dict(message, headers=headers + list(SECURITY_HEADERS))
             await send(message)
         return wrapped
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply a JSON text nests arrays and objects (brackets inside strings do not count)."""
+    stripped = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    if stripped.size == 0:
+        return 0
+    steps = np.isin(stripped, (ord("["), ord("{"))).astype(np.int64) - np.isin(stripped, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _is_json(scope) -> bool:
+    return any(key == b"content-type" and b"json" in value.lower() for key, value in scope.get("headers", []))
+
+
+def _has_cookie(scope, name: str) -> bool:
+    prefix = name.encode() + b"="
+    return any(key == b"cookie" and any(item.strip().startswith(prefix) for item in value.split(b";"))
+               for key, value in scope.get("headers", []))
+
+
+async def _read_body(receive, limit: int) -> bytes | None:
+    """The whole request body, or None once it passes ``limit`` bytes."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > limit:
+            return None
+    return body
+
+
+def _replay(body: bytes, receive):
+    """A ``receive`` that hands the app the body read already, then the client's own messages (disconnect)."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    return replayed
 
 
 def _cookie(value: bytes, https: bool) -> bytes:

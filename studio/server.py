@@ -19,10 +19,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount
 
+from annotations import workflow
+from annotations.store import MAX_ID
 from engine.errors import InputError, MissingAssetError
 from studio.admin import build_admin
 from studio.annotate import build_annotate
 from studio.context import Studio, mesh_json
+from studio.crowd import session_digest
 from studio.demo import build_demo
 from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
 from studio.security import SecurityGate
@@ -62,6 +65,7 @@ def build_server(studio: Studio) -> FastAPI:
     mount(app, build_annotate(studio), "/annotate", studio,
           auth=any_login(settings.annotator_logins) if settings.annotator_logins else None)
     mount(app, build_demo(studio), "/", studio)
+    studio.start_sweeper()
     return app
 
 
@@ -75,6 +79,7 @@ def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None, p
     Nothing else on disk is servable: no ``allowed_paths`` besides that folder.
     """
     page.queue(api_open=False, default_concurrency_limit=studio.settings.store_concurrency)
+    page.delete_cache = (studio.settings.sweep_every_s, studio.settings.cache_max_age_s)  # Gradio's own files
     guard_file_inputs(page, studio)
     app.state.pages = {**getattr(app.state, "pages", {}), path: page}  # every mounted page (the tests walk them)
     allowed = []
@@ -173,15 +178,24 @@ def add_mesh_routes(app: FastAPI, studio: Studio) -> None:
             raise HTTPException(404, str(error)) from None
 
     @app.get("/studio/mesh/task/{task_id}.json")
-    def task_mesh(task_id: int) -> JSONResponse:
+    def task_mesh(task_id: str, request: Request) -> JSONResponse:
+        """A task's object, only for an annotator of this browser session who holds (or held) the task,
+        or for the admin; everyone else gets the same 404 as for a task that does not exist."""
+        unknown = HTTPException(404, "no such task for you; open it from your annotator page")
+        if not task_id.isdigit() or len(task_id) > 10 or not 1 <= int(task_id) <= MAX_ID:
+            raise unknown
+        number = int(task_id)
+        holders = studio.session_annotators(session_digest(request))
+        if logged_in(app, "/admin", request.scope) is None and not workflow.holds_task(studio.store, holders, number):
+            raise unknown
         try:
-            task = studio.store.task(task_id)
+            task = studio.store.task(number)
             if task.object_id is None:
-                raise InputError(f"task {task_id} has no object; its body is at /studio/mesh/body/{task.topology}.json")
+                raise InputError(f"task {number} has no object; its body is at /studio/mesh/body/{task.topology}.json")
             points, faces = studio.store.object_geometry(task.object_id)
         except InputError as error:
             raise HTTPException(404, str(error)) from None
-        return JSONResponse(mesh_json(task.topology, points, faces), headers={"Cache-Control": "max-age=3600"})
+        return JSONResponse(mesh_json(task.topology, points, faces), headers={"Cache-Control": "private, max-age=3600"})
 
 
 class BackgroundServer:
@@ -215,4 +229,5 @@ class BackgroundServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+        self.studio.stop_sweeper()
         self.studio.store.close()

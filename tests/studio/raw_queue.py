@@ -29,6 +29,14 @@ class Outcome:
         return f"Outcome(success={self.success}, error={self.error!r})"
 
 
+def painter_payload(outcome: Outcome) -> dict | None:
+    """The painter payload (task id, mesh URL, labels) among an annotator page's outputs, if any."""
+    for item in outcome.data or []:
+        if isinstance(item, str) and item.startswith("{") and '"mesh_url"' in item:
+            return json.loads(item)
+    return None
+
+
 def forged(path) -> dict:
     """A file object naming a server path, as the browser sends an uploaded one."""
     return {"path": str(path), "meta": FILE_META, "orig_name": Path(path).name}
@@ -44,6 +52,12 @@ class RawPage:
 
     def close(self) -> None:
         self.client.close()
+
+    def visit(self) -> httpx.Response:
+        """Load the page as a browser does (this is where the studio's session cookie is set)."""
+        response = self.client.get(f"{self.page}/")
+        response.raise_for_status()
+        return response
 
     def login(self, username: str, password: str) -> httpx.Response:
         return self.client.post(f"{self.page}/login", data={"username": username, "password": password})
@@ -61,12 +75,13 @@ class RawPage:
 
     def upload(self, path, name: str | None = None) -> dict:
         """Upload a file the honest way; returns the file object the page then sends."""
-        content = Path(path).read_bytes()
-        response = self.client.post(f"{self.page}/gradio_api/upload",
-                                    files=[("files", (name or Path(path).name, content))])
+        with Path(path).open("rb") as handle:  # streamed: a large upload never sits in this process's memory
+            response = self.client.post(f"{self.page}/gradio_api/upload",
+                                        files=[("files", (name or Path(path).name, handle))])
         response.raise_for_status()
         server_path = response.json()[0]
-        return {"path": server_path, "meta": FILE_META, "orig_name": name or Path(path).name, "size": len(content)}
+        return {"path": server_path, "meta": FILE_META, "orig_name": name or Path(path).name,
+                "size": Path(path).stat().st_size}
 
     def call(self, fn: int | str, data: list, session_hash: str | None = None, timeout_s: float = 120) -> Outcome:
         """Join the queue with ``data`` and read the event stream until this event completes."""

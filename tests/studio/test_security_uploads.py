@@ -8,6 +8,7 @@ and leave nothing derived from the secret files in any folder the server serves 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -40,8 +41,9 @@ def served_files(studio) -> list[Path]:
 def secrets_outside(tmp_path_factory) -> dict[str, Path]:
     """A PNG, an OBJ, a points .txt and a batch zip outside every upload folder."""
     folder = tmp_path_factory.mktemp("server-secrets")
-    Image.fromarray(np.full((24, 32, 3), 7, np.uint8)).save(folder / "secret.png")
-    (folder / "secret.txt").write_text("\n".join(f"{i}.25 {i}.5 {i}.75" for i in range(40)) + "\n")
+    seed = int.from_bytes(os.urandom(4), "little")  # bytes no earlier run left in a shared upload folder
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(folder / "secret.png")
+    (folder / "secret.txt").write_text("\n".join(f"{i}.25 {i}.5 {seed % 1000 + i}.75" for i in range(40)) + "\n")
     (folder / "secret.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 1 3 4\n")
     import zipfile
     with zipfile.ZipFile(folder / "secret.zip", "w") as archive:
@@ -173,3 +175,36 @@ def test_accept_upload_takes_every_form_a_handler_receives(studio_server, tmp_pa
     for empty in (None, ""):
         with pytest.raises(InputError, match="upload the image first"):
             accept_upload(studio, empty, what="the image")
+
+
+def test_example_scripts_and_readmes_are_not_served(studio_server):
+    import httpx
+
+    assert (EXAMPLES / "make_examples.py").is_file() and (EXAMPLES / "README.md").is_file()
+    with httpx.Client(timeout=30) as client:
+        for prefix in ("", "/annotate"):
+            for name in ("make_examples.py", "README.md", "person_chair.png"):
+                answer = client.get(f"{studio_server.url}{prefix}/gradio_api/file={EXAMPLES / name}")
+                assert answer.status_code == 403, (prefix, name)
+    # the example images reach the page through Gradio's cache, the scripts never
+    page = RawPage(studio_server.url)
+    served = [item for row in page.config()["components"] if row.get("type") == "dataset"
+              for item in json.dumps(row.get("props", {})).split('"') if "person_" in item or "make_examples" in item]
+    page.close()
+    assert served and not any("make_examples" in item or "README" in item for item in served)
+
+
+def test_an_unexpected_failure_shows_no_path_exception_name_or_traceback(studio_server, picture, monkeypatch):
+    """A bug (here: a RuntimeError naming a server path) reaches the visitor as a bare failure."""
+    from studio.context import Studio
+
+    def broken(self, topology):
+        raise RuntimeError(f"boom in {studio_server.models_dir}/secret/file.npz")
+
+    monkeypatch.setattr(Studio, "body", broken)
+    page = RawPage(studio_server.url)
+    outcome = page.call("predict_contact", [page.upload(picture), ["chair"]])
+    page.close()
+    assert not outcome.success
+    shown = json.dumps(outcome.raw)
+    assert "secret/file.npz" not in shown and "RuntimeError" not in shown and "Traceback" not in shown

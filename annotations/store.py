@@ -374,6 +374,10 @@ def valid_id(value) -> bool:
 def task_row_or_error(session: Session, task_id: int) -> models.TaskRow:
     row = session.get(models.TaskRow, task_id) if valid_id(task_id) else None
     if row is None:
-        shown = repr(task_id)
-        raise UnknownTaskError(f"no task with id {shown if len(shown) <= 24 else shown[:21] + '...'}")
+        raise unknown_task_error(task_id)
     return row
+
+
+def unknown_task_error(task_id) -> UnknownTaskError:
+    shown = repr(task_id)
+    return UnknownTaskError(f"no task with id {shown if len(shown) <= 24 else shown[:21] + '...'}")

@@ -34,8 +34,8 @@ from sqlalchemy.orm import Session
 
 from annotations import codec, models
 from annotations.domain import Assignment, SubmissionReceipt
-from annotations.errors import NotAssignedError, PayloadError, UnknownAnnotatorError, UnknownTaskError
-from annotations.store import TASK_SELECT, Store, task_row_or_error, utcnow, valid_id
+from annotations.errors import NotAssignedError, PayloadError, UnknownAnnotatorError
+from annotations.store import TASK_SELECT, Store, task_row_or_error, unknown_task_error, utcnow, valid_id
 from engine.body.topology import num_vertices
 
 FLAG_REASONS = ("image_unusable", "no_contact_visible")
@@ -318,7 +318,7 @@ def _raise_not_assigned(connection: Connection, annotator_id, task_id, layers, t
     task = connection.execute(select(TASKS.c.id, TASKS.c.kind, TASKS.c.topology, TASKS.c.labels)
                               .where(TASKS.c.id == task_id)).first() if valid_id(task_id) else None
     if task is None:
-        raise UnknownTaskError(f"no task with id {str(task_id)[:24]!r}")
+        raise unknown_task_error(task_id)
     if topology is not None and topology != task.topology:
         raise PayloadError(f"the annotation was made on {topology!r} but task {task.id} uses {task.topology!r}")
     encode_payload(task.kind, task.topology, tuple(task.labels), layers, f"the payload for task {task.id}")

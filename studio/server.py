@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount
@@ -57,6 +57,7 @@ def build_server(studio: Studio) -> FastAPI:
                        admin_user=lambda scope: logged_in(app, "/admin", scope))
     add_static_routes(app)
     add_mesh_routes(app, studio)
+    add_page_redirects(app, ["/annotate"] + (["/admin"] if settings.admin is not None else []))
     if settings.admin is not None:
         hide_schema_from_login_page(app, "/admin")
         mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check, private_files=studio.admin_files)
@@ -67,6 +68,19 @@ def build_server(studio: Studio) -> FastAPI:
     mount(app, build_demo(studio), "/", studio)
     studio.start_sweeper()
     return app
+
+
+def add_page_redirects(app: FastAPI, paths: list[str]) -> None:
+    """``/annotate?worker=ID`` and ``/admin`` (the links handed out) open the pages mounted at ``PATH/``:
+    a redirect that keeps the query string."""
+    def redirect_to(path: str):
+        def redirect(request: Request) -> RedirectResponse:
+            query = request.url.query
+            return RedirectResponse(f"{path}/" + (f"?{query}" if query else ""), status_code=307)
+        return redirect
+
+    for path in paths:
+        app.add_api_route(path, redirect_to(path), methods=["GET", "HEAD"], include_in_schema=False)
 
 
 def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None, private_files: Path | None = None) -> None:

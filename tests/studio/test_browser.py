@@ -313,3 +313,27 @@ def test_one_finger_paints_and_two_fingers_orbit_and_pinch_zoom(browser, studio_
     assert page.evaluate("window.studioPainter.state()")["counts"]["chair"] == len(painted)
     page.screenshot(path=str(artifacts / "touch-painted.png"))
     context.close()
+
+
+def test_the_demo_hands_out_an_absolute_clickable_link_that_opens_the_painter(browser, studio_server, picture):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    open_demo(page, studio_server.url)
+    page.get_by_role("tab", name="Affordance").click()
+    page.set_input_files("#affordance-image input[type=file]", str(picture))
+    page.wait_for_timeout(500)
+    with context.expect_page() as opened:  # "Paint instead" opens the painter in a new tab by itself
+        page.click("#paint-affordance")
+    anchor = page.wait_for_selector("#paint-anchor", timeout=30000)
+    href = anchor.get_attribute("href")
+    assert href.startswith(f"{studio_server.url}/annotate?worker=demo-"), href
+    painter = opened.value
+    painter.bring_to_front()
+    painter.wait_for_selector('#studio-painter[data-ready="1"]', timeout=120000)
+    assert painter.url.startswith(f"{studio_server.url}/annotate/?worker=demo-")
+    page.bring_to_front()
+    with context.expect_page() as clicked:  # and the link shown on the page opens it too
+        anchor.click()
+    clicked.value.bring_to_front()
+    clicked.value.wait_for_selector('#studio-painter[data-ready="1"]', timeout=120000)
+    context.close()

@@ -93,6 +93,15 @@ def mesh_url(task: Task) -> str:
     return f"/studio/mesh/task/{task.id}.json"
 
 
+def no_worker_message(request) -> str:
+    """What a page opened without ``?worker=`` says: the link to open, absolute (Markdown makes it a link)."""
+    url = getattr(request, "url", None)
+    base = f"{url.scheme}://{url.netloc}" if url is not None and url.netloc else ""
+    example = f"{base}/annotate?worker=YOUR_ID"
+    return (f"This page needs your worker id. Open the link your study gave you, or <{example}> with "
+            "YOUR_ID replaced by your id.")
+
+
 def task_view(studio: Studio, session: Session, assignment: Assignment | None, message: str = ""):
     """(session, image, task text, progress text, painter payload, status) for the page."""
     progress = f"**{session.done}** done this session"
@@ -179,6 +188,9 @@ def build_annotate(studio: Studio) -> gr.Blocks:
         @user_errors
         def on_start(link, request: gr.Request):
             worker_id, sig = worker_from_link(link)
+            if not worker_id and not studio.settings.annotator_logins:
+                # Said on the page, with the link to use (absolute and clickable), not in a passing toast.
+                return None, None, NO_TASK, "", "", no_worker_message(request)
             state = start_session(studio, worker_id, getattr(request, "username", None), signature=sig,
                                   browser=session_digest(request), address=client_address(request))
             return _advance(studio, state, "")

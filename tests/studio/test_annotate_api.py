@@ -265,8 +265,9 @@ def test_a_painting_for_another_task_id_is_refused(studio_server):
 
 def test_no_worker_id_is_a_clear_error(studio_server):
     client = Client(studio_server.url + "/annotate/", verbose=False)
-    with pytest.raises(AppError, match=r"open this page with your worker id, e.g. /annotate\?worker=YOUR_ID"):
-        client.predict("", api_name="/start_session")
+    image, text, progress, payload, status = client.predict("", api_name="/start_session")
+    assert payload == "" and image is None, "no task is handed to nobody"
+    assert f"<{studio_server.url}/annotate?worker=YOUR_ID>" in status, "the page shows the absolute link to open"
     for worker in ("   ", "x" * 129, "tab\there"):
         with pytest.raises(AppError, match="an annotator id must be 1-128 printable characters"):
             client.predict(worker, api_name="/start_session")

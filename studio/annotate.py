@@ -176,12 +176,12 @@ def build_annotate(studio: Studio) -> gr.Blocks:
                 task_text = gr.HTML(elem_id="task-info")
                 progress = gr.Markdown(elem_id="progress")
                 status = gr.Markdown(elem_id="status")
-                submit = gr.Button("Submit", variant="primary", elem_id="submit")
+                submit = gr.Button("Submit", variant="primary", elem_id="submit", interactive=False)
                 with gr.Row():
-                    skip = gr.Button("Skip", elem_id="skip")
+                    skip = gr.Button("Skip", elem_id="skip", interactive=False)
                     reason = gr.Dropdown(list(workflow.FLAG_REASONS), value=workflow.FLAG_REASONS[0],
-                                         label="flag reason", elem_id="flag-reason")
-                    flag = gr.Button("Flag", elem_id="flag")
+                                         label="flag reason", elem_id="flag-reason", interactive=False)
+                    flag = gr.Button("Flag", elem_id="flag", interactive=False)
         outputs = [session, image, task_text, progress, payload, status]
         lane = {"concurrency_id": STORE_LANE, "concurrency_limit": studio.settings.store_concurrency}
 
@@ -216,6 +216,14 @@ def build_annotate(studio: Studio) -> gr.Blocks:
         def on_sync(painted_json, state, request: gr.Request):
             return check_painting(_require(state, request) if state is not None else None, painted_json)
 
+        # A new task (or none): the server's check of the previous painting goes, and the task buttons are
+        # enabled exactly when there is a task.
+        def on_task_changed(payload_value):
+            active = gr.update(interactive=bool(payload_value))
+            return "", active, active, active, active
+
+        payload.change(on_task_changed, inputs=[payload], outputs=[server_counts, submit, skip, flag, reason],
+                       api_name="task_changed", api_visibility="private", show_progress="hidden")
         page.load(on_start, inputs=[worker], outputs=outputs, js=WORKER_JS, api_name="start_session", **lane)
         submit.click(on_submit, inputs=[painted, session], outputs=outputs, js=READ_JS, api_name="submit", **lane)
         skip.click(on_skip, inputs=[session], outputs=outputs, api_name="skip", **lane)

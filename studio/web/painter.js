@@ -1108,6 +1108,10 @@ export function createPainter(container, options = {}) {
     distanceSelect.value = effectiveDistance();
     distanceSelect.disabled = pointCloud || st.tool !== 'brush';
     distanceSelect.title = pointCloud ? 'Point clouds use Euclidean distance' : 'How the brush radius is measured';
+    for (const control of [paintButton, eraseButton, brushButton, radiusInput, distanceSelect]) {
+      if (!ready) control.disabled = true; // no task: no tool (the rules above enable them again)
+    }
+    if (!ready) partButton.disabled = true;
     undoButton.disabled = !ready || !st.undo.length;
     redoButton.disabled = !ready || !st.redo.length;
     viewButton.disabled = !ready;
@@ -1292,6 +1296,28 @@ export function createPainter(container, options = {}) {
     }
   }
 
+  /** Drops the task (there is none now): no mesh, no layers, every tool disabled, `message` shown. */
+  function unload(message = 'No task right now.') {
+    ++st.loadToken; // a load still in flight is superseded
+    st.ready = false;
+    st.loading = false;
+    container.dataset.ready = '0';
+    delete container.dataset.task;
+    if (st.object) {
+      scene.remove(st.object);
+      st.geometry.dispose();
+      st.object = null; st.geometry = null; st.colours = null;
+    }
+    st.payload = null; st.mesh = null; st.stroke = null; st.drag = null; st.label = null;
+    st.layerSets = new Map(); st.counts = new Map(); st.predictions = new Map(); st.undo = []; st.redo = [];
+    layerRow.replaceChildren();
+    layerButtons.clear();
+    ring.style.display = 'none';
+    showMessage(message);
+    refreshUi();
+    renderNow();
+  }
+
   function layers() {
     const out = {};
     if (!st.payload) return out;
@@ -1403,7 +1429,7 @@ export function createPainter(container, options = {}) {
   }
 
   const painter = {
-    load, layers, state, setLayer, setMode, setTool, setRadius, setDistance, undo, redo, showPrediction,
+    load, unload, layers, state, setLayer, setMode, setTool, setRadius, setDistance, undo, redo, showPrediction,
     screenPosition, pickAt, camera: cameraInfo, resetView: frameMesh, destroy, container,
   };
   window.studioPainter = painter;

@@ -337,3 +337,39 @@ def test_the_demo_hands_out_an_absolute_clickable_link_that_opens_the_painter(br
     clicked.value.bring_to_front()
     clicked.value.wait_for_selector('#studio-painter[data-ready="1"]', timeout=120000)
     context.close()
+
+
+def test_without_a_task_the_buttons_and_tools_are_disabled_and_the_check_resets(browser, tmp_path):
+    """A studio of its own with one task: after it is skipped there is none, and the page says so by itself."""
+    from conftest import start_studio, stop
+
+    models = tmp_path / "models"
+    models.mkdir()
+    running, server = start_studio(models, tmp_path)
+    try:
+        store = running.studio.store
+        mesh = running.studio.body_mesh_json(TOPOLOGY)
+        zero = np.zeros(len(mesh["vertices"]) // 3, dtype=np.float32)
+        task_id = add_task(store, png_bytes(5), "reset.png", labels=["chair"], topology=TOPOLOGY, redundancy=1,
+                           prediction={"chair": zero}, model_name="test zero prediction")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        open_annotator(page, running.url, "w-reset", task_id)
+        page.wait_for_function("!document.querySelector('#submit').disabled", timeout=15000)
+        assert not page.is_disabled("#skip") and not page.is_disabled("#flag")
+        screen, _ = project(mesh, page.evaluate("window.studioPainter.camera()"))
+        parts = np.asarray(mesh["part_labels"])
+        chest = screen[(parts == mesh["part_names"].index("chest")) & front_vertices(mesh)].mean(0)
+        drag(page, chest - [20, 0], chest + [20, 0])
+        wait_for_server_count(page, "chair", None)
+
+        page.click("#skip")
+        page.wait_for_function("document.getElementById('status').innerText.includes('Skipped task')", timeout=15000)
+        page.wait_for_selector('#studio-painter[data-ready="0"]', timeout=15000)
+        page.wait_for_function("document.querySelector('#submit').disabled", timeout=15000)
+        assert page.is_disabled("#skip") and page.is_disabled("#flag"), "no task: nothing to skip or flag"
+        assert page.query_selector("#painter-server-counts") is None, "the previous task's check is gone"
+        for action in ("paint", "erase", "brush", "part", "undo", "redo", "reset-view"):
+            assert page.is_disabled(f'[data-action="{action}"]'), f"the {action} tool works without a task"
+        assert "No task is waiting" in page.inner_text("#task-info")
+    finally:
+        stop(server, running)

@@ -1108,10 +1108,9 @@ export function createPainter(container, options = {}) {
     distanceSelect.value = effectiveDistance();
     distanceSelect.disabled = pointCloud || st.tool !== 'brush';
     distanceSelect.title = pointCloud ? 'Point clouds use Euclidean distance' : 'How the brush radius is measured';
-    for (const control of [paintButton, eraseButton, brushButton, radiusInput, distanceSelect]) {
-      if (!ready) control.disabled = true; // no task: no tool (the rules above enable them again)
-    }
-    if (!ready) partButton.disabled = true;
+    // No task: no tool. With one, paint / erase / brush always work; the others follow their own rules above.
+    for (const control of [paintButton, eraseButton, brushButton]) control.disabled = !ready;
+    for (const control of [partButton, radiusInput, distanceSelect]) if (!ready) control.disabled = true;
     undoButton.disabled = !ready || !st.undo.length;
     redoButton.disabled = !ready || !st.redo.length;
     viewButton.disabled = !ready;

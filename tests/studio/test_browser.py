@@ -371,5 +371,10 @@ def test_without_a_task_the_buttons_and_tools_are_disabled_and_the_check_resets(
         for action in ("paint", "erase", "brush", "part", "undo", "redo", "reset-view"):
             assert page.is_disabled(f'[data-action="{action}"]'), f"the {action} tool works without a task"
         assert "No task is waiting" in page.inner_text("#task-info")
+        task_id = add_task(store, png_bytes(6), "again.png", labels=["chair"], topology=TOPOLOGY, redundancy=1)
+        page.reload()
+        open_annotator(page, running.url, "w-reset", task_id)
+        for action in ("paint", "erase", "brush", "part"):
+            assert not page.is_disabled(f'[data-action="{action}"]'), f"the {action} tool is off with a task"
     finally:
         stop(server, running)

@@ -94,7 +94,7 @@ def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None, p
     """
     page.queue(api_open=False, default_concurrency_limit=studio.settings.store_concurrency)
     page.delete_cache = (studio.settings.sweep_every_s, studio.settings.cache_max_age_s)  # Gradio's own files
-    guard_file_inputs(page, studio)
+    guard_file_inputs(page, studio, refused_roots=() if private_files is not None else (studio.admin_files,))
     app.state.pages = {**getattr(app.state, "pages", {}), path: page}  # every mounted page (the tests walk them)
     allowed = []
     if private_files is not None:
@@ -103,6 +103,8 @@ def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None, p
         allowed = [str(private_files)]
     gr.mount_gradio_app(app, page, path, auth=auth, max_file_size=studio.settings.max_upload_bytes, show_error=False,
                         allowed_paths=allowed, ssr_mode=False, footer_links=["api"] if path == "/" else [])
+    if private_files is not None:  # this page's uploads land in its private folder too, not the shared one
+        mounted_page_app(app, path).uploaded_file_dir = str(private_files)
 
 
 def mounted_page_app(app: FastAPI, path: str):

@@ -70,21 +70,27 @@ def accept_upload(studio, value, *, what: str) -> Path:
     raise refused
 
 
-def check_payload(studio, payload) -> None:
-    """Every file object in a raw Gradio payload (lists and dicts, any depth) must pass ``accept_upload``."""
+def check_payload(studio, payload, refused_roots=()) -> None:
+    """Every file object in a raw Gradio payload (lists and dicts, any depth) must pass ``accept_upload``
+    and lie outside ``refused_roots`` (another page's private folder)."""
     for value in _file_objects(payload):
-        accept_upload(studio, value, what="a file")
+        path = accept_upload(studio, value, what="a file")
+        if any(_inside(path, _resolved(root)) for root in refused_roots):
+            raise InputError("a file was not uploaded to this server; upload it through the page")
 
 
-def guard_file_inputs(page: gr.Blocks, studio) -> None:
-    """Check the raw inputs of every event of ``page`` before Gradio copies any file (see the module doc)."""
+def guard_file_inputs(page: gr.Blocks, studio, refused_roots=()) -> None:
+    """Check the raw inputs of every event of ``page`` before Gradio copies any file (see the module doc).
+
+    ``refused_roots``: folders this page must never take files from (the admin's private folder, for the
+    public pages)."""
     if getattr(page, "_studio_file_guard", False):
         return
     original = page.preprocess_data
 
     async def preprocess_data(block_fn, inputs, state=None, explicit_call=False):
         try:
-            check_payload(studio, inputs)
+            check_payload(studio, inputs, refused_roots)
         except InputError as error:
             raise gr.Error(str(error), print_exception=False) from None
         return await original(block_fn, inputs, state, explicit_call)

@@ -5,15 +5,16 @@ files served only to the admin, cookies, CORS, client addresses behind a proxy, 
 """
 from __future__ import annotations
 
+import io
 import logging
 import time
 import zipfile
-import io
+from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import ADMIN_PASSWORD, ADMIN_USER, start_studio, stop
+from studio_servers import ADMIN_PASSWORD, ADMIN_USER, start_studio, stop
 from raw_queue import RawPage
 from studio.security import LoginThrottle
 
@@ -172,3 +173,20 @@ def test_every_page_carries_the_security_headers(studio_server):
             assert "frame-ancestors 'none'" in answer.headers.get("content-security-policy", ""), path
             assert answer.headers.get("x-content-type-options") == "nosniff", path
             assert answer.headers.get("referrer-policy") == "same-origin", path
+
+
+def test_admin_uploads_stay_in_the_admin_folder_and_public_pages_cannot_use_them(studio_server, picture):
+    from raw_queue import forged
+
+    admin = RawPage(studio_server.url, "/admin")
+    assert admin.login(ADMIN_USER, ADMIN_PASSWORD).status_code == 200
+    uploaded = admin.upload(picture, "batch-image.png")["path"]
+    assert str(studio_server.studio.admin_files.resolve()) in str(Path(uploaded).resolve())
+    visitor = RawPage(studio_server.url)
+    refused = visitor.call("predict_contact", [forged(uploaded), ["chair"]])
+    assert not refused.success and "was not uploaded to this server" in refused.error
+    for prefix in ("", "/annotate"):
+        assert visitor.client.get(f"{studio_server.url}{prefix}/gradio_api/file={uploaded}").status_code == 403
+    assert admin.client.get(f"{studio_server.url}/admin/gradio_api/file={uploaded}").status_code == 200
+    admin.close()
+    visitor.close()

@@ -7,11 +7,14 @@ annotator logins the login is the identity; malformed paintings refused with a m
 """
 from __future__ import annotations
 
+import io
 import json
 import time
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from annotations import batch, models, workflow
@@ -19,8 +22,7 @@ from raw_queue import RawPage, painter_payload
 from studio.crowd import sign_worker
 from studio.settings import Login
 
-from conftest import ADMIN_PASSWORD, ADMIN_USER, start_studio, stop
-from test_admin_api import png
+from studio_servers import ADMIN_PASSWORD, ADMIN_USER, start_studio, stop
 
 TOPOLOGY = "openbody-v1"
 SECRET = "a-worker-link-secret-for-tests"
@@ -63,6 +65,12 @@ def pools(store) -> dict[str, int]:
 
 def paint_instead(demo: RawPage, picture):
     return demo.call("paint_affordance", [demo.upload(picture), "chair", None, "chair", "sit"])
+
+
+def png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def crowd_task(store, seed: int, redundancy: int = 1) -> int:

@@ -25,7 +25,7 @@ from studio.context import GPU_LANE
 from studio.resources import sweep
 from studio.uploads import upload_roots
 
-from conftest import start_studio, stop
+from studio_servers import start_studio, stop
 
 MIB = 2**20
 

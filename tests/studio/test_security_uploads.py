@@ -22,7 +22,7 @@ from engine.errors import InputError
 from raw_queue import RawPage, forged
 from studio.uploads import EXAMPLES, accept_upload, upload_roots
 
-from conftest import ADMIN_PASSWORD, ADMIN_USER
+from studio_servers import ADMIN_PASSWORD, ADMIN_USER
 
 REFUSAL = "was not uploaded to this server"
 TABLES = (models.ImageRow, models.TaskRow, models.ObjectRow, models.AssignmentRow, models.BatchRow, models.RunRow)
@@ -194,6 +194,7 @@ def test_example_scripts_and_readmes_are_not_served(studio_server):
     assert served and not any("make_examples" in item or "README" in item for item in served)
 
 
+@pytest.mark.slow
 def test_an_unexpected_failure_shows_no_path_exception_name_or_traceback(studio_server, picture, monkeypatch):
     """A bug (here: a RuntimeError naming a server path) reaches the visitor as a bare failure."""
     from studio.context import Studio

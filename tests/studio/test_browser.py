@@ -341,7 +341,7 @@ def test_the_demo_hands_out_an_absolute_clickable_link_that_opens_the_painter(br
 
 def test_without_a_task_the_buttons_and_tools_are_disabled_and_the_check_resets(browser, tmp_path):
     """A studio of its own with one task: after it is skipped there is none, and the page says so by itself."""
-    from conftest import start_studio, stop
+    from studio_servers import start_studio, stop
 
     models = tmp_path / "models"
     models.mkdir()

@@ -100,7 +100,8 @@ def serve(args) -> int:
     studio = build_studio(settings)
     print(f"bodies ready for the painter: {', '.join(studio.warm_up())}")
     app = build_server(studio)
-    print(f"Interaction Studio on http://{args.host}:{args.port}/  (annotators: /annotate?worker=ID, admin: /admin)")
+    base = f"http://{args.host}:{args.port}"
+    print(f"Interaction Studio on {base}/\n  annotators: {base}/annotate?worker=ID\n  admin:      {base}/admin")
     # Client addresses come from studio.security (X-Forwarded-For only from --trusted-proxy), not uvicorn.
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0

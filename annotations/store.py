@@ -6,20 +6,23 @@ managed by alembic only: opening a store upgrades it to the newest migration.
 
 SQLite write sessions start with ``BEGIN IMMEDIATE`` so that two writers never both read a task as
 open and then both fill it; PostgreSQL write paths lock the rows they change (``FOR UPDATE``).
+The annotator hot path (``workflow.next_task`` / ``submit``) runs SQLAlchemy Core statements on one
+connection per operation (``Store.transaction``); everything else uses ORM sessions (``Store.session``).
 """
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
-from sqlalchemy import create_engine, event, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, create_engine, event, select
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
@@ -31,6 +34,16 @@ from engine.errors import InputError
 from engine.paths import var_dir
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PREDICTION_CACHE_SIZE = 512  # decoded predictions kept per store (rows are written once, never changed)
+TASK_SHAPE_CACHE_SIZE = 65536
+
+
+class TaskShape(NamedTuple):
+    """What a submission is checked against; fixed when the task is made."""
+
+    kind: str
+    topology: str
+    labels: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,11 @@ class Store:
         self._memory_lock = threading.RLock() if _is_memory_sqlite(self.url) else None
         self._write_lock = threading.Lock() if self.dialect == "sqlite" and not self._memory_lock else None
         self.last_expiry_check = float("-inf")  # monotonic time of the last sweep for stale assignments
+        self._binds = {write: self.engine.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
+                       for write in (True, False)}
+        self._predictions: OrderedDict[int, Prediction] = OrderedDict()
+        self._predictions_lock = threading.Lock()  # guards both caches
+        self._shapes: OrderedDict[int, TaskShape] = OrderedDict()
         if migrate:
             self.migrate()
 
@@ -133,15 +151,21 @@ class Store:
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
         """One session per operation: commit on success, roll back on any error."""
-        bind = self.engine.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
         lock = self._memory_lock or (self._write_lock if write else None) or nullcontext()
-        with lock, Session(bind=bind, expire_on_commit=False) as session:
+        with lock, Session(bind=self._binds[write], expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[Connection]:
+        """One Core connection in one transaction (the hot path): commit on success, roll back on any error."""
+        lock = self._memory_lock or (self._write_lock if write else None) or nullcontext()
+        with lock, self._binds[write].begin() as connection:
+            yield connection
 
     def lock_for_update(self, statement):
         """``SELECT ... FOR UPDATE`` where the backend has row locks (SQLite writers are already serialised)."""
@@ -243,15 +267,60 @@ class Store:
                      width=row.width, height=row.height, original_name=row.original_name,
                      source=row.source, licence=row.licence)
 
-    @staticmethod
-    def prediction_from_id(session: Session, prediction_id: int) -> Prediction:
-        row = session.get(models.PredictionRow, prediction_id)
-        layers = session.scalars(select(models.PredictionLayerRow)
-                                 .where(models.PredictionLayerRow.prediction_id == prediction_id))
-        return Prediction(id=row.id, model_name=row.model_name, model_version=row.model_version,
-                          parameters=dict(row.parameters), topology=row.topology,
-                          layers=frozen_layers({layer.label: codec.decode(layer.encoding, layer.data)
-                                                for layer in layers}))
+    def prediction_from_id(self, session: Session | Connection, prediction_id: int) -> Prediction:
+        """The decoded prediction, from the store's cache after the first read (predictions never change)."""
+        with self._predictions_lock:
+            cached = self._predictions.get(prediction_id)
+            if cached is not None:
+                self._predictions.move_to_end(prediction_id)
+                return cached
+        table, layer = models.PredictionRow.__table__, models.PredictionLayerRow.__table__
+        row = session.execute(select(table).where(table.c.id == prediction_id)).one()
+        layers = session.execute(select(layer.c.label, layer.c.encoding, layer.c.data)
+                                 .where(layer.c.prediction_id == prediction_id))
+        prediction = Prediction(id=row.id, model_name=row.model_name, model_version=row.model_version,
+                                parameters=dict(row.parameters), topology=row.topology,
+                                layers=frozen_layers({label: codec.decode(encoding, data)
+                                                      for label, encoding, data in layers}))
+        with self._predictions_lock:
+            self._predictions[prediction_id] = prediction
+            while len(self._predictions) > PREDICTION_CACHE_SIZE:
+                self._predictions.popitem(last=False)
+        return prediction
+
+    def task_shape(self, task_id: int) -> TaskShape | None:
+        """(kind, topology, labels) of a task, cached (they never change); None for an unknown task."""
+        with self._predictions_lock:
+            shape = self._shapes.get(task_id)
+        if shape is not None:
+            return shape
+        table = models.TaskRow.__table__
+        with self.transaction() as connection:
+            row = connection.execute(select(table.c.kind, table.c.topology, table.c.labels)
+                                     .where(table.c.id == task_id)).first()
+        if row is None:
+            return None
+        shape = TaskShape(row.kind, row.topology, tuple(row.labels))
+        with self._predictions_lock:
+            self._shapes[task_id] = shape
+            while len(self._shapes) > TASK_SHAPE_CACHE_SIZE:
+                self._shapes.popitem(last=False)
+        return shape
+
+    def task_by_id(self, connection: Connection, task_id: int) -> Task:
+        """The task with its image, object class and prediction in one statement (Core; the hot path)."""
+        return self.task_from_details(connection, connection.execute(TASK_DETAILS, {"task": task_id}).one())
+
+    def task_from_details(self, connection: Connection, row) -> Task:
+        """A ``Task`` from a row of ``TASK_SELECT`` (its prediction from the cache)."""
+        prediction = self.prediction_from_id(connection, row.prediction_id) if row.prediction_id else None
+        return Task(id=row.id, kind=row.kind, topology=row.topology, labels=tuple(row.labels),
+                    image=Image(id=row.image_id, sha256=row.sha256, path=self.data_dir / row.path, format=row.format,
+                                width=row.width, height=row.height, original_name=row.original_name,
+                                source=row.source, licence=row.licence),
+                    object_id=row.object_id, object_class=row.class_name, prediction=prediction,
+                    redundancy=row.redundancy, priority=row.priority, is_gold=row.is_gold, batch_id=row.batch_id,
+                    pool=row.pool)
 
     def object_points(self, object_id: int):
         """(N, 3) float32 points of an affordance object (mesh vertices or point cloud)."""
@@ -266,6 +335,20 @@ class Store:
             path = self.data_dir / row.path
         with np.load(path, allow_pickle=False) as data:
             return data["points"], (data["faces"] if "faces" in data.files else None)
+
+
+def _task_select():
+    task, image, obj = models.TaskRow.__table__, models.ImageRow.__table__, models.ObjectRow.__table__
+    return (select(task.c.id, task.c.kind, task.c.topology, task.c.labels, task.c.object_id, task.c.prediction_id,
+                   task.c.redundancy, task.c.priority, task.c.is_gold, task.c.batch_id, task.c.pool,
+                   image.c.id.label("image_id"), image.c.sha256, image.c.path, image.c.format, image.c.width,
+                   image.c.height, image.c.original_name, image.c.source, image.c.licence, obj.c.class_name)
+            .select_from(task.join(image, image.c.id == task.c.image_id).outerjoin(obj, obj.c.id == task.c.object_id)))
+
+
+# Built once (the hot path only binds values): a task with its image and object class, for Store.task_from_details.
+TASK_SELECT = _task_select()
+TASK_DETAILS = TASK_SELECT.where(models.TaskRow.__table__.c.id == bindparam("task"))
 
 
 def check_external_id(external_id: str) -> str:
@@ -283,10 +366,18 @@ def annotator_from_row(row: models.AnnotatorRow) -> Annotator:
 MAX_ID = 2**31 - 1  # ids are 32-bit on every backend; a larger one is simply unknown (never an overflow)
 
 
+def valid_id(value) -> bool:
+    """Whether ``value`` can be a row id at all (anything else is simply unknown)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
+
+
 def task_row_or_error(session: Session, task_id: int) -> models.TaskRow:
-    valid = isinstance(task_id, int) and not isinstance(task_id, bool) and 1 <= task_id <= MAX_ID
-    row = session.get(models.TaskRow, task_id) if valid else None
+    row = session.get(models.TaskRow, task_id) if valid_id(task_id) else None
     if row is None:
-        shown = repr(task_id)
-        raise UnknownTaskError(f"no task with id {shown if len(shown) <= 24 else shown[:21] + '...'}")
+        raise unknown_task_error(task_id)
     return row
+
+
+def unknown_task_error(task_id) -> UnknownTaskError:
+    shown = repr(task_id)
+    return UnknownTaskError(f"no task with id {shown if len(shown) <= 24 else shown[:21] + '...'}")

@@ -12,9 +12,14 @@ Rules:
   ``StoreConfig.unverified_timeout_s`` when that is set; demo-pool assignments never expire.
 - An annotator who reloads gets their open assignment back instead of a new one.
 - ``submit`` is idempotent by the client's submission key: a repeated key returns the first receipt.
+
+``next_task`` and ``submit`` are the hot path: each is one transaction of a few SQLAlchemy Core
+statements (``Store.transaction``), with the task's details read in the same transaction and its
+prediction decoded once per store.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -22,14 +27,15 @@ from datetime import timedelta
 from typing import Mapping
 
 import numpy as np
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import bindparam, exists, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from annotations import codec, models
 from annotations.domain import Assignment, SubmissionReceipt
 from annotations.errors import NotAssignedError, PayloadError, UnknownAnnotatorError
-from annotations.store import Store, task_row_or_error, utcnow
+from annotations.store import TASK_SELECT, Store, task_row_or_error, unknown_task_error, utcnow, valid_id
 from engine.body.topology import num_vertices
 
 FLAG_REASONS = ("image_unusable", "no_contact_visible")
@@ -37,6 +43,61 @@ MAX_CLIENT_INFO_BYTES = 4096
 MAX_SECONDS = 24 * 3600.0
 _RETRIES = 3
 EXPIRY_CHECK_S = 5.0
+
+# Core tables of the hot path.
+ASSIGNMENTS, TASKS, ANNOTATORS = (models.AssignmentRow.__table__, models.TaskRow.__table__,
+                                  models.AnnotatorRow.__table__)
+SUBMISSIONS, SUBMISSION_LAYERS = models.SubmissionRow.__table__, models.SubmissionLayerRow.__table__
+
+
+class HotStatements:
+    """The hot path's statements, built once per dialect with bind parameters (no per-call construction)."""
+
+    def __init__(self, dialect: str):
+        a, t, subs = ASSIGNMENTS, TASKS, SUBMISSIONS
+        row_locks = dialect != "sqlite"  # SQLite writers are serialised by BEGIN IMMEDIATE already
+        annotator = bindparam("annotator")
+        # The annotator exists, how many tasks it was served, its open assignment if any.
+        served = select(func.count()).where(a.c.annotator_id == ANNOTATORS.c.id).scalar_subquery()
+        open_id = (select(a.c.id).where(a.c.annotator_id == ANNOTATORS.c.id, a.c.status == "assigned")
+                   .order_by(a.c.id).limit(1).scalar_subquery())
+        self.annotator_head = select(served, open_id).where(ANNOTATORS.c.id == annotator)
+        self.assignment = select(a.c.id, a.c.task_id, a.c.status, a.c.assigned_at).where(a.c.id == bindparam("id_"))
+        self.open_task = {gold: self._open_task(gold, row_locks) for gold in (True, False)}
+        self.insert_assignment = insert(a).returning(a.c.id)
+        self.change_filled = (update(t).where(t.c.id == bindparam("task"))
+                              .values(filled=t.c.filled + bindparam("delta")))
+        self.by_key = (select(subs.c.id, subs.c.submission_key, subs.c.task_id, subs.c.annotator_id, subs.c.created_at)
+                       .where(subs.c.submission_key == bindparam("key")))
+        # The task and this annotator's assignment of it (on PostgreSQL the assignment row is locked:
+        # other annotators of the same task go on).
+        earlier = select(subs.c.id).where(subs.c.submission_key == bindparam("key")).scalar_subquery()
+        held = (select(t.c.id, t.c.kind, t.c.topology, t.c.labels, t.c.prediction_id,
+                       a.c.id.label("assignment_id"), a.c.status, a.c.assigned_at, earlier.label("earlier"))
+                .select_from(t.join(a, a.c.task_id == t.c.id))
+                .where(t.c.id == bindparam("task"), a.c.annotator_id == annotator))
+        self.held_assignment = held.with_for_update(of=a) if row_locks else held
+        self.insert_submission = insert(subs).returning(subs.c.id)
+        self.insert_layers = insert(SUBMISSION_LAYERS)
+        self.mark_submitted = (update(a).where(a.c.id == bindparam("id_"))
+                               .values(status="submitted", finished_at=bindparam("finished"),
+                                       seconds_spent=bindparam("spent")))
+
+    @staticmethod
+    def _open_task(gold: bool, row_locks: bool):
+        task = TASKS
+        already = exists().where(ASSIGNMENTS.c.task_id == task.c.id, ASSIGNMENTS.c.annotator_id == bindparam("annotator"))
+        # The task's details come with it (no second statement); on PostgreSQL only its row is locked.
+        query = TASK_SELECT.where(task.c.is_gold == gold, task.c.pool == "crowd", ~already)
+        if not gold:
+            query = query.where(task.c.filled < task.c.redundancy)
+        query = query.order_by(task.c.priority.desc(), task.c.id).limit(1)
+        return query.with_for_update(skip_locked=True, of=task) if row_locks else query
+
+
+@functools.lru_cache(maxsize=None)
+def hot_statements(dialect: str) -> HotStatements:
+    return HotStatements(dialect)
 
 
 def next_task(store: Store, annotator_id: int) -> Assignment | None:
@@ -73,16 +134,24 @@ def assign_task(store: Store, annotator_id: int, task_id: int) -> Assignment:
 
 
 def _next_task_once(store: Store, annotator_id: int) -> Assignment | None:
-    with store.session(write=True) as session:
-        annotator_row_or_error(session, annotator_id)
-        expire_stale_assignments(store, session)
-        row = _open_assignment(session, annotator_id) or _claim(store, session, annotator_id)
-        if row is None:
-            return None
-        claimed = (row.id, row.task_id, row.status, row.assigned_at)
-    with store.session() as session:  # reading the task's details needs no write lock
-        task = store.task_from_row(session, session.get(models.TaskRow, claimed[1]))
-    return Assignment(id=claimed[0], task=task, annotator_id=annotator_id, status=claimed[2], assigned_at=claimed[3])
+    sql = hot_statements(store.dialect)
+    with store.transaction(write=True) as connection:
+        expire_stale_assignments(store, connection)
+        found = connection.execute(sql.annotator_head, {"annotator": annotator_id}).first() \
+            if valid_id(annotator_id) else None
+        if found is None:
+            raise UnknownAnnotatorError(f"no annotator with id {annotator_id}")
+        count, open_id = found
+        if open_id is not None:
+            assignment_id, task_id, status, assigned_at = connection.execute(sql.assignment, {"id_": open_id}).one()
+            task = store.task_by_id(connection, task_id)
+        else:
+            claimed = _claim(store, connection, annotator_id, _gold_turn(count, store.config.gold_rate))
+            if claimed is None:
+                return None
+            assignment_id, details, assigned_at = claimed
+            task, status = store.task_from_details(connection, details), "assigned"
+    return Assignment(id=assignment_id, task=task, annotator_id=annotator_id, status=status, assigned_at=assigned_at)
 
 
 def open_assignment(store: Store, annotator_id: int) -> Assignment | None:
@@ -114,46 +183,38 @@ def _open_assignment(session: Session, annotator_id: int) -> models.AssignmentRo
                           .order_by(models.AssignmentRow.id).limit(1))
 
 
-def _claim(store: Store, session: Session, annotator_id: int) -> models.AssignmentRow | None:
-    pools = (True, False) if _gold_turn(session, annotator_id, store.config.gold_rate) else (False, True)
-    for gold in pools:
-        task = session.scalar(_open_task_query(store, annotator_id, gold))
-        if task is not None:
-            return _assign(session, task.id, annotator_id)
+def _claim(store: Store, connection: Connection, annotator_id: int, gold_first: bool):
+    """(assignment id, the task's ``TASK_SELECT`` row, assigned_at) of a newly claimed task, or None."""
+    sql = hot_statements(store.dialect)
+    for gold in ((True, False) if gold_first else (False, True)):
+        details = connection.execute(sql.open_task[gold], {"annotator": annotator_id}).first()
+        if details is not None:
+            now = utcnow()
+            assignment_id = connection.scalar(sql.insert_assignment, {
+                "task_id": details.id, "annotator_id": annotator_id, "status": "assigned", "assigned_at": now})
+            _change_filled(connection, details.id, +1)
+            return assignment_id, details, now
     return None
 
 
-def _gold_turn(session: Session, annotator_id: int, rate: float) -> bool:
+def _gold_turn(served: int, rate: float) -> bool:
     """True for the tasks where the running gold share crosses the next whole number."""
-    served = session.scalar(select(func.count()).where(models.AssignmentRow.annotator_id == annotator_id))
     return math.floor((served + 1) * rate + 1e-9) > math.floor(served * rate + 1e-9)
-
-
-def _open_task_query(store: Store, annotator_id: int, gold: bool):
-    task = models.TaskRow
-    already = exists().where(models.AssignmentRow.task_id == task.id,
-                             models.AssignmentRow.annotator_id == annotator_id)
-    query = select(task).where(task.is_gold == gold, task.pool == "crowd", ~already)
-    if not gold:
-        query = query.where(task.filled < task.redundancy)
-    query = query.order_by(task.priority.desc(), task.id).limit(1)
-    return query if store.dialect == "sqlite" else query.with_for_update(skip_locked=True)
 
 
 def _assign(session: Session, task_id: int, annotator_id: int) -> models.AssignmentRow:
     row = models.AssignmentRow(task_id=task_id, annotator_id=annotator_id, status="assigned", assigned_at=utcnow())
     session.add(row)
-    _change_filled(session, task_id, +1)
+    _change_filled(session.connection(), task_id, +1)
     session.flush()
     return row
 
 
-def _change_filled(session: Session, task_id: int, delta: int) -> None:
-    table = models.TaskRow.__table__  # a Core UPDATE: no ORM flush or identity-map sync on the hot path
-    session.connection().execute(update(table).where(table.c.id == task_id).values(filled=table.c.filled + delta))
+def _change_filled(connection: Connection, task_id: int, delta: int) -> None:
+    connection.execute(hot_statements(connection.dialect.name).change_filled, {"task": task_id, "delta": delta})
 
 
-def expire_stale_assignments(store: Store, session: Session) -> int:
+def expire_stale_assignments(store: Store, connection: Connection) -> int:
     """Free the slots of assignments left open longer than the timeout. Returns how many expired.
 
     Runs at most once per ``EXPIRY_CHECK_S`` per store (or per tenth of the timeout, when shorter).
@@ -164,19 +225,20 @@ def expire_stale_assignments(store: Store, session: Session) -> int:
     if now - store.last_expiry_check < min(EXPIRY_CHECK_S, shortest / 10):
         return 0
     store.last_expiry_check = now
-    assignment, task, annotator = models.AssignmentRow, models.TaskRow, models.AnnotatorRow
+    assignment, task, annotator = ASSIGNMENTS, TASKS, ANNOTATORS
     cutoff = utcnow() - timedelta(seconds=config.assignment_timeout_s)
-    stale_rule = assignment.assigned_at < cutoff
+    stale_rule = assignment.c.assigned_at < cutoff
     if config.unverified_timeout_s is not None:
-        unverified = select(annotator.id).where(annotator.verified == False)  # noqa: E712 (SQL, not Python)
+        unverified = select(annotator.c.id).where(annotator.c.verified == False)  # noqa: E712 (SQL, not Python)
         quick_cutoff = utcnow() - timedelta(seconds=config.unverified_timeout_s)
-        stale_rule = stale_rule | ((assignment.assigned_at < quick_cutoff) & assignment.annotator_id.in_(unverified))
-    demo = select(task.id).where(task.pool == "demo")
-    stale = session.scalars(store.lock_for_update(
-        select(assignment).where(assignment.status == "assigned", stale_rule, ~assignment.task_id.in_(demo)))).all()
-    for row in stale:
-        row.status = "expired"
-        _change_filled(session, row.task_id, -1)
+        stale_rule = stale_rule | ((assignment.c.assigned_at < quick_cutoff) & assignment.c.annotator_id.in_(unverified))
+    demo = select(task.c.id).where(task.c.pool == "demo")
+    stale = connection.execute(store.lock_for_update(
+        select(assignment.c.id, assignment.c.task_id)
+        .where(assignment.c.status == "assigned", stale_rule, ~assignment.c.task_id.in_(demo)))).all()
+    for assignment_id, task_id in stale:
+        connection.execute(update(assignment).where(assignment.c.id == assignment_id).values(status="expired"))
+        _change_filled(connection, task_id, -1)
     return len(stale)
 
 
@@ -201,32 +263,69 @@ def submit(store: Store, annotator_id: int, task_id: int, layers: Mapping, submi
 
 
 def _submit_once(store, annotator_id, task_id, layers, key, seconds_spent, info, topology) -> SubmissionReceipt:
-    with store.session(write=True) as session:
-        earlier = session.scalar(select(models.SubmissionRow).where(models.SubmissionRow.submission_key == key))
-        if earlier is not None:
-            return _receipt_for_repeat(earlier, annotator_id, task_id)
-        annotator_row_or_error(session, annotator_id)
-        task = task_row_or_error(session, task_id)
-        if topology is not None and topology != task.topology:
-            raise PayloadError(f"the annotation was made on {topology!r} but task {task.id} uses {task.topology!r}")
-        encoded = encode_layers(task, layers)
-        assignment = _claimable_assignment(store, session, task, annotator_id)
+    sql = hot_statements(store.dialect)
+    encoded = _encode_ahead(store, task_id, layers, topology)
+    with store.transaction(write=True) as connection:
+        found = connection.execute(sql.held_assignment, {"task": task_id, "annotator": annotator_id,
+                                                         "key": key}).first() \
+            if valid_id(task_id) and valid_id(annotator_id) else None
+        if found is None or found.earlier is not None:
+            earlier = connection.execute(sql.by_key, {"key": key}).first()
+            if earlier is not None:
+                return _receipt_for_repeat(earlier, annotator_id, task_id)
+        if found is None:
+            _raise_not_assigned(connection, annotator_id, task_id, layers, topology)
+        if encoded is None:  # the payload (or the topology) is wrong: the same checks again, with their message
+            if topology is not None and topology != found.topology:
+                raise PayloadError(f"the annotation was made on {topology!r} but task {found.id} uses {found.topology!r}")
+            encoded = encode_payload(found.kind, found.topology, tuple(found.labels), layers,
+                                     f"the payload for task {found.id}")
+        if found.status == "expired":
+            _reclaim_expired(store, connection, found.id)
+        elif found.status != "assigned":
+            raise NotAssignedError(f"task {found.id} was already {found.status} by this annotator")
         now = utcnow()
-        spent = _check_seconds(seconds_spent, default=(now - assignment.assigned_at).total_seconds())
-        row = models.SubmissionRow(submission_key=key, assignment_id=assignment.id, task_id=task.id,
-                                   annotator_id=annotator_id, prediction_id=task.prediction_id,
-                                   seconds_spent=spent, client_info=info, created_at=now)
-        session.add(row)
-        session.flush()
-        session.add_all(models.SubmissionLayerRow(submission_id=row.id, label=label, encoding=encoding, data=data)
-                        for label, (encoding, data) in encoded.items())
-        assignment.status, assignment.finished_at, assignment.seconds_spent = "submitted", now, spent
-        session.flush()
-        return SubmissionReceipt(submission_id=row.id, submission_key=key, task_id=task.id,
+        spent = _check_seconds(seconds_spent, default=(now - found.assigned_at).total_seconds())
+        submission_id = connection.scalar(sql.insert_submission, {
+            "submission_key": key, "assignment_id": found.assignment_id, "task_id": found.id,
+            "annotator_id": annotator_id, "prediction_id": found.prediction_id, "seconds_spent": spent,
+            "client_info": info, "created_at": now})
+        connection.execute(sql.insert_layers, [
+            {"submission_id": submission_id, "label": label, "encoding": encoding, "data": data}
+            for label, (encoding, data) in encoded.items()])
+        connection.execute(sql.mark_submitted, {"id_": found.assignment_id, "finished": now, "spent": spent})
+        return SubmissionReceipt(submission_id=submission_id, submission_key=key, task_id=found.id,
                                  annotator_id=annotator_id, created_at=now, duplicate=False)
 
 
-def _receipt_for_repeat(row: models.SubmissionRow, annotator_id: int, task_id: int) -> SubmissionReceipt:
+def _encode_ahead(store: Store, task_id, layers, topology) -> dict | None:
+    """The payload checked and encoded before the write transaction (it holds SQLite's write lock); None
+    when the task is unknown or anything is off, so that the transaction reports it in the usual order."""
+    shape = store.task_shape(task_id) if valid_id(task_id) else None
+    if shape is None or (topology is not None and topology != shape.topology):
+        return None
+    try:
+        return encode_payload(shape.kind, shape.topology, shape.labels, layers, f"the payload for task {task_id}")
+    except PayloadError:
+        return None
+
+
+def _raise_not_assigned(connection: Connection, annotator_id, task_id, layers, topology) -> None:
+    """The errors of a submission without an assignment, in the order the checks run: annotator, task,
+    topology, payload, and then that the task is not assigned."""
+    if not valid_id(annotator_id) or connection.scalar(select(ANNOTATORS.c.id).where(ANNOTATORS.c.id == annotator_id)) is None:
+        raise UnknownAnnotatorError(f"no annotator with id {annotator_id}")
+    task = connection.execute(select(TASKS.c.id, TASKS.c.kind, TASKS.c.topology, TASKS.c.labels)
+                              .where(TASKS.c.id == task_id)).first() if valid_id(task_id) else None
+    if task is None:
+        raise unknown_task_error(task_id)
+    if topology is not None and topology != task.topology:
+        raise PayloadError(f"the annotation was made on {topology!r} but task {task.id} uses {task.topology!r}")
+    encode_payload(task.kind, task.topology, tuple(task.labels), layers, f"the payload for task {task.id}")
+    raise NotAssignedError(f"task {task.id} is not assigned to this annotator; ask for the next task first")
+
+
+def _receipt_for_repeat(row, annotator_id: int, task_id: int) -> SubmissionReceipt:
     if row.annotator_id != annotator_id or row.task_id != int(task_id):
         raise PayloadError("this submission key was already used for another task or annotator; use a fresh key")
     return SubmissionReceipt(submission_id=row.id, submission_key=row.submission_key, task_id=row.task_id,
@@ -241,19 +340,20 @@ def _claimable_assignment(store: Store, session: Session, task: models.TaskRow,
     if row is None:
         raise NotAssignedError(f"task {task.id} is not assigned to this annotator; ask for the next task first")
     if row.status == "expired":
-        _reclaim_expired(store, session, task, row)
+        _reclaim_expired(store, session.connection(), task.id)
+        row.status = "assigned"
     elif row.status != "assigned":
         raise NotAssignedError(f"task {task.id} was already {row.status} by this annotator")
     return row
 
 
-def _reclaim_expired(store: Store, session: Session, task: models.TaskRow, row: models.AssignmentRow) -> None:
-    locked = session.scalar(store.lock_for_update(select(models.TaskRow).where(models.TaskRow.id == task.id)))
-    session.refresh(locked)
-    if not locked.is_gold and locked.filled >= locked.redundancy:
-        raise NotAssignedError(f"your assignment of task {task.id} expired and others have filled it")
-    row.status = "assigned"
-    _change_filled(session, task.id, +1)
+def _reclaim_expired(store: Store, connection: Connection, task_id: int) -> None:
+    """Take a slot again for an expired assignment (its annotator came back), if one is free."""
+    filled, redundancy, is_gold = connection.execute(store.lock_for_update(
+        select(TASKS.c.filled, TASKS.c.redundancy, TASKS.c.is_gold).where(TASKS.c.id == task_id))).one()
+    if not is_gold and filled >= redundancy:
+        raise NotAssignedError(f"your assignment of task {task_id} expired and others have filled it")
+    _change_filled(connection, task_id, +1)
 
 
 def skip(store: Store, annotator_id: int, task_id: int) -> None:
@@ -275,7 +375,7 @@ def _finish_without_submission(store: Store, annotator_id: int, task_id: int, st
         task = task_row_or_error(session, task_id)
         row = _claimable_assignment(store, session, task, annotator_id)
         row.status, row.flag_reason, row.finished_at = status, reason, utcnow()
-        _change_filled(session, task.id, -1)
+        _change_filled(session.connection(), task.id, -1)
 
 
 # ---- payload validation ------------------------------------------------------------------------

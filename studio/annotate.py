@@ -93,6 +93,15 @@ def mesh_url(task: Task) -> str:
     return f"/studio/mesh/task/{task.id}.json"
 
 
+def no_worker_message(request) -> str:
+    """What a page opened without ``?worker=`` says: the link to open, absolute (Markdown makes it a link)."""
+    url = getattr(request, "url", None)
+    base = f"{url.scheme}://{url.netloc}" if url is not None and url.netloc else ""
+    example = f"{base}/annotate?worker=YOUR_ID"
+    return (f"This page needs your worker id. Open the link your study gave you, or <{example}> with "
+            "YOUR_ID replaced by your id.")
+
+
 def task_view(studio: Studio, session: Session, assignment: Assignment | None, message: str = ""):
     """(session, image, task text, progress text, painter payload, status) for the page."""
     progress = f"**{session.done}** done this session"
@@ -167,18 +176,21 @@ def build_annotate(studio: Studio) -> gr.Blocks:
                 task_text = gr.HTML(elem_id="task-info")
                 progress = gr.Markdown(elem_id="progress")
                 status = gr.Markdown(elem_id="status")
-                submit = gr.Button("Submit", variant="primary", elem_id="submit")
+                submit = gr.Button("Submit", variant="primary", elem_id="submit", interactive=False)
                 with gr.Row():
-                    skip = gr.Button("Skip", elem_id="skip")
+                    skip = gr.Button("Skip", elem_id="skip", interactive=False)
                     reason = gr.Dropdown(list(workflow.FLAG_REASONS), value=workflow.FLAG_REASONS[0],
-                                         label="flag reason", elem_id="flag-reason")
-                    flag = gr.Button("Flag", elem_id="flag")
+                                         label="flag reason", elem_id="flag-reason", interactive=False)
+                    flag = gr.Button("Flag", elem_id="flag", interactive=False)
         outputs = [session, image, task_text, progress, payload, status]
         lane = {"concurrency_id": STORE_LANE, "concurrency_limit": studio.settings.store_concurrency}
 
         @user_errors
         def on_start(link, request: gr.Request):
             worker_id, sig = worker_from_link(link)
+            if not worker_id and not studio.settings.annotator_logins:
+                # Said on the page, with the link to use (absolute and clickable), not in a passing toast.
+                return None, None, NO_TASK, "", "", no_worker_message(request)
             state = start_session(studio, worker_id, getattr(request, "username", None), signature=sig,
                                   browser=session_digest(request), address=client_address(request))
             return _advance(studio, state, "")
@@ -204,6 +216,14 @@ def build_annotate(studio: Studio) -> gr.Blocks:
         def on_sync(painted_json, state, request: gr.Request):
             return check_painting(_require(state, request) if state is not None else None, painted_json)
 
+        # A new task (or none): the server's check of the previous painting goes, and the task buttons are
+        # enabled exactly when there is a task.
+        def on_task_changed(payload_value):
+            active = gr.update(interactive=bool(payload_value))
+            return "", active, active, active, active
+
+        payload.change(on_task_changed, inputs=[payload], outputs=[server_counts, submit, skip, flag, reason],
+                       api_name="task_changed", api_visibility="private", show_progress="hidden")
         page.load(on_start, inputs=[worker], outputs=outputs, js=WORKER_JS, api_name="start_session", **lane)
         submit.click(on_submit, inputs=[painted, session], outputs=outputs, js=READ_JS, api_name="submit", **lane)
         skip.click(on_skip, inputs=[session], outputs=outputs, api_name="skip", **lane)

@@ -160,7 +160,7 @@ class ContactDemo:
                                  labels=labels, topology=run.topology, prediction=prediction,
                                  model_name=run.source, model_version="studio demo", source="studio demo",
                                  pool="demo")
-        return hand_to_new_worker(self.studio, task_id, browser)
+        return hand_to_new_worker(self.studio, task_id, browser, request)
 
 
 def visitor_session(studio: Studio, request) -> str:
@@ -172,13 +172,29 @@ def visitor_session(studio: Studio, request) -> str:
     return browser
 
 
-def hand_to_new_worker(studio: Studio, task_id: int, browser: str) -> str:
-    """A fresh demo worker id, bound to the visitor's browser session, holding the (demo-pool) task."""
+def hand_to_new_worker(studio: Studio, task_id: int, browser: str, request=None) -> str:
+    """A fresh demo worker id, bound to the visitor's browser session, holding the (demo-pool) task; returns
+    the painter's absolute URL on the address the visitor used."""
     worker = f"demo-{secrets.token_hex(8)}"
     annotator = studio.store.ensure_annotator(worker)
     studio.store.bind_session(annotator.id, browser)
     workflow.assign_task(studio.store, annotator.id, task_id)
-    return f"/annotate?worker={worker}"
+    return f"{site_url(request)}/annotate?worker={worker}"
+
+
+def site_url(request) -> str:
+    """``scheme://host[:port]`` of the request as the browser addressed it ("" without a request)."""
+    url = getattr(request, "url", None) if request is not None else None
+    return f"{url.scheme}://{url.netloc}" if url is not None and url.netloc else ""
+
+
+def link_html(url: str, text: str, elem_id: str) -> str:
+    """A clickable absolute link (opens in a new tab), escaped."""
+    if not url:
+        return ""
+    safe = html.escape(url, quote=True)
+    return (f'<p><a id="{elem_id}" href="{safe}" target="_blank" rel="noopener">{html.escape(text)}</a> '
+            f'<span style="opacity:.7">{safe}</span></p>')
 
 
 def answer_html(run: ContactRun, results, colours: list[str]) -> str:
@@ -267,7 +283,7 @@ class AffordanceDemo:
                                  labels=[resolve_affordance(affordance)], kind="object_affordance",
                                  object_points=geometry.vertices, object_faces=geometry.faces, object_class=label,
                                  source="studio demo", pool="demo")
-        return hand_to_new_worker(self.studio, task_id, browser)
+        return hand_to_new_worker(self.studio, task_id, browser, request)
 
 
 def example_rows() -> list[list]:
@@ -309,7 +325,8 @@ def contact_tab(demo: ContactDemo, gpu: dict) -> None:
             downloads = gr.File(label="downloads: contact.npz and contact.glb", file_count="multiple",
                                 elem_id="contact-downloads")
             correct = gr.Button("Correct this in the painter", elem_id="correct")
-            link = gr.Textbox(label="painter link", interactive=False, elem_id="correct-link")
+            link = gr.Textbox(visible="hidden", elem_id="correct-url")
+            link_box = gr.HTML(elem_id="correct-link")
 
     @user_errors
     def on_predict(image_value, label_values, progress=gr.Progress()):
@@ -323,6 +340,8 @@ def contact_tab(demo: ContactDemo, gpu: dict) -> None:
     predict.click(on_predict, inputs=[image, labels], outputs=[run, viewer, grid, answers, source, downloads],
                   api_name="predict_contact", **gpu)
     correct.click(on_correct, inputs=[run], outputs=[link], api_name="correct_contact").then(
+        lambda url: link_html(url, "Open the painter", "correct-anchor"), inputs=[link], outputs=[link_box],
+        api_name="correct_link", api_visibility="private").then(
         None, inputs=[link], js=OPEN_JS, api_name="open_painter", api_visibility="private")
 
 
@@ -348,7 +367,8 @@ def affordance_tab(demo: AffordanceDemo, gpu: dict) -> None:
             viewer = gr.Model3D(label="affordance on the object", elem_id="affordance-3d")
             answer = gr.HTML(elem_id="affordance-answer-box")
             downloads = gr.File(label="downloads", file_count="multiple", elem_id="affordance-downloads")
-            link = gr.Textbox(label="painter link", interactive=False, elem_id="paint-link")
+            link = gr.Textbox(visible="hidden", elem_id="paint-url")
+            link_box = gr.HTML(elem_id="paint-link")
 
     @user_errors
     def on_predict(image_value, choice_value, upload_value, label_value, affordance_value, progress=gr.Progress()):
@@ -365,5 +385,7 @@ def affordance_tab(demo: AffordanceDemo, gpu: dict) -> None:
     inputs = [image, choice, upload, label, affordance]
     predict.click(on_predict, inputs=inputs, outputs=[viewer, answer, downloads], api_name="predict_affordance", **gpu)
     paint.click(on_paint, inputs=inputs, outputs=[link], api_name="paint_affordance").then(
+        lambda url: link_html(url, "Open the painter", "paint-anchor"), inputs=[link], outputs=[link_box],
+        api_name="paint_link", api_visibility="private").then(
         None, inputs=[link], js=OPEN_JS, api_name="open_affordance_painter", api_visibility="private")
     choice.change(on_choice, inputs=[choice], outputs=[label], api_name="object_label_for")

@@ -41,7 +41,7 @@ window.studioPainterReady = import('{STATIC_URL}/painter.js').then((module) => {
 """
 
 LOAD_JS = """(payload) => {
-  if (payload && window.studioPainterReady) window.studioPainterReady.then((p) => p.load(payload));
+  if (window.studioPainterReady) window.studioPainterReady.then((p) => (payload ? p.load(payload) : p.unload()));
   return [];
 }"""
 

@@ -3,7 +3,8 @@
     /                 the demo (semantic contact, affordance)
     /annotate         the annotator workflow (``?worker=ID`` or a login)
     /admin            the admin console (admin login; closed when no admin account is configured)
-    /studio/static/   painter.js, scene_picker.js and three.js from ``studio/web/node_modules``
+    /studio/static/   painter.js, scene_picker.js, three.js's build, and the few ES modules the painter
+                      imports from ``studio/web/node_modules`` (three's OrbitControls, three-mesh-bvh), by name
     /studio/mesh/     body meshes by topology, task objects by task id (JSON for the painter), GenZI scenes
                       by load token (binary, ``studio.genzi``)
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount
@@ -35,6 +36,15 @@ from studio.uploads import guard_file_inputs
 
 WEB = Path(__file__).resolve().parent / "web"
 THREE_BUILD = WEB / "node_modules" / "three" / "build"
+# The painter's library modules: served name -> file in node_modules. Nothing else there is reachable.
+LIBRARY_MODULES = {
+    "OrbitControls.js": WEB / "node_modules" / "three" / "examples" / "jsm" / "controls" / "OrbitControls.js",
+    "three-mesh-bvh.js": WEB / "node_modules" / "three-mesh-bvh" / "build" / "index.module.js",
+}
+# Without a bundler the bare specifier 'three' means nothing to a browser: the library modules import
+# three from the same URL the painter does (one module instance), relative to /studio/static/lib/.
+BARE_THREE = re.compile(r"""(\bfrom\s*)(['"])three\2""")
+THREE_FROM_LIB = "../three/three.module.js"
 API_SCHEMA = re.compile(rb"<script>window\.gradio_api_info = .*?;</script>", re.S)
 CLOSED_ADMIN = (f"<h1>Admin console closed</h1><p>Set ${ADMIN_USER_ENV} and ${ADMIN_PASSWORD_ENV} (at least 8 "
                 "characters) before starting the server to open it.</p>")
@@ -52,6 +62,7 @@ def build_server(studio: Studio) -> FastAPI:
     add_mesh_routes(app, studio)
     add_scene_routes(app, studio)
     add_study_routes(app, studio)
+    add_page_redirects(app, ["/annotate"] + (["/admin"] if settings.admin is not None else []))
     if settings.admin is not None:
         hide_schema_from_login_page(app, "/admin")
         mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check, private_files=studio.admin_files)
@@ -62,6 +73,19 @@ def build_server(studio: Studio) -> FastAPI:
     mount(app, build_demo(studio), "/", studio)
     studio.start_sweeper()
     return app
+
+
+def add_page_redirects(app: FastAPI, paths: list[str]) -> None:
+    """``/annotate?worker=ID`` and ``/admin`` (the links handed out) open the pages mounted at ``PATH/``:
+    a redirect that keeps the query string."""
+    def redirect_to(path: str):
+        def redirect(request: Request) -> RedirectResponse:
+            query = request.url.query
+            return RedirectResponse(f"{path}/" + (f"?{query}" if query else ""), status_code=307)
+        return redirect
+
+    for path in paths:
+        app.add_api_route(path, redirect_to(path), methods=["GET", "HEAD"], include_in_schema=False)
 
 
 def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None, private_files: Path | None = None) -> None:
@@ -130,11 +154,34 @@ def hide_schema_from_login_page(app: FastAPI, prefix: str) -> None:
 
 
 def add_static_routes(app: FastAPI) -> None:
-    """Only the painter's module and three's build folder are served (never node_modules at large)."""
+    """Only the painter's module, three's build folder and the named library modules are served (never
+    node_modules at large)."""
     app.add_api_route("/studio/static/painter.js", _file_route(WEB / "painter.js", "text/javascript"), methods=["GET"])
     app.add_api_route("/studio/static/scene_picker.js", _file_route(WEB / "scene_picker.js", "text/javascript"),
                       methods=["GET"])
     app.mount("/studio/static/three", StaticFiles(directory=THREE_BUILD, check_dir=False), name="three")
+    for name, path in LIBRARY_MODULES.items():
+        app.add_api_route(f"/studio/static/lib/{name}", _module_route(path), methods=["GET"])
+
+
+def library_module_source(path: Path) -> str:
+    """The module's text with ``from 'three'`` pointing at three's build as the painter imports it."""
+    return BARE_THREE.sub(lambda match: f"{match.group(1)}{match.group(2)}{THREE_FROM_LIB}{match.group(2)}",
+                          path.read_text(encoding="utf-8"))
+
+
+def _module_route(path: Path):
+    cache: dict[float, str] = {}
+
+    def serve() -> Response:
+        if not path.is_file():
+            raise HTTPException(404, f"{path.name} is missing; run `make run` (it installs the web assets)")
+        stamp = path.stat().st_mtime
+        if stamp not in cache:
+            cache.clear()
+            cache[stamp] = library_module_source(path)
+        return Response(cache[stamp], media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+    return serve
 
 
 def _file_route(path: Path, media_type: str):

@@ -1,12 +1,20 @@
 // Interaction Studio: the browser-side 3D contact painter.
 //
 // An ES module with no bundler: three.js is imported by a relative path that the Python server
-// maps to studio/web/node_modules/three/build/. `createPainter(container)` builds a toolbar and a
-// WebGL canvas inside `container`; `painter.load(payload)` fetches a mesh (or point cloud) and
-// lets the annotator paint per-label vertex layers (contact / affordance) with a surface brush
-// or whole body parts. Rendering is on demand: a frame is requested only when something changed.
+// maps to studio/web/node_modules/three/build/; three's OrbitControls and three-mesh-bvh come from
+// /studio/static/lib/ (the server points their `from 'three'` at the same three module).
+// `createPainter(container)` builds a toolbar and a WebGL canvas inside `container`;
+// `painter.load(payload)` fetches a mesh (or point cloud) and lets the annotator paint per-label
+// vertex layers (contact / affordance) with a surface brush or whole body parts. Rendering is on
+// demand: a frame is requested only when something changed.
+//
+// Input: the camera is three's OrbitControls (right drag or Alt+left: orbit, middle or Shift+left:
+// pan, wheel: zoom at the cursor; on touch screens two fingers orbit and pinch-zoom). A plain left
+// press, or one finger, paints. Picking is three's Raycaster over a three-mesh-bvh bounds tree.
 
 import * as THREE from './three/three.module.js';
+import { OrbitControls } from './lib/OrbitControls.js';
+import { MeshBVH, acceleratedRaycast, INTERSECTED, NOT_INTERSECTED } from './lib/three-mesh-bvh.js';
 
 export const DEFAULT_RADIUS = 0.03;
 export const MIN_RADIUS = 0.005;
@@ -468,10 +476,10 @@ export function createPainter(container, options = {}) {
     distancePref: 'geodesic', showPrediction: false,
     layerSets: new Map(), counts: new Map(), layerColours: new Map(), predictions: new Map(),
     undo: [], redo: [], loadedAt: performance.now(),
-    target: new THREE.Vector3(), distance: 3, theta: 0, phi: Math.PI / 2,
     cameraVersion: 0, projectedVersion: -1, projected: null,
     drag: null, stroke: null, hover: null, frame: 0, destroyed: false,
-    perf: { applyMs: 0, renderMs: 0, strokeMs: 0 },
+    perf: { applyMs: 0, renderMs: 0, strokeMs: 0, stampMs: 0, pickMs: 0 },
+    touches: new Set(), // active touch pointers on the canvas
   };
   const heap = new MinHeap(1024);
   let geoDist = new Float64Array(0);
@@ -542,71 +550,56 @@ export function createPainter(container, options = {}) {
     updateCamera();
   }
 
-  // ---- camera ----
-  function updateCamera() {
-    const sinPhi = Math.sin(st.phi);
-    camera.position.set(
-      st.target.x + st.distance * sinPhi * Math.sin(st.theta),
-      st.target.y + st.distance * Math.cos(st.phi),
-      st.target.z + st.distance * sinPhi * Math.cos(st.theta));
-    camera.up.set(0, 1, 0);
-    camera.lookAt(st.target);
+  // ---- camera: three's OrbitControls ----
+  // Connected to the canvas only after the painter's own pointer listeners (below), so that a paint
+  // press can switch the left button off for the controls before they see the press.
+  const controls = new OrbitControls(camera);
+  controls.enableDamping = false;
+  controls.zoomToCursor = true;
+  controls.screenSpacePanning = true;
+  controls.minPolarAngle = 0.02;
+  controls.maxPolarAngle = Math.PI - 0.02;
+  controls.mouseButtons = { LEFT: THREE.MOUSE.ROTATE, MIDDLE: THREE.MOUSE.PAN, RIGHT: THREE.MOUSE.ROTATE };
+  controls.touches = { ONE: null, TWO: THREE.TOUCH.DOLLY_ROTATE }; // one finger paints
+  controls.enabled = false;
+  controls.addEventListener('change', onCameraChange);
+
+  const cameraDistance = () => camera.position.distanceTo(controls.target);
+
+  /** Near/far planes and fog follow the distance to the target; every camera change lands here. */
+  function onCameraChange() {
+    const distance = cameraDistance();
     const scale = st.mesh ? st.mesh.radius : 1;
-    camera.near = Math.max(1e-4, Math.min(st.distance * 0.05, scale * 0.02));
-    camera.far = st.distance + scale * 20;
+    camera.near = Math.max(1e-4, Math.min(distance * 0.05, scale * 0.02));
+    camera.far = distance + scale * 20;
     camera.updateProjectionMatrix();
     camera.updateMatrixWorld(true);
-    scene.fog.near = Math.max(0, st.distance - scale * 0.6);
-    scene.fog.far = st.distance + scale * 3;
+    scene.fog.near = Math.max(0, distance - scale * 0.6);
+    scene.fog.far = distance + scale * 3;
     st.cameraVersion++;
+    if (st.hover && !st.drag) st.hover.pending = true;
     requestRender();
+  }
+
+  function updateCamera() {
+    controls.update();
+    onCameraChange();
   }
 
   /** Front view along -Z at the mesh centre, the whole mesh in view. */
   function frameMesh() {
     const mesh = st.mesh;
     if (!mesh) return;
-    st.target.set(mesh.center[0], mesh.center[1], mesh.center[2]);
     const tanHalf = Math.tan(THREE.MathUtils.degToRad(FOV / 2));
     const fitHeight = (mesh.size[1] / 2) / tanHalf;
     const fitWidth = (mesh.size[0] / 2) / (tanHalf * camera.aspect);
-    st.distance = Math.max(fitHeight, fitWidth, mesh.radius * 0.2) * 1.12 + mesh.size[2] / 2;
-    st.theta = 0;
-    st.phi = Math.PI / 2;
-    updateCamera();
-  }
-
-  function orbit(dx, dy) {
-    const h = Math.max(1, view.clientHeight);
-    st.theta -= (dx / h) * Math.PI;
-    st.phi = clamp(st.phi - (dy / h) * Math.PI, 0.02, Math.PI - 0.02);
-    updateCamera();
-  }
-
-  function pan(dx, dy) {
-    const h = Math.max(1, view.clientHeight);
-    const perPixel = (2 * st.distance * Math.tan(THREE.MathUtils.degToRad(FOV / 2))) / h;
-    const right = new THREE.Vector3().setFromMatrixColumn(camera.matrixWorld, 0);
-    const up = new THREE.Vector3().setFromMatrixColumn(camera.matrixWorld, 1);
-    st.target.addScaledVector(right, -dx * perPixel).addScaledVector(up, dy * perPixel);
-    updateCamera();
-  }
-
-  /** Zooms by `factor` keeping the point under the cursor (canvas px) fixed on the target plane. */
-  function zoom(factor, px, py) {
-    const scale = st.mesh ? st.mesh.radius : 1;
-    const next = clamp(st.distance * factor, scale * 0.05, scale * 30);
-    const f = next / st.distance;
-    if (px != null) {
-      const w = Math.max(1, view.clientWidth), h = Math.max(1, view.clientHeight);
-      const ndcX = (px / w) * 2 - 1, ndcY = 1 - (py / h) * 2;
-      const halfH = st.distance * Math.tan(THREE.MathUtils.degToRad(FOV / 2));
-      const right = new THREE.Vector3().setFromMatrixColumn(camera.matrixWorld, 0);
-      const up = new THREE.Vector3().setFromMatrixColumn(camera.matrixWorld, 1);
-      st.target.addScaledVector(right, ndcX * halfH * camera.aspect * (1 - f))
-        .addScaledVector(up, ndcY * halfH * (1 - f));
-    }
-    st.distance = next;
+    const distance = Math.max(fitHeight, fitWidth, mesh.radius * 0.2) * 1.12 + mesh.size[2] / 2;
+    controls.minDistance = mesh.radius * 0.05;
+    controls.maxDistance = mesh.radius * 30;
+    controls.target.set(mesh.center[0], mesh.center[1], mesh.center[2]);
+    camera.up.set(0, 1, 0);
+    camera.position.set(mesh.center[0], mesh.center[1], mesh.center[2] + distance);
+    camera.lookAt(controls.target);
     updateCamera();
   }
 
@@ -621,31 +614,16 @@ export function createPainter(container, options = {}) {
     rayDir.set((px / w) * 2 - 1, 1 - (py / h) * 2, 0.5).unproject(camera).sub(rayOrigin).normalize();
   }
 
-  /** Nearest ray/triangle hit (Möller–Trumbore over the typed arrays): {t, face, point} or null. */
+  const raycaster = new THREE.Raycaster();
+  raycaster.firstHitOnly = true; // three-mesh-bvh: the nearest hit only
+
+  /** Nearest ray/triangle hit (three's Raycaster over the mesh's bounds tree): {t, face, point} or null. */
   function raycastMesh(origin, dir) {
-    const { positions: p, faces } = st.mesh;
-    const ox = origin.x, oy = origin.y, oz = origin.z, dx = dir.x, dy = dir.y, dz = dir.z;
-    let best = Infinity, bestFace = -1;
-    for (let f = 0; f < faces.length; f += 3) {
-      const a = 3 * faces[f], b = 3 * faces[f + 1], c = 3 * faces[f + 2];
-      const ax = p[a], ay = p[a + 1], az = p[a + 2];
-      const e1x = p[b] - ax, e1y = p[b + 1] - ay, e1z = p[b + 2] - az;
-      const e2x = p[c] - ax, e2y = p[c + 1] - ay, e2z = p[c + 2] - az;
-      const px = dy * e2z - dz * e2y, py = dz * e2x - dx * e2z, pz = dx * e2y - dy * e2x;
-      const det = e1x * px + e1y * py + e1z * pz;
-      if (det > -1e-12 && det < 1e-12) continue;
-      const inv = 1 / det;
-      const tx = ox - ax, ty = oy - ay, tz = oz - az;
-      const u = (tx * px + ty * py + tz * pz) * inv;
-      if (u < 0 || u > 1) continue;
-      const qx = ty * e1z - tz * e1y, qy = tz * e1x - tx * e1z, qz = tx * e1y - ty * e1x;
-      const v = (dx * qx + dy * qy + dz * qz) * inv;
-      if (v < 0 || u + v > 1) continue;
-      const t = (e2x * qx + e2y * qy + e2z * qz) * inv;
-      if (t > 0 && t < best) { best = t; bestFace = f / 3; }
-    }
-    if (bestFace < 0) return null;
-    return { t: best, face: bestFace, point: [ox + dx * best, oy + dy * best, oz + dz * best] };
+    raycaster.set(origin, dir);
+    const hits = raycaster.intersectObject(st.object, false);
+    if (!hits.length) return null;
+    const { distance, faceIndex, point } = hits[0];
+    return { t: distance, face: faceIndex, point: [point.x, point.y, point.z] };
   }
 
   /** Screen-space projection of every point (canvas CSS px + view depth), cached per camera. */
@@ -712,6 +690,13 @@ export function createPainter(container, options = {}) {
   /** Surface hit under canvas pixel (px, py): {t, point, face?, vertex} or null. */
   function pick(px, py) {
     if (!st.mesh) return null;
+    const t0 = performance.now();
+    const hit = pickUntimed(px, py);
+    st.perf.pickMs = performance.now() - t0;
+    return hit;
+  }
+
+  function pickUntimed(px, py) {
     if (st.mesh.isPointCloud) return pickPoint(px, py);
     setRay(px, py);
     const hit = raycastMesh(rayOrigin, rayDir);
@@ -728,6 +713,16 @@ export function createPainter(container, options = {}) {
   }
 
   // ---- brush ----
+  const brushSphere = new THREE.Sphere();
+
+  /** A fresh visit stamp for per-vertex scratch arrays (no clearing per brush stamp). */
+  function nextStamp(n) {
+    if (geoDist.length !== n) { geoDist = new Float64Array(n); geoStamp = new Uint32Array(n); stampValue = 0; }
+    stampValue = (stampValue + 1) >>> 0;
+    if (stampValue === 0) { geoStamp.fill(0); stampValue = 1; }
+    return stampValue;
+  }
+
   /** Calls visit(id) for every vertex the brush covers at `hit`. */
   function brushVertices(hit, visit) {
     const mesh = st.mesh;
@@ -735,17 +730,33 @@ export function createPainter(container, options = {}) {
     const [hx, hy, hz] = hit.point;
     const p = mesh.positions;
     let any = false;
-    if (effectiveDistance() === 'euclidean' || hit.face == null) {
+    if (effectiveDistance() === 'euclidean' && hit.face != null) {
+      // The bounds tree hands over only the triangles near the brush sphere.
+      const r2 = radius * radius;
+      const faces = mesh.faces;
+      const stamp = nextStamp(mesh.n);
+      brushSphere.center.set(hx, hy, hz);
+      brushSphere.radius = radius;
+      st.geometry.boundsTree.shapecast({
+        intersectsBounds: (box) => (brushSphere.intersectsBox(box) ? INTERSECTED : NOT_INTERSECTED),
+        intersectsTriangle: (triangle, index) => {
+          for (let k = 0; k < 3; k++) {
+            const v = faces[3 * index + k];
+            if (geoStamp[v] === stamp) continue;
+            const dx = p[3 * v] - hx, dy = p[3 * v + 1] - hy, dz = p[3 * v + 2] - hz;
+            if (dx * dx + dy * dy + dz * dz <= r2) { geoStamp[v] = stamp; visit(v); any = true; }
+          }
+          return false;
+        },
+      });
+    } else if (effectiveDistance() === 'euclidean' || hit.face == null) {
       const r2 = radius * radius;
       for (let i = 0; i < mesh.n; i++) {
         const dx = p[3 * i] - hx, dy = p[3 * i + 1] - hy, dz = p[3 * i + 2] - hz;
         if (dx * dx + dy * dy + dz * dz <= r2) { visit(i); any = true; }
       }
     } else {
-      if (geoDist.length !== mesh.n) { geoDist = new Float64Array(mesh.n); geoStamp = new Uint32Array(mesh.n); stampValue = 0; }
-      stampValue = (stampValue + 1) >>> 0;
-      if (stampValue === 0) { geoStamp.fill(0); stampValue = 1; }
-      const stamp = stampValue;
+      const stamp = nextStamp(mesh.n);
       heap.clear();
       for (let k = 0; k < 3; k++) {
         const v = mesh.faces[3 * hit.face + k];
@@ -788,16 +799,19 @@ export function createPainter(container, options = {}) {
   function beginStroke(px, py) {
     // (lastX, lastY) is where the brush was last applied; the press point is stamped first, in the next frame.
     st.stroke = { label: st.label, on: st.mode === 'paint', changed: [], lastX: px, lastY: py, x: px, y: py,
-      first: true, pending: true, depth: st.distance, busyMs: 0 };
+      first: true, pending: true, depth: cameraDistance(), busyMs: 0 };
     requestRender();
   }
 
   function stampAt(px, py) {
     const stroke = st.stroke;
+    const t0 = performance.now();
     const hit = pick(px, py);
-    if (!hit) return;
-    stroke.depth = hit.t;
-    brushVertices(hit, (id) => setMembership(stroke.label, id, stroke.on, stroke.changed));
+    if (hit) {
+      stroke.depth = hit.t;
+      brushVertices(hit, (id) => setMembership(stroke.label, id, stroke.on, stroke.changed));
+    }
+    st.perf.stampMs = performance.now() - t0;
   }
 
   /** Applies the brush from the last processed pointer position to the latest one, without gaps. */
@@ -819,6 +833,17 @@ export function createPainter(container, options = {}) {
     stroke.lastX = stroke.x;
     stroke.lastY = stroke.y;
     stroke.busyMs += performance.now() - t0;
+  }
+
+  /** Drops the stroke in progress and restores what it changed (a second finger turned it into a gesture). */
+  function cancelStroke() {
+    const stroke = st.stroke;
+    if (!stroke) return;
+    st.stroke = null;
+    for (const id of stroke.changed) setMembership(stroke.label, id, !stroke.on, null);
+    if (coloursDirty) { st.colours.needsUpdate = true; coloursDirty = false; }
+    requestRender();
+    refreshUi();
   }
 
   function endStroke() {
@@ -955,40 +980,49 @@ export function createPainter(container, options = {}) {
   canvas.addEventListener('contextmenu', (event) => event.preventDefault());
   canvas.addEventListener('mousedown', (event) => { if (event.button === 1) event.preventDefault(); });
 
+  // The painter's own listeners come first; OrbitControls (connected below) sees every press after them.
   canvas.addEventListener('pointerdown', (event) => {
-    if (!st.ready || st.drag) return;
-    let kind;
-    if (event.button === 2 || (event.button === 0 && event.altKey)) kind = 'orbit';
-    else if (event.button === 1 || (event.button === 0 && event.shiftKey)) kind = 'pan';
-    else if (event.button === 0) kind = st.tool === 'brush' ? 'paint' : 'part';
-    else return;
+    const touch = event.pointerType === 'touch';
+    if (touch) st.touches.add(event.pointerId);
+    // A plain left press (or a lone finger) paints; the controls must not orbit with it.
+    controls.mouseButtons.LEFT = THREE.MOUSE.ROTATE;
+    if (!st.ready) return;
+    if (touch && st.touches.size > 1) {
+      // A second finger: the touch becomes a camera gesture, and the first finger's stroke is undone.
+      if (st.drag && st.drag.touch) {
+        if (st.drag.kind === 'paint') cancelStroke();
+        st.drag = null;
+      }
+      ring.style.display = 'none';
+      return;
+    }
+    if (st.drag || event.button !== 0 || event.altKey || event.shiftKey) return; // the controls' press
+    controls.mouseButtons.LEFT = null;
+    const kind = st.tool === 'brush' ? 'paint' : 'part';
     event.preventDefault();
     canvas.focus({ preventScroll: true });
     try { canvas.setPointerCapture(event.pointerId); } catch (error) { /* synthetic events */ }
     const [x, y] = canvasXY(event);
-    st.drag = { kind, pointerId: event.pointerId, x, y, startX: x, startY: y };
+    st.drag = { kind, pointerId: event.pointerId, x, y, startX: x, startY: y, touch };
     if (kind === 'paint') beginStroke(x, y);
-    if (kind === 'orbit' || kind === 'pan') ring.style.display = 'none';
   });
 
   canvas.addEventListener('pointermove', (event) => {
     const [x, y] = canvasXY(event);
     const drag = st.drag;
     if (drag && event.pointerId === drag.pointerId) {
-      const dx = x - drag.x, dy = y - drag.y;
       drag.x = x; drag.y = y;
-      if (drag.kind === 'orbit') orbit(dx, dy);
-      else if (drag.kind === 'pan') pan(dx, dy);
-      else if (drag.kind === 'paint' && st.stroke) {
+      if (drag.kind === 'paint' && st.stroke) {
         st.stroke.x = x; st.stroke.y = y; st.stroke.pending = true;
         scheduleHover(x, y);
       }
       return;
     }
-    if (st.ready) scheduleHover(x, y);
+    if (st.ready && event.pointerType !== 'touch' && event.buttons === 0) scheduleHover(x, y);
   });
 
   function finishDrag(event, cancelled) {
+    st.touches.delete(event.pointerId);
     const drag = st.drag;
     if (!drag || event.pointerId !== drag.pointerId) return;
     st.drag = null;
@@ -997,6 +1031,7 @@ export function createPainter(container, options = {}) {
     if (drag.kind === 'paint') {
       if (!cancelled && st.stroke) { st.stroke.x = x; st.stroke.y = y; st.stroke.pending = true; }
       endStroke();
+      if (drag.touch) ring.style.display = 'none';
     } else if (drag.kind === 'part' && !cancelled) {
       if (Math.hypot(x - drag.startX, y - drag.startY) < CLICK_SLOP_PX) fillPart(x, y);
     }
@@ -1005,14 +1040,8 @@ export function createPainter(container, options = {}) {
   canvas.addEventListener('pointerup', (event) => finishDrag(event, false));
   canvas.addEventListener('pointercancel', (event) => finishDrag(event, true));
   canvas.addEventListener('pointerleave', () => { if (!st.drag) ring.style.display = 'none'; });
-  canvas.addEventListener('wheel', (event) => {
-    if (!st.ready) return;
-    event.preventDefault();
-    const unit = event.deltaMode === 1 ? 16 : event.deltaMode === 2 ? 400 : 1;
-    const [x, y] = canvasXY(event);
-    zoom(Math.exp(clamp(event.deltaY * unit, -400, 400) * 0.0015), x, y);
-    scheduleHover(x, y);
-  }, { passive: false });
+  controls.addEventListener('start', () => { ring.style.display = 'none'; });
+  controls.connect(canvas);
 
   function isEditable(node) {
     return node && (node.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(node.tagName)) && node.type !== 'range'
@@ -1079,6 +1108,9 @@ export function createPainter(container, options = {}) {
     distanceSelect.value = effectiveDistance();
     distanceSelect.disabled = pointCloud || st.tool !== 'brush';
     distanceSelect.title = pointCloud ? 'Point clouds use Euclidean distance' : 'How the brush radius is measured';
+    // No task: no tool. With one, paint / erase / brush always work; the others follow their own rules above.
+    for (const control of [paintButton, eraseButton, brushButton]) control.disabled = !ready;
+    for (const control of [partButton, radiusInput, distanceSelect]) if (!ready) control.disabled = true;
     undoButton.disabled = !ready || !st.undo.length;
     redoButton.disabled = !ready || !st.redo.length;
     viewButton.disabled = !ready;
@@ -1096,8 +1128,11 @@ export function createPainter(container, options = {}) {
     } else {
       countsLine.textContent = '';
     }
-    const paintHint = st.tool === 'brush' ? 'left drag: ' + st.mode : 'left click: ' + (st.mode === 'paint' ? 'fill part' : 'clear part');
-    hintLine.textContent = `${paintHint} · right drag / Alt: orbit · middle / Shift: pan · wheel: zoom`;
+    const paintHint = st.tool === 'brush' ? 'left drag or one finger: ' + st.mode
+      : 'left click or tap: ' + (st.mode === 'paint' ? 'fill part' : 'clear part');
+    hintLine.textContent = `${paintHint} · right drag / Alt: orbit · middle / Shift: pan · wheel: zoom`
+      + ' · two fingers: orbit and pinch-zoom';
+    controls.enabled = ready;
   }
 
   // ---- public API ----
@@ -1161,7 +1196,11 @@ export function createPainter(container, options = {}) {
     } else {
       geometry.setIndex(new THREE.BufferAttribute(mesh.faces, 1));
       geometry.computeVertexNormals();
+      // The bounds tree reorders the shared index in place (same triangles): face ids stay consistent
+      // with mesh.faces, which picking and the brush read.
+      geometry.boundsTree = new MeshBVH(geometry);
       object = new THREE.Mesh(geometry, meshMaterial);
+      object.raycast = acceleratedRaycast;
     }
     geometry.computeBoundingSphere();
     scene.add(object);
@@ -1256,6 +1295,28 @@ export function createPainter(container, options = {}) {
     }
   }
 
+  /** Drops the task (there is none now): no mesh, no layers, every tool disabled, `message` shown. */
+  function unload(message = 'No task right now.') {
+    ++st.loadToken; // a load still in flight is superseded
+    st.ready = false;
+    st.loading = false;
+    container.dataset.ready = '0';
+    delete container.dataset.task;
+    if (st.object) {
+      scene.remove(st.object);
+      st.geometry.dispose();
+      st.object = null; st.geometry = null; st.colours = null;
+    }
+    st.payload = null; st.mesh = null; st.stroke = null; st.drag = null; st.label = null;
+    st.layerSets = new Map(); st.counts = new Map(); st.predictions = new Map(); st.undo = []; st.redo = [];
+    layerRow.replaceChildren();
+    layerButtons.clear();
+    ring.style.display = 'none';
+    showMessage(message);
+    refreshUi();
+    renderNow();
+  }
+
   function layers() {
     const out = {};
     if (!st.payload) return out;
@@ -1328,6 +1389,14 @@ export function createPainter(container, options = {}) {
     return { x, y, visible };
   }
 
+  /** The surface point under a page point (client px): {vertex, point: [x, y, z], distance} or null. */
+  function pickAt(clientX, clientY) {
+    requireReady();
+    const rect = canvas.getBoundingClientRect();
+    const hit = pick(Number(clientX) - rect.left, Number(clientY) - rect.top);
+    return hit ? { vertex: hit.vertex, point: hit.point, distance: hit.t } : null;
+  }
+
   function cameraInfo() {
     const rect = canvas.getBoundingClientRect();
     const vp = new THREE.Matrix4().multiplyMatrices(camera.projectionMatrix, camera.matrixWorldInverse);
@@ -1346,8 +1415,9 @@ export function createPainter(container, options = {}) {
     st.destroyed = true;
     observer.disconnect();
     document.removeEventListener('keydown', onKeyDown);
+    controls.dispose();
     if (st.frame) cancelAnimationFrame(st.frame);
-    if (st.geometry) st.geometry.dispose();
+    if (st.geometry) { if (st.geometry.boundsTree) st.geometry.boundsTree = null; st.geometry.dispose(); }
     meshMaterial.dispose();
     if (pointMaterial.map) pointMaterial.map.dispose();
     pointMaterial.dispose();
@@ -1358,8 +1428,8 @@ export function createPainter(container, options = {}) {
   }
 
   const painter = {
-    load, layers, state, setLayer, setMode, setTool, setRadius, setDistance, undo, redo, showPrediction,
-    screenPosition, camera: cameraInfo, resetView: frameMesh, destroy, container,
+    load, unload, layers, state, setLayer, setMode, setTool, setRadius, setDistance, undo, redo, showPrediction,
+    screenPosition, pickAt, camera: cameraInfo, resetView: frameMesh, destroy, container,
   };
   window.studioPainter = painter;
   return painter;

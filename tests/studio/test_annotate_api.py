@@ -265,8 +265,9 @@ def test_a_painting_for_another_task_id_is_refused(studio_server):
 
 def test_no_worker_id_is_a_clear_error(studio_server):
     client = Client(studio_server.url + "/annotate/", verbose=False)
-    with pytest.raises(AppError, match=r"open this page with your worker id, e.g. /annotate\?worker=YOUR_ID"):
-        client.predict("", api_name="/start_session")
+    image, text, progress, payload, status = client.predict("", api_name="/start_session")
+    assert payload == "" and image is None, "no task is handed to nobody"
+    assert f"<{studio_server.url}/annotate?worker=YOUR_ID>" in status, "the page shows the absolute link to open"
     for worker in ("   ", "x" * 129, "tab\there"):
         with pytest.raises(AppError, match="an annotator id must be 1-128 printable characters"):
             client.predict(worker, api_name="/start_session")
@@ -296,3 +297,18 @@ def test_the_annotator_page_has_no_admin_endpoints(studio_server):
     for api in ("/export", "/import_batch", "/quality", "/review_task"):
         with pytest.raises(ValueError, match="Cannot find a function"):
             client.predict(api_name=api)
+
+
+def test_the_links_handed_out_open_the_pages_without_a_trailing_slash(studio_server):
+    """/annotate?worker=ID and /admin, exactly as the README, the banner and the demo hand them out."""
+    import httpx
+
+    with httpx.Client(base_url=studio_server.url, follow_redirects=True, timeout=30) as client:
+        page = client.get("/annotate?worker=link-walker&x=1")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert [str(r.url) for r in page.history] == [f"{studio_server.url}/annotate?worker=link-walker&x=1"]
+        assert str(page.url) == f"{studio_server.url}/annotate/?worker=link-walker&x=1", "the query string is kept"
+        admin = client.get("/admin")
+        assert admin.status_code == 200 and str(admin.url) == f"{studio_server.url}/admin/"
+        assert "Admin console" not in admin.text, "the redirect does not skip the admin login"
+        assert client.get("/annotatefoo").status_code == 404

@@ -256,3 +256,125 @@ def test_bad_input_in_the_page_gets_a_clear_message_and_the_server_keeps_serving
     annotator.click("#submit")
     assert "0..10613" in toast_text(annotator)
     assert load_task_annotations(studio_server.studio.store, task_ids=[task_id]) == {}, "nothing was stored"
+
+
+def touch(cdp, kind: str, points) -> None:
+    """One touch event through Chromium's input pipeline (real pointer events with pointerType 'touch')."""
+    cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+        {"x": float(x), "y": float(y), "id": index} for index, (x, y) in enumerate(points)]})
+
+
+def touch_drag(page, cdp, starts, ends, steps: int = 10) -> None:
+    starts, ends = np.asarray(starts, float), np.asarray(ends, float)
+    touch(cdp, "touchStart", starts)
+    for t in np.linspace(0, 1, steps + 1)[1:]:
+        touch(cdp, "touchMove", starts + t * (ends - starts))
+        page.wait_for_timeout(20)
+    touch(cdp, "touchEnd", [])
+    page.wait_for_timeout(200)
+
+
+def test_one_finger_paints_and_two_fingers_orbit_and_pinch_zoom(browser, studio_server, artifacts):
+    store = studio_server.studio.store
+    mesh = studio_server.studio.body_mesh_json(TOPOLOGY)
+    zero = np.zeros(len(mesh["vertices"]) // 3, dtype=np.float32)
+    task_id = add_task(store, png_bytes(4), "touch.png", labels=["chair"], topology=TOPOLOGY, redundancy=1,
+                       prediction={"chair": zero}, model_name="test zero prediction", priority=2000)
+    context = browser.new_context(has_touch=True, viewport={"width": 900, "height": 1000})
+    page = context.new_page()
+    open_annotator(page, studio_server.url, "w-touch", task_id)
+    cdp = context.new_cdp_session(page)
+    camera = page.evaluate("window.studioPainter.camera()")
+    screen, _ = project(mesh, camera)
+    front = front_vertices(mesh)
+    parts = np.asarray(mesh["part_labels"])
+    chest = screen[(parts == mesh["part_names"].index("chest")) & front].mean(0)
+    radius_px = brush_radius_pixels(page, mesh)
+
+    stroke = (chest - [3 * radius_px, 0], chest + [3 * radius_px, 0])
+    touch_drag(page, cdp, [stroke[0]], [stroke[1]])
+    wait_for_server_count(page, "chair", None)
+    painted = np.asarray(page.evaluate("window.studioPainter.layers().chair"))
+    assert_under_path(screen, painted, front, stroke, radius_px)
+    assert page.evaluate("window.studioPainter.camera()")["viewProjection"] == camera["viewProjection"], \
+        "one finger paints without moving the camera"
+
+    touch_drag(page, cdp, [chest - [60, 0], chest + [60, 0]], [chest + [120, 0], chest + [240, 0]])
+    orbited = page.evaluate("window.studioPainter.camera()")
+    assert not np.allclose(orbited["viewProjection"], camera["viewProjection"]), "two fingers orbit"
+    assert page.evaluate("window.studioPainter.state()")["counts"]["chair"] == len(painted), \
+        "a two-finger gesture paints nothing"
+
+    before = brush_radius_pixels(page, mesh)
+    centre = np.asarray([camera["rect"]["left"] + camera["rect"]["width"] / 2,
+                         camera["rect"]["top"] + camera["rect"]["height"] / 2])
+    touch_drag(page, cdp, [centre - [40, 0], centre + [40, 0]], [centre - [160, 0], centre + [160, 0]])
+    assert brush_radius_pixels(page, mesh) > 1.5 * before, "spreading two fingers zooms in"
+    assert page.evaluate("window.studioPainter.state()")["counts"]["chair"] == len(painted)
+    page.screenshot(path=str(artifacts / "touch-painted.png"))
+    context.close()
+
+
+def test_the_demo_hands_out_an_absolute_clickable_link_that_opens_the_painter(browser, studio_server, picture):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    open_demo(page, studio_server.url)
+    page.get_by_role("tab", name="Affordance").click()
+    page.set_input_files("#affordance-image input[type=file]", str(picture))
+    page.wait_for_timeout(500)
+    with context.expect_page() as opened:  # "Paint instead" opens the painter in a new tab by itself
+        page.click("#paint-affordance")
+    anchor = page.wait_for_selector("#paint-anchor", timeout=30000)
+    href = anchor.get_attribute("href")
+    assert href.startswith(f"{studio_server.url}/annotate?worker=demo-"), href
+    painter = opened.value
+    painter.bring_to_front()
+    painter.wait_for_selector('#studio-painter[data-ready="1"]', timeout=120000)
+    assert painter.url.startswith(f"{studio_server.url}/annotate/?worker=demo-")
+    page.bring_to_front()
+    with context.expect_page() as clicked:  # and the link shown on the page opens it too
+        anchor.click()
+    clicked.value.bring_to_front()
+    clicked.value.wait_for_selector('#studio-painter[data-ready="1"]', timeout=120000)
+    context.close()
+
+
+def test_without_a_task_the_buttons_and_tools_are_disabled_and_the_check_resets(browser, tmp_path):
+    """A studio of its own with one task: after it is skipped there is none, and the page says so by itself."""
+    from studio_servers import start_studio, stop
+
+    models = tmp_path / "models"
+    models.mkdir()
+    running, server = start_studio(models, tmp_path)
+    try:
+        store = running.studio.store
+        mesh = running.studio.body_mesh_json(TOPOLOGY)
+        zero = np.zeros(len(mesh["vertices"]) // 3, dtype=np.float32)
+        task_id = add_task(store, png_bytes(5), "reset.png", labels=["chair"], topology=TOPOLOGY, redundancy=1,
+                           prediction={"chair": zero}, model_name="test zero prediction")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        open_annotator(page, running.url, "w-reset", task_id)
+        page.wait_for_function("!document.querySelector('#submit').disabled", timeout=15000)
+        assert not page.is_disabled("#skip") and not page.is_disabled("#flag")
+        screen, _ = project(mesh, page.evaluate("window.studioPainter.camera()"))
+        parts = np.asarray(mesh["part_labels"])
+        chest = screen[(parts == mesh["part_names"].index("chest")) & front_vertices(mesh)].mean(0)
+        drag(page, chest - [20, 0], chest + [20, 0])
+        wait_for_server_count(page, "chair", None)
+
+        page.click("#skip")
+        page.wait_for_function("document.getElementById('status').innerText.includes('Skipped task')", timeout=15000)
+        page.wait_for_selector('#studio-painter[data-ready="0"]', timeout=15000)
+        page.wait_for_function("document.querySelector('#submit').disabled", timeout=15000)
+        assert page.is_disabled("#skip") and page.is_disabled("#flag"), "no task: nothing to skip or flag"
+        assert page.query_selector("#painter-server-counts") is None, "the previous task's check is gone"
+        for action in ("paint", "erase", "brush", "part", "undo", "redo", "reset-view"):
+            assert page.is_disabled(f'[data-action="{action}"]'), f"the {action} tool works without a task"
+        assert "No task is waiting" in page.inner_text("#task-info")
+        task_id = add_task(store, png_bytes(6), "again.png", labels=["chair"], topology=TOPOLOGY, redundancy=1)
+        page.reload()
+        open_annotator(page, running.url, "w-reset", task_id)
+        for action in ("paint", "erase", "brush", "part"):
+            assert not page.is_disabled(f'[data-action="{action}"]'), f"the {action} tool is off with a task"
+    finally:
+        stop(server, running)

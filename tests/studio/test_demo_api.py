@@ -176,7 +176,8 @@ def test_correct_contact_makes_a_task_for_a_new_worker_seeded_with_the_predictio
     before = set(store.task_ids())
     *_, files = predict_contact(client, picture, ["chair", "cup"])
     link = client.predict(api_name="/correct_contact")
-    assert link.startswith("/annotate?worker=demo-") and len(link) == len("/annotate?worker=demo-") + 16
+    assert link.startswith(studio_server.url + "/annotate?worker=demo-") \
+        and len(link) == len(studio_server.url + "/annotate?worker=demo-") + 16, "an absolute link"
     worker = link.split("worker=", 1)[1]
     (task_id,) = set(store.task_ids()) - before
     task = store.task(task_id)
@@ -244,7 +245,7 @@ def test_paint_affordance_makes_an_object_task_served_as_mesh_json(studio_server
     count = len(chair_object.vertices)
     before = set(store.task_ids())
     link = client.predict(handle_file(str(picture)), "chair", None, "chair", "sit", api_name="/paint_affordance")
-    assert link.startswith("/annotate?worker=demo-")
+    assert link.startswith(studio_server.url + "/annotate?worker=demo-")
     (task_id,) = set(store.task_ids()) - before
     task = store.task(task_id)
     assert task.kind == "object_affordance" and task.labels == ("sit",) and task.object_class == "chair"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -97,3 +98,28 @@ def test_body_meshes_for_each_installed_topology(smplx_models_dir, tmp_path):
     from engine.errors import MissingAssetError
     with pytest.raises(MissingAssetError):
         studio.body_mesh_json("smplh-6890")
+
+
+def test_painter_library_modules_are_served_by_name_with_three_resolved():
+    """OrbitControls and three-mesh-bvh import 'three' from the URL the painter uses; nothing else in
+    node_modules is reachable."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from studio.server import LIBRARY_MODULES, add_static_routes
+
+    app = FastAPI()
+    add_static_routes(app)
+    client = TestClient(app)
+    for name in LIBRARY_MODULES:
+        response = client.get(f"/studio/static/lib/{name}")
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/javascript")
+        assert "from '../three/three.module.js'" in response.text
+        assert not re.search(r"""\bfrom\s*['"]three['"]""", response.text), f"{name} keeps a bare 'three' import"
+    assert "export { OrbitControls }" in client.get("/studio/static/lib/OrbitControls.js").text
+    assert "MeshBVH" in client.get("/studio/static/lib/three-mesh-bvh.js").text
+    assert client.get("/studio/static/three/three.module.js").status_code == 200
+    for path in ("/studio/static/lib/package.json", "/studio/static/lib/../three-mesh-bvh/package.json",
+                 "/studio/static/three/../package.json", "/studio/static/three-mesh-bvh/build/index.module.js",
+                 "/studio/static/lib/%2e%2e/%2e%2e/package.json", "/studio/static/node_modules/three/package.json"):
+        assert client.get(path).status_code == 404, path

@@ -4,6 +4,9 @@ Each face contributes ``D = sigmoid(s * d^2 / sigma)`` to a pixel, where d is th
 from the pixel centre to the triangle and s = +1 inside, -1 outside; the silhouette is
 ``1 - prod_f (1 - D_f)``. Only faces whose box, grown by the distance at which D falls below 1e-8,
 holds the pixel are evaluated, so cost scales with the mesh's screen area and not with H * W * F.
+
+For the HOI fit: ``release_sigma_pixels`` converts the release's NDC sigma to pixels, ``depth_map`` is a
+hard z-buffer of an occluder (the body), and ``visible_soft_silhouette`` removes what the occluder hides.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import torch
 
 from engine.errors import InputError
 from engine.mesh import as_faces
-from engine.render.rasterizer import barycentric_coefficients, bbox_candidates, evaluate_barycentrics
+from engine.render.rasterizer import barycentric_coefficients, bbox_candidates, evaluate_barycentrics, rasterize_meshes
 
 _NEGLIGIBLE = 1e-8
 
@@ -56,3 +59,40 @@ def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float 
         pixel = ((tri // n_faces) * height + rows) * width + cols
         log_uncovered = log_uncovered.index_add(0, pixel, torch.log1p(-probability))
     return (1 - torch.exp(log_uncovered)).view(n_views, height, width)
+
+
+def release_sigma_pixels(image_size, sigma_ndc: float = 1e-4) -> float:
+    """pytorch3d's SoftSilhouetteShader sigma (squared NDC units, InteractVLM's ``optim/`` uses 1e-4) in
+    the squared pixels ``soft_silhouette`` takes: NDC spans ``min(H, W) / 2`` pixels per unit."""
+    height, width = (int(v) for v in image_size)
+    return float(sigma_ndc) * (min(height, width) / 2) ** 2
+
+
+def depth_map(screen_verts: torch.Tensor, faces, image_size) -> torch.Tensor:
+    """(N, H, W) view depth of the nearest surface, ``inf`` where nothing is drawn (hard z-buffer, no gradient).
+
+    Used for occlusion: an occluder's depth map is compared with what is drawn behind it.
+    """
+    with torch.no_grad():
+        fragments = rasterize_meshes(screen_verts.detach(), faces, image_size)
+    return torch.where(fragments.covered, fragments.zbuf, torch.full_like(fragments.zbuf, float("inf")))
+
+
+def visible_soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float,
+                            occluder_depth: torch.Tensor | None = None) -> torch.Tensor:
+    """``soft_silhouette`` with the pixels hidden by an occluder removed: (N, H, W) in [0, 1].
+
+    occluder_depth: (N, H, W) from ``depth_map`` of the occluder (the fixed body), or None for no occlusion.
+    A pixel is hidden where the occluder is nearer than the object's own hard z-buffer there; in the soft
+    margin just outside the object's hard coverage, the object's median vertex depth stands in for its
+    depth. The visibility is a constant mask per render (no gradient through depth ordering), so the
+    gradient of the visible part is the soft silhouette's.
+    """
+    coverage = soft_silhouette(screen_verts, faces, image_size, sigma)
+    if occluder_depth is None:
+        return coverage
+    own_depth = depth_map(screen_verts, faces, image_size)
+    fallback = screen_verts.detach()[..., 2].median(dim=1).values[:, None, None].expand_as(own_depth)
+    own_depth = torch.where(torch.isfinite(own_depth), own_depth, fallback)
+    hidden = occluder_depth.to(own_depth) < own_depth
+    return coverage * (~hidden).to(coverage.dtype)

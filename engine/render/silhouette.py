@@ -27,12 +27,20 @@ def _squared_distance_to_segment(points, start, end):
     return ((points - start - t[:, None] * direction) ** 2).sum(-1)
 
 
-def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float = 1.0) -> torch.Tensor:
+def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float = 1.0, *,
+                    negligible: float = _NEGLIGIBLE, cull_backfaces: bool = False) -> torch.Tensor:
     """Differentiable coverage (N, H, W) in [0, 1].
 
     screen_verts: (N, V, 3) (column, row, depth) from a camera; gradients flow to them.
     sigma: softness in squared pixels (larger is blurrier).
+    negligible: a face is skipped where its D is below this (pytorch3d's blur radius
+        ``log(1 / 1e-4 - 1) * sigma`` is ``negligible = 1e-4``, what InteractVLM's fit uses).
+    cull_backfaces: draw only faces wound counter-clockwise as seen (front faces of an outward-wound
+        closed mesh, whose silhouette they cover alone); in (column, row) screen space those have a
+        negative doubled area.
     """
+    if not 0 < negligible < 0.5:
+        raise InputError(f"negligible must be in (0, 0.5), got {negligible}")
     if sigma <= 0 or not math.isfinite(sigma):
         raise InputError(f"sigma must be a positive number of squared pixels, got {sigma}")
     height, width = (int(v) for v in image_size)
@@ -40,10 +48,12 @@ def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float 
     n_views, n_faces = screen_verts.shape[0], faces.shape[0]
     triangles = screen_verts[:, faces].reshape(-1, 3, 3)
     xy = triangles[..., :2]
-    margin = math.sqrt(sigma * math.log(1 / _NEGLIGIBLE))
+    margin = math.sqrt(sigma * math.log(1 / negligible - 1))
     with torch.no_grad():
         coefficients, area2 = barycentric_coefficients(xy)
         drawable = (triangles[..., 2] > 1e-9).all(1) & (area2.abs() > 1e-12)
+        if cull_backfaces:
+            drawable &= area2 < 0
         boxes = (xy[..., 0].amin(1) - margin, xy[..., 0].amax(1) + margin,
                  xy[..., 1].amin(1) - margin, xy[..., 1].amax(1) + margin)
     log_uncovered = torch.zeros(n_views * height * width, dtype=screen_verts.dtype, device=screen_verts.device)
@@ -79,7 +89,7 @@ def depth_map(screen_verts: torch.Tensor, faces, image_size) -> torch.Tensor:
 
 
 def visible_soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float,
-                            occluder_depth: torch.Tensor | None = None) -> torch.Tensor:
+                            occluder_depth: torch.Tensor | None = None, **options) -> torch.Tensor:
     """``soft_silhouette`` with the pixels hidden by an occluder removed: (N, H, W) in [0, 1].
 
     occluder_depth: (N, H, W) from ``depth_map`` of the occluder (the fixed body), or None for no occlusion.
@@ -87,8 +97,9 @@ def visible_soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma
     margin just outside the object's hard coverage, the object's median vertex depth stands in for its
     depth. The visibility is a constant mask per render (no gradient through depth ordering), so the
     gradient of the visible part is the soft silhouette's.
+    ``options`` go to ``soft_silhouette`` (``negligible``, ``cull_backfaces``).
     """
-    coverage = soft_silhouette(screen_verts, faces, image_size, sigma)
+    coverage = soft_silhouette(screen_verts, faces, image_size, sigma, **options)
     if occluder_depth is None:
         return coverage
     own_depth = depth_map(screen_verts, faces, image_size)

@@ -23,6 +23,7 @@ from engine.errors import InputError
 from engine.objects import ObjectGeometry, builtin_object, builtin_object_names, load_object_file
 from studio import exports
 from studio.context import GPU_LANE, Studio, user_errors
+from studio.hoi import build_hoi_tab
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 AFFORDANCE_MODEL = "interactvlm-oafford"
@@ -231,6 +232,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
             contact_tab(ContactDemo(studio), gpu)
         with gr.Tab("Affordance"):
             affordance_tab(AffordanceDemo(studio), gpu)
+        with gr.Tab("HOI reconstruction"):
+            build_hoi_tab(studio, gpu)
     return page
 
 

@@ -375,9 +375,9 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
         optimiser.zero_grad()
         result.total.backward()
         optimiser.step()
-        history["total"].append(float(result.total))
+        history["total"].append(float(result.total.detach()))
         for name, value in result.terms.items():
-            history[name].append(float(value))
+            history[name].append(float(value.detach()))
         if step % 10 == 0:
             report(0.15 + 0.8 * step / max(config.iterations, 1),
                    f"stage 4/4: Adam {step}/{config.iterations}, energy {float(result.total):.4f}")

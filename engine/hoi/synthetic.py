@@ -137,9 +137,9 @@ def render_mask(scene: Scene, R=None, t=None) -> np.ndarray:
     t = scene.t if t is None else t
     posed = torch.as_tensor(canonical_object(obj) @ R + t, dtype=torch.float32)
     screen = project(posed, scene.camera)[None]
-    fragments = rasterize_meshes(screen, torch.as_tensor(obj.faces), scene.image_size)
+    fragments = rasterize_meshes(screen, torch.as_tensor(np.array(obj.faces)), scene.image_size)
     body_depth = depth_map(project(torch.as_tensor(scene.body.vertices), scene.camera)[None],
-                           torch.as_tensor(scene.body.faces), scene.image_size)
+                           torch.as_tensor(np.array(scene.body.faces)), scene.image_size)
     visible = fragments.covered & (fragments.zbuf < body_depth)
     return visible[0].numpy()
 

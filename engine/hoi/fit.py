@@ -303,7 +303,7 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
     target = resize_mask(mask, render_size).to(device, dtype)
     target_centroid = mask_centroid(target)
     human = torch.as_tensor(body.vertices, dtype=dtype, device=device)
-    human_faces = torch.as_tensor(body.faces, device=device)
+    human_faces = torch.as_tensor(np.array(body.faces), device=device)
     occluder = depth_map(project(human, render_camera)[None], human_faces, render_size) if config.occlusion else None
     sigma = release_sigma_pixels(render_size, config.sigma_ndc)
     canonical = canonical_object(obj)
@@ -344,7 +344,7 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
         groups.append({"params": [log_scale], "lr": config.lr_scale})
     optimiser = torch.optim.Adam(groups)
     points = torch.as_tensor(canonical, dtype=dtype, device=device)
-    faces = torch.as_tensor(obj.faces, device=device)
+    faces = torch.as_tensor(np.array(obj.faces), device=device)
     contact_data = None
     if not baseline:
         p_human = torch.as_tensor(contacts.human, dtype=dtype, device=device)

@@ -14,7 +14,9 @@ Stages (``fit_object``), each timed and reported through ``progress(fraction, me
     2. translation: the mask centroid (row, col) back-projected at the mean depth of the human contacts
        (p > 0.5); the baseline, which has no contacts, uses the body's mean depth.
     3. ICP (contacts only): at most 10 iterations, object contacts (p > 0.3) to human contacts (p > 0.5),
-       nearest neighbours in xyz + normal with the human normals negated, Umeyama without scale.
+       nearest neighbours in xyz + normal with the human normals negated, Umeyama without scale. Its pose
+       is kept only when it does not raise the energy E below over the stage-2 start (with dense contact
+       patches the many-to-one matches can tilt or flip the object; measured on the synthetic scenes).
     4. Adam over the 6D rotation (lr 5e-2), the translation (lr 1e-2) and optionally the scale, 250
        iterations, minimising  E = 5 (1 - soft IoU) + 1e-4 |centroid(rendered) - centroid(mask)|^2 px
        + 10 sum_ij d_ij p_i p_j / sum_ij p_i p_j  (the last term dropped for the baseline).  The body is fixed.
@@ -113,6 +115,7 @@ class HoiFit:
     human_vertices (Vh, 3), human_faces (Fh, 3), human_topology: the fixed body.
     camera: intrinsics at the image size; image_size (H, W); render_size (h, w) of the fit's renders.
     init_R / init_t: the pose after stages 2-3.  icp_rmse: matched rmse per ICP iteration (metres).
+    icp_kept: whether ICP's pose started the Adam stage (it must not score worse than the start on E).
     losses: name -> (iterations,) history of ``total``, ``mask``, ``centroid``, ``contact``.
     iou: hard IoU of the final visible silhouette with the mask, at the render size.
     frames (K, Vo, 3): posed object along the optimisation (for the animation); frame_steps (K,).
@@ -136,6 +139,7 @@ class HoiFit:
     init_R: np.ndarray
     init_t: np.ndarray
     icp_rmse: tuple[float, ...]
+    icp_kept: bool
     losses: Mapping[str, np.ndarray]
     iou: float
     frames: np.ndarray
@@ -320,29 +324,10 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
     R = np.eye(3) if init_R is None else np.asarray(init_R, dtype=np.float64)
     t = initial_translation(mask, depth, camera) - canonical.mean(0) @ R
     seconds["translation"] = time.perf_counter() - clock
-
-    # 3. ICP: object contacts snapped onto human contacts
-    clock = time.perf_counter()
-    icp_rmse: tuple[float, ...] = ()
-    if not baseline and config.icp_iterations > 0:
-        report(0.1, "stage 3/4: ICP on the contacts")
-        object_points, object_normals = _contact_points(canonical, obj.faces, contacts.object, config.object_threshold)
-        human_points, human_normals = _contact_points(body.vertices, body.faces, contacts.human, config.human_threshold)
-        icp = contact_icp(object_points, object_normals, human_points, human_normals,
-                          torch.as_tensor(R), torch.as_tensor(t), max_iterations=config.icp_iterations)
-        R, t, icp_rmse = icp.R.numpy(), icp.t.numpy(), icp.rmse
-    init_R, init_t = R.copy(), t.copy()
-    seconds["icp"] = time.perf_counter() - clock
+    warnings: list[str] = []
 
     # 4. Adam: render and compare, with the contacts anchoring the object to the body
-    clock = time.perf_counter()
-    six = matrix_to_rotation_6d(torch.as_tensor(R, dtype=dtype, device=device)).clone().requires_grad_(True)
-    translation = torch.as_tensor(t, dtype=dtype, device=device).clone().requires_grad_(True)
     log_scale = torch.zeros((), dtype=dtype, device=device, requires_grad=config.optimise_scale)
-    groups = [{"params": [six], "lr": config.lr_rotation}, {"params": [translation], "lr": config.lr_translation}]
-    if config.optimise_scale:
-        groups.append({"params": [log_scale], "lr": config.lr_scale})
-    optimiser = torch.optim.Adam(groups)
     points = torch.as_tensor(canonical, dtype=dtype, device=device)
     faces = torch.as_tensor(np.array(obj.faces), device=device)
     contact_data = None
@@ -352,12 +337,39 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
         contact_data = (human, p_human, index, torch.as_tensor(contacts.object, dtype=dtype, device=device)[index])
     history = {name: [] for name in ("total", "mask", "centroid") + (() if baseline else ("contact",))}
     frames, frame_steps = [], []
-    warnings: list[str] = []
 
     def render(rotation, shift, scale):
         posed = apply_pose(points, rotation, shift, scale)
         screen = project(posed, render_camera)
         return posed, screen, visible_soft_silhouette(screen[None], faces, render_size, sigma, occluder, **options)[0]
+
+    def score(rotation, shift) -> float:
+        with torch.no_grad():
+            rotation = torch.as_tensor(rotation, dtype=dtype, device=device)
+            posed, screen, rendered = render(rotation, torch.as_tensor(shift, dtype=dtype, device=device), 1.0)
+            return float(energy(rendered, target, screen, target_centroid, posed, contact_data, config).total)
+
+    # 3. ICP: object contacts snapped onto human contacts (kept when the fit's energy agrees it helps)
+    clock = time.perf_counter()
+    icp_rmse: tuple[float, ...] = ()
+    icp_kept = False
+    if not baseline and config.icp_iterations > 0:
+        report(0.1, "stage 3/4: ICP on the contacts")
+        object_points, object_normals = _contact_points(canonical, obj.faces, contacts.object, config.object_threshold)
+        human_points, human_normals = _contact_points(body.vertices, body.faces, contacts.human, config.human_threshold)
+        icp = contact_icp(object_points, object_normals, human_points, human_normals,
+                          torch.as_tensor(R), torch.as_tensor(t), max_iterations=config.icp_iterations)
+        icp_rmse = icp.rmse
+        if score(icp.R.numpy(), icp.t.numpy()) <= score(R, t):
+            R, t, icp_kept = icp.R.numpy(), icp.t.numpy(), True
+    init_R, init_t = R.copy(), t.copy()
+    seconds["icp"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    six = matrix_to_rotation_6d(torch.as_tensor(R, dtype=dtype, device=device)).clone().requires_grad_(True)
+    translation = torch.as_tensor(t, dtype=dtype, device=device).clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([{"params": [six], "lr": config.lr_rotation},
+                                  {"params": [translation], "lr": config.lr_translation}]
+                                 + ([{"params": [log_scale], "lr": config.lr_scale}] if config.optimise_scale else []))
 
     for step in range(config.iterations + 1):
         rotation = rotation_6d_to_matrix(six)
@@ -397,7 +409,7 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
         object_faces=_read_only(np.asarray(obj.faces)), human_vertices=freeze(body.vertices),
         human_faces=_read_only(np.asarray(body.faces)), human_topology=body.topology, camera=camera,
         image_size=image_size, render_size=render_size, init_R=freeze(init_R), init_t=freeze(init_t),
-        icp_rmse=icp_rmse, losses=MappingProxyType({k: freeze(v) for k, v in history.items()}), iou=iou,
+        icp_rmse=icp_rmse, icp_kept=icp_kept, losses=MappingProxyType({k: freeze(v) for k, v in history.items()}), iou=iou,
         frames=freeze(np.stack(frames)), frame_steps=_read_only(np.asarray(frame_steps)),
         stage_seconds=MappingProxyType(seconds), sources=MappingProxyType(dict(sources or {})),
         warnings=tuple(warnings))

@@ -96,13 +96,16 @@ def contact_icp(object_points: torch.Tensor, object_normals: torch.Tensor, human
     human normals negated (contacting surfaces face each other); solve Umeyama without scale from the
     *original* object points to the matches, so the pose is re-estimated from scratch. Stops early when the
     matched rmse + (1 - mean normal cosine) changes by less than ``relative_tolerance`` relative.
-    The release finds the correspondences once (a single Umeyama step); we iterate as described.
+    Returns the scored pose with the lowest of that energy (the start included): with many-to-one matches
+    on flat contact patches the iterates can drift, and the initialisation must never get worse by ICP's
+    own measure. The release finds the correspondences once (a single Umeyama step); we iterate as described.
     """
     if len(object_points) < 3 or len(human_points) < 1:
         raise InputError(f"ICP needs at least 3 object contact points and 1 human contact point, got "
                          f"{len(object_points)} and {len(human_points)}")
     target_features = torch.cat([human_points, -human_normals], 1)
     history: list[float] = []
+    best = (float("inf"), R, t)
     previous = None
     converged = False
     iterations = 0
@@ -113,10 +116,20 @@ def contact_icp(object_points: torch.Tensor, object_normals: torch.Tensor, human
         cosine = float((posed_normals * -human_normals[match]).sum(-1).mean())
         history.append(rmse)
         energy = rmse + (1 - cosine)
+        if energy < best[0]:
+            best = (energy, R, t)
         if previous is not None and abs(previous - energy) <= relative_tolerance * max(abs(previous), 1e-12):
             converged = True
             break
         previous = energy
         alignment = umeyama(object_points, human_points[match])
         R, t = alignment.R, alignment.t
+    if not converged:  # the pose after the last update has not been scored yet
+        posed, posed_normals = object_points @ R + t, object_normals @ R
+        match = nearest_in_features(torch.cat([posed, posed_normals], 1), target_features)
+        energy = float(((posed - human_points[match]) ** 2).sum(-1).mean().sqrt()) + \
+            1 - float((posed_normals * -human_normals[match]).sum(-1).mean())
+        if energy < best[0]:
+            best = (energy, R, t)
+    _, R, t = best
     return IcpResult(R, t, iterations, tuple(history), converged)

@@ -16,15 +16,9 @@ import torch
 
 from engine.errors import InputError
 from engine.mesh import as_faces
-from engine.render.rasterizer import barycentric_coefficients, bbox_candidates, evaluate_barycentrics, rasterize_meshes
+from engine.render.rasterizer import barycentric_coefficients, bbox_candidates, rasterize_meshes
 
 _NEGLIGIBLE = 1e-8
-
-
-def _squared_distance_to_segment(points, start, end):
-    direction = end - start
-    t = (((points - start) * direction).sum(-1) / (direction * direction).sum(-1).clamp(min=1e-12)).clamp(0, 1)
-    return ((points - start - t[:, None] * direction) ** 2).sum(-1)
 
 
 def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float = 1.0, *,
@@ -50,7 +44,7 @@ def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float 
     xy = triangles[..., :2]
     margin = math.sqrt(sigma * math.log(1 / negligible - 1))
     with torch.no_grad():
-        coefficients, area2 = barycentric_coefficients(xy)
+        _, area2 = barycentric_coefficients(xy)
         drawable = (triangles[..., 2] > 1e-9).all(1) & (area2.abs() > 1e-12)
         if cull_backfaces:
             drawable &= area2 < 0
@@ -59,12 +53,14 @@ def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float 
     log_uncovered = torch.zeros(n_views * height * width, dtype=screen_verts.dtype, device=screen_verts.device)
     for tri, rows, cols in bbox_candidates(*boxes, width, height, drawable):
         pixel_xy = torch.stack([cols, rows], -1).to(xy.dtype)
-        corners = xy[tri]
-        dist2 = torch.stack([_squared_distance_to_segment(pixel_xy, corners[:, k], corners[:, (k + 1) % 3])
-                             for k in range(3)], -1).amin(-1)
-        with torch.no_grad():
-            bary = evaluate_barycentrics(coefficients[tri], corners[:, 0].detach(), pixel_xy[:, 1], pixel_xy[:, 0])
-            sign = torch.where((bary >= 0).all(-1), 1.0, -1.0).to(xy.dtype)
+        start = xy[tri]  # (M, 3 edges, 2): edge k runs from corner k to corner k + 1
+        direction = start.roll(-1, dims=1) - start
+        offset = pixel_xy[:, None] - start
+        along = ((offset * direction).sum(-1) / (direction * direction).sum(-1).clamp(min=1e-12)).clamp(0, 1)
+        dist2 = ((offset - along[..., None] * direction) ** 2).sum(-1).amin(-1)
+        with torch.no_grad():  # inside when the pixel is on the same side of all three edges
+            side = direction[..., 0] * offset[..., 1] - direction[..., 1] * offset[..., 0]
+            sign = torch.where((side >= 0).all(-1) | (side <= 0).all(-1), 1.0, -1.0).to(xy.dtype)
         probability = torch.sigmoid(sign * dist2 / sigma).clamp(max=1 - 1e-7)
         pixel = ((tri // n_faces) * height + rows) * width + cols
         log_uncovered = log_uncovered.index_add(0, pixel, torch.log1p(-probability))

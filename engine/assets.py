@@ -10,6 +10,8 @@ from pathlib import Path
 
 from engine.body.model import SMPL_FAMILY
 from engine.body.topology import SMPL_TO_SMPLX_FILE
+from engine.fitting.priors import VPOSER_DIR, VPOSER_SNAPSHOTS
+from engine.fitting.vitpose import VITPOSE_DIR, VITPOSE_FILES
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class DoctorReport:
         state = "exists" if self.models_dir.is_dir() else "does not exist yet"
         lines = [f"Models directory: {self.models_dir} ({state})", ""]
         lines.append("Always available (no licensed files): the built-in open body (openbody-v1), multi-view "
-                     "rendering, Render-Localize-Lift (lift/project), geodesic distances, contact metrics, and human "
+                     "rendering, Render-Localize-Lift (lift/project), geodesic distances, contact metrics, body fitting to 2D "
+                     "keypoints with the open-body pose prior, and human "
                      "contact from the category-prior baseline (labelled 'baseline: category prior').")
         lines.append("")
         for check in self.checks:
@@ -73,6 +76,13 @@ def doctor_report(models_dir: Path | str) -> DoctorReport:
                          ("clip-vit-large-patch14/config.json",)))
     checks.append(_check("SAM ViT-H (segment_anything .pth)", "training a new InteractVLM variant from SAM", root,
                          ("sam/sam_vit_h_4b8939.pth",)))
+    for name in VITPOSE_FILES:
+        checks.append(_check(f"ViTPose COCO-17 folder: {name}", "2D keypoints from a photo for body fitting (without it: "
+                             "keypoints you give, or a body file)", root, (f"{VITPOSE_DIR}/{name}",)))
+    checks.append(_check("VPoser v2 config (V02_05.yaml)", "the VPoser pose prior for body fitting (without it: the "
+                         "open-body prior, joint limits + Gaussian)", root, (f"{VPOSER_DIR}/V02_05.yaml",)))
+    checks.append(_check("VPoser v2 checkpoint (snapshots/*.ckpt)", "the VPoser pose prior (any .ckpt in snapshots/ works)",
+                         root, tuple(f"{VPOSER_DIR}/snapshots/{name}" for name in VPOSER_SNAPSHOTS)))
     for topology in ("smplh-6890", "smplx-10475", "smpl-6890"):
         checks.append(_check(f"part segmentation for {topology} (optional)",
                              "named body parts from your own segmentation instead of skinning-weight parts",

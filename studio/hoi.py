@@ -28,7 +28,8 @@ from engine.contact.vocabulary import OBJECT_LABELS, resolve_object_label
 from engine.errors import InputError, MissingAssetError
 from engine.hoi import outputs
 from engine.hoi.fit import BASELINE_METHOD, FitConfig, HoiFit, fit_object
-from engine.hoi.inputs import BodyInput, Contacts, check_mask, load_body_file, load_contacts_file, load_mask_file
+from engine.hoi.inputs import (BodyInput, Contacts, body_from_keypoints, check_mask, load_body_file, load_contacts_file,
+                               load_mask_file)
 from engine.objects import ObjectGeometry, builtin_object, builtin_object_names, load_object_file
 from studio.context import GPU_LANE, Studio, mesh_json, user_errors
 from studio.painter import READ_JS, painter_component, payload_json, read_painting
@@ -44,7 +45,7 @@ CONTACT_JOINT, CONTACT_SPLIT = "InteractVLM joint model", "InteractVLM hcontact 
 UPLOAD_CHOICE = "my upload"
 FIT_CONFIG = FitConfig()  # the release's numbers; at the image's own size
 HUMAN_LAYER, OBJECT_LAYER = "human contact", "object contact"
-MODEL_NAMES = {"sam-box": "SAM (models/sam-hf/)", "grounded-sam": "Grounding DINO + SAM (models/grounding-dino/, models/sam-hf/)",
+MODEL_NAMES = {"vitpose": "ViTPose (models/vitpose/)", "sam-box": "SAM (models/sam-hf/)", "grounded-sam": "Grounding DINO + SAM (models/grounding-dino/, models/sam-hf/)",
                "interactvlm-joint": "the InteractVLM joint model (models/interactvlm/joint/)",
                "interactvlm-hcontact": "the InteractVLM hcontact model (models/interactvlm/hcontact/)",
                "interactvlm-oafford": "the InteractVLM oafford model (models/interactvlm/oafford/)"}
@@ -104,6 +105,11 @@ class HoiDemo:
 
         return load_image_rgb(data), data, checked.sha256, path.name
 
+    def available_bodies(self) -> tuple[str, ...]:
+        from engine.assets import doctor_report
+
+        return doctor_report(self.studio.settings.models_dir).available_bodies()
+
     def body_model(self, kind: str):
         from engine.body import load_body
 
@@ -111,7 +117,7 @@ class HoiDemo:
             self._bodies[kind] = load_body(kind, self.studio.settings.models_dir)
         return self._bodies[kind]
 
-    def body(self, source: str, upload, example: str | None) -> BodyInput:
+    def body(self, source: str, upload, example: str | None, image: np.ndarray | None = None, progress=None) -> BodyInput:
         if source == BODY_EXAMPLE:
             name = example or ""
             example_scene(name)
@@ -121,8 +127,12 @@ class HoiDemo:
             path = accept_file(self.studio, upload, "body file")
             return load_body_file(path, path.name, self.body_model)
         if source == BODY_KEYPOINTS:
-            raise InputError("fitting the body from ViTPose keypoints is not in this build yet; use a body file "
-                             "(SMPL-X parameters or a posed mesh) or an example's known body")
+            if image is None:
+                raise InputError("upload the image first: the body is fitted to its keypoints")
+            self.require("vitpose")
+            kind = "smplx" if "smplx" in self.available_bodies() else "openbody"
+            with self.studio.engine.use("vitpose") as estimator:
+                return body_from_keypoints(image, estimator, self.body_model(kind), progress=progress)
         raise InputError(f"choose a body source: {BODY_EXAMPLE}, {BODY_FILE} or {BODY_KEYPOINTS}")
 
     def object(self, choice: str, upload, label: str | None) -> ObjectGeometry:
@@ -198,10 +208,13 @@ class HoiDemo:
         progress(0.0, desc="checking the image")
         image, data, image_hash, image_name = self.image(values["image"])
         example = values.get("example") or None
-        body_key = (values["body_source"], _file_key(values.get("body_file")), example)
+        body_key = (values["body_source"], _file_key(values.get("body_file")), example,
+                    image_hash if values["body_source"] == BODY_KEYPOINTS else None)
         if session.body is None or session.body[0] != body_key:
             progress(0.05, desc="loading the body")
-            session = replace(session, body=(body_key, self.body(values["body_source"], values.get("body_file"), example)))
+            fitting = lambda fraction, text: progress(0.05 + 0.05 * fraction, desc=f"body from keypoints: {text}")
+            session = replace(session, body=(body_key, self.body(values["body_source"], values.get("body_file"), example,
+                                                                 image, fitting)))
         body = session.body[1]
         object_key = (values["object_choice"], _file_key(values.get("object_file")), values.get("label"))
         if session.object is None or session.object[0] != object_key:

@@ -392,7 +392,7 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
             history[name].append(float(value.detach()))
         if step % 10 == 0:
             report(0.15 + 0.8 * step / max(config.iterations, 1),
-                   f"stage 4/4: Adam {step}/{config.iterations}, energy {float(result.total):.4f}")
+                   f"stage 4/4: Adam {step}/{config.iterations}, energy {float(result.total.detach()):.4f}")
     seconds["adam"] = time.perf_counter() - clock
 
     final_R = rotation.detach().cpu().numpy().astype(np.float64)

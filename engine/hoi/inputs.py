@@ -391,3 +391,22 @@ def load_contacts_file(source, *, human_topology: str, human_source: str = "uplo
     topology = str(arrays["topology"]) if "topology" in arrays else human_topology
     return Contacts(np.asarray(human, dtype=np.float32).reshape(-1), topology, np.asarray(obj, dtype=np.float32).reshape(-1),
                     human_source, object_source)
+
+
+def body_from_keypoints(image: np.ndarray, estimator, body_model, *, person_box=None, progress=None) -> BodyInput:
+    """Body source 3: ViTPose keypoints (``engine.fitting.vitpose``) and the keypoint fit (``engine.fitting.fit``).
+
+    The fitting core works in the Y-up world of ``photo_camera`` (camera at the origin looking along -Z,
+    ``R = diag(1, -1, -1)``): the body's OpenCV camera-frame vertices are ``x @ diag(1, -1, -1)``.
+    """
+    from engine.fitting.fit import fit_body, photo_camera
+
+    size = tuple(image.shape[:2])
+    keypoints = estimator(image, box=person_box)
+    camera = photo_camera(size)
+    fitted = fit_body(body_model, keypoints, camera, progress=progress)
+    K = camera.K[0].numpy()
+    return BodyInput(np.asarray(fitted.vertices, dtype=np.float64) * np.array([1.0, -1.0, -1.0]),
+                     np.asarray(body_model.faces.cpu()), fitted.topology,
+                     f"fitted from ViTPose keypoints ({fitted.prior} prior)",
+                     Intrinsics(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])))

@@ -135,9 +135,13 @@ class LabelSegmenter:
 
 
 def register_segmenters(engine) -> None:
-    """``sam-box`` and ``grounded-sam`` in the engine's registry (loaded lazily, on its device)."""
+    """``sam-box``, ``grounded-sam`` and ``vitpose`` (the HOI tab's body source 3) in the engine's registry,
+    each loaded lazily on the engine's device."""
+    from engine.fitting.vitpose import VITPOSE_DIR, load_vitpose
     from engine.runtime import ModelSpec
 
+    engine.register(ModelSpec("vitpose", lambda context: load_vitpose(context.models_dir, context.device),
+                              "2D body keypoints (ViTPose)", requires=(Path(VITPOSE_DIR) / "config.json",)))
     engine.register(ModelSpec(
         "sam-box", lambda context: BoxSegmenter.from_pretrained(context.models_dir / SAM_FOLDER, context.device),
         "object mask from a box (SAM)", requires=(Path(SAM_FOLDER) / "config.json",)))

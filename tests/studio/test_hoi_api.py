@@ -64,5 +64,5 @@ def test_refit_needs_a_first_fit_and_bad_input_is_worded(studio_server):
     assert "Grounding DINO" in str(missing.value) and "/tmp" not in str(missing.value)
     with pytest.raises(AppError, match="paint the object contact first"):
         client.predict(*fit_args(contact_source=hoi.CONTACT_PRIOR), api_name="/hoi_fit")
-    with pytest.raises(AppError, match="draw the object's mask"):
+    with pytest.raises(AppError, match="draw the object"):
         client.predict(*fit_args(mask_source=hoi.MASK_DRAWN), api_name="/hoi_fit")

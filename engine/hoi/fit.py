@@ -15,7 +15,7 @@ Stages (``fit_object``), each timed and reported through ``progress(fraction, me
        (p > 0.5); the baseline, which has no contacts, uses the body's mean depth.
     3. ICP (contacts only): at most 10 iterations, object contacts (p > 0.3) to human contacts (p > 0.5),
        nearest neighbours in xyz + normal with the human normals negated, Umeyama without scale. Its pose
-       is kept only when it does not raise the energy E below over the stage-2 start (with dense contact
+       is kept only when it does not raise the image terms of E over the stage-2 start (with dense contact
        patches the many-to-one matches can tilt or flip the object; measured on the synthetic scenes).
     4. Adam over the 6D rotation (lr 5e-2), the translation (lr 1e-2) and optionally the scale, 250
        iterations, minimising  E = 5 (1 - soft IoU) + 1e-4 |centroid(rendered) - centroid(mask)|^2 px
@@ -115,7 +115,7 @@ class HoiFit:
     human_vertices (Vh, 3), human_faces (Fh, 3), human_topology: the fixed body.
     camera: intrinsics at the image size; image_size (H, W); render_size (h, w) of the fit's renders.
     init_R / init_t: the pose after stages 2-3.  icp_rmse: matched rmse per ICP iteration (metres).
-    icp_kept: whether ICP's pose started the Adam stage (it must not score worse than the start on E).
+    icp_kept: whether ICP's pose started the Adam stage (it must not score worse than the start on E's image terms).
     losses: name -> (iterations,) history of ``total``, ``mask``, ``centroid``, ``contact``.
     iou: hard IoU of the final visible silhouette with the mask, at the render size.
     frames (K, Vo, 3): posed object along the optimisation (for the animation); frame_steps (K,).
@@ -343,11 +343,12 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
         screen = project(posed, render_camera)
         return posed, screen, visible_soft_silhouette(screen[None], faces, render_size, sigma, occluder, **options)[0]
 
-    def score(rotation, shift) -> float:
+    def image_score(rotation, shift) -> float:
+        """The energy's image terms only: judging ICP by the contact term it has just minimised is circular."""
         with torch.no_grad():
             rotation = torch.as_tensor(rotation, dtype=dtype, device=device)
             posed, screen, rendered = render(rotation, torch.as_tensor(shift, dtype=dtype, device=device), 1.0)
-            return float(energy(rendered, target, screen, target_centroid, posed, contact_data, config).total)
+            return float(energy(rendered, target, screen, target_centroid, posed, None, config).total)
 
     # 3. ICP: object contacts snapped onto human contacts (kept when the fit's energy agrees it helps)
     clock = time.perf_counter()
@@ -360,7 +361,7 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
         icp = contact_icp(object_points, object_normals, human_points, human_normals,
                           torch.as_tensor(R), torch.as_tensor(t), max_iterations=config.icp_iterations)
         icp_rmse = icp.rmse
-        if score(icp.R.numpy(), icp.t.numpy()) <= score(R, t):
+        if image_score(icp.R.numpy(), icp.t.numpy()) <= image_score(R, t):
             R, t, icp_kept = icp.R.numpy(), icp.t.numpy(), True
     init_R, init_t = R.copy(), t.copy()
     seconds["icp"] = time.perf_counter() - clock

@@ -83,6 +83,11 @@ def doctor_report(models_dir: Path | str) -> DoctorReport:
                          "open-body prior, joint limits + Gaussian)", root, (f"{VPOSER_DIR}/V02_05.yaml",)))
     checks.append(_check("VPoser v2 checkpoint (snapshots/*.ckpt)", "the VPoser pose prior (any .ckpt in snapshots/ works)",
                          root, tuple(f"{VPOSER_DIR}/snapshots/{name}" for name in VPOSER_SNAPSHOTS)))
+    for folder, what, enables in (
+            ("sam-hf", "SAM, transformers folder (SamModel + SamProcessor)", "HOI object masks from a box (without it: draw the mask)"),
+            ("grounding-dino", "Grounding DINO, transformers folder (with its processor and tokenizer)",
+             "HOI object masks from the object's label, with SAM (without it: a box for SAM, or draw)")):
+        checks.append(_check(what, enables, root, (f"{folder}/config.json",)))
     for topology in ("smplh-6890", "smplx-10475", "smpl-6890"):
         checks.append(_check(f"part segmentation for {topology} (optional)",
                              "named body parts from your own segmentation instead of skinning-weight parts",

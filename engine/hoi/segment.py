@@ -96,7 +96,7 @@ class LabelSegmenter:
 
     def __init__(self, detector, processor, sam: BoxSegmenter, device: torch.device):
         self.detector, self.processor, self.sam, self.device = detector.eval(), processor, sam, device
-        self.source = f"{GROUNDING_DINO_FOLDER} + {sam.source}"
+        self.source = f"{GROUNDING_DINO_FOLDER} + {SAM_FOLDER}"
 
     @classmethod
     def from_pretrained(cls, folder: Path | str, sam_folder: Path | str, device="cpu") -> "LabelSegmenter":

@@ -21,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     serve.add_argument("--annotator-logins", default=None,
                        help="file of username:password lines; without it annotators use /annotate?worker=ID")
+    serve.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                       help="reverse proxy address or network whose X-Forwarded-For is believed (repeatable)")
+    serve.add_argument("--require-signed-links", action="store_true",
+                       help="annotators need ?worker=ID&sig=HMAC links (needs $STUDIO_WORKER_SECRET)")
     doctor = commands.add_parser("doctor", help="list model files found, missing, and where each goes")
     doctor.add_argument("--models", default=None, help="models directory (default: $STUDIO_MODELS or models/)")
     return parser
@@ -57,23 +61,26 @@ def doctor(models: str | None) -> int:
 
 def build_studio(settings):
     """The process's one Studio: one Engine and one Store shared by every page."""
-    from annotations.store import Store
+    from annotations.store import Store, StoreConfig
     from studio.context import Studio
 
     engine = build_engine(str(settings.models_dir), settings.device, settings.gpu_concurrency)
-    return Studio(settings, engine, Store(settings.db_url, data_dir=settings.data_dir))
+    config = StoreConfig(unverified_timeout_s=settings.unsigned_assignment_timeout_s)
+    return Studio(settings, engine, Store(settings.db_url, data_dir=settings.data_dir, config=config))
 
 
 def settings_from_args(args):
     from pathlib import Path
 
     from engine.paths import models_dir
-    from studio.settings import StudioSettings, admin_from_env, logins_from_file
+    from studio.settings import StudioSettings, admin_from_env, logins_from_file, worker_secret_from_env
 
     logins = logins_from_file(args.annotator_logins) if args.annotator_logins else ()
     return StudioSettings(models_dir=models_dir(args.models), db_url=args.db,
                           data_dir=Path(args.data) if args.data else None, gpu_concurrency=args.gpu_concurrency,
-                          admin=admin_from_env(), annotator_logins=logins, device=args.device)
+                          admin=admin_from_env(), annotator_logins=logins, device=args.device,
+                          trusted_proxies=tuple(args.trusted_proxy), worker_secret=worker_secret_from_env(),
+                          require_signed_workers=args.require_signed_links)
 
 
 def serve(args) -> int:
@@ -89,11 +96,16 @@ def serve(args) -> int:
         return 2
     if settings.admin is None:
         print("note: /admin is closed; set STUDIO_ADMIN_USER and STUDIO_ADMIN_PASSWORD to open it", file=sys.stderr)
+    # This server's own upload folder (swept by the studio), unless the deployment names one.
+    from engine.paths import var_dir
+
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(var_dir() / "gradio-uploads"))
     studio = build_studio(settings)
     print(f"bodies ready for the painter: {', '.join(studio.warm_up())}")
     app = build_server(studio)
     print(f"Interaction Studio on http://{args.host}:{args.port}/  (annotators: /annotate?worker=ID, admin: /admin)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # Client addresses come from studio.security (X-Forwarded-For only from --trusted-proxy), not uvicorn.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0
 
 

@@ -112,11 +112,15 @@ def add_task(store: Store, image: bytes, image_name: str, *, labels, kind: str =
              topology: str = DEFAULT_TOPOLOGY, prediction: Mapping | None = None, model_name: str | None = None,
              model_version: str | None = None, object_points: np.ndarray | None = None,
              object_faces: np.ndarray | None = None, object_class: str | None = None, redundancy: int = 1,
-             priority: int = 0, source: str | None = None) -> int:
+             priority: int = 0, source: str | None = None, pool: str = "crowd") -> int:
     """One task made in the studio (a demo prediction to correct); checked exactly like a batch row.
 
-    ``prediction``: label -> per-vertex (or per-point) values. Returns the new task's id.
+    ``prediction``: label -> per-vertex (or per-point) values. ``pool``: "demo" keeps the task away from
+    every crowd annotator (``next_task`` serves only "crowd") until an admin promotes it. Returns the new
+    task's id.
     """
+    if pool not in models.POOLS:
+        raise InputError(f"pool must be one of {models.POOLS}, got {pool!r}")
     files = {"image" + Path(image_name).suffix.lower(): image}
     row = {"image": next(iter(files)), "labels": list(labels), "kind": kind, "topology": topology,
            "redundancy": redundancy, "priority": priority, "source": source}
@@ -130,7 +134,7 @@ def add_task(store: Store, image: bytes, image_name: str, *, labels, kind: str =
         row.update(object="object.npz", object_class=object_class or "object")
     plan = plan_row({key: value for key, value in row.items() if value is not None}, zip_reader(files),
                     BatchDefaults(), store.config)
-    report = commit(store, [plan], f"studio: {Path(image_name).name}"[:255], allow_repeat=True)
+    report = commit(store, [plan], f"studio: {Path(image_name).name}"[:255], allow_repeat=True, pool=pool)
     with store.session() as session:
         return session.scalar(select(models.TaskRow.id).where(models.TaskRow.batch_id == report.batch_id))
 
@@ -383,7 +387,7 @@ def batch_digest(plans: list[PlannedTask]) -> str:
     return digest.hexdigest()
 
 
-def commit(store: Store, plans: list[PlannedTask], name: str, allow_repeat: bool) -> BatchReport:
+def commit(store: Store, plans: list[PlannedTask], name: str, allow_repeat: bool, pool: str = "crowd") -> BatchReport:
     sha = batch_digest(plans)
     written = write_new_files(store, plans)
     try:
@@ -391,7 +395,7 @@ def commit(store: Store, plans: list[PlannedTask], name: str, allow_repeat: bool
             earlier = session.scalar(select(models.BatchRow.id).where(models.BatchRow.sha256 == sha))
             if earlier is not None and not allow_repeat:
                 raise BatchRejected([f"this batch was already imported as batch {earlier}"])
-            return insert_plans(session, plans, name[:255], sha)
+            return insert_plans(session, plans, name[:255], sha, pool)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -423,7 +427,7 @@ def write_new_files(store: Store, plans: list[PlannedTask]) -> list[Path]:
     return written
 
 
-def insert_plans(session, plans: list[PlannedTask], name: str, sha: str) -> BatchReport:
+def insert_plans(session, plans: list[PlannedTask], name: str, sha: str, pool: str = "crowd") -> BatchReport:
     now = utcnow()
     batch = models.BatchRow(name=name, sha256=sha, num_tasks=len(plans), created_at=now)
     session.add(batch)
@@ -437,7 +441,7 @@ def insert_plans(session, plans: list[PlannedTask], name: str, sha: str) -> Batc
             image_id=images[plan.image.sha256], batch_id=batch.id, kind=plan.kind, topology=plan.topology,
             labels=list(plan.labels), object_id=get_or_add_object(session, plan.object, now),
             prediction_id=add_prediction(session, plan.prediction, now), redundancy=plan.redundancy,
-            priority=plan.priority, is_gold=plan.gold, filled=0, provenance=plan.provenance, created_at=now)
+            priority=plan.priority, is_gold=plan.gold, filled=0, provenance=plan.provenance, created_at=now, pool=pool)
         session.add(task)
         session.flush()
         session.add_all(models.GoldLayerRow(task_id=task.id, label=label, encoding=encoding, data=data)

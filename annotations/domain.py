@@ -33,6 +33,8 @@ class Annotator:
     external_id: str
     role: str  # "annotator" | "admin"
     qualification: str  # "pending" | "qualified" | "disqualified"
+    verified: bool = False  # came with a signed worker link or a login (migration 0005)
+    bound_session: str | None = None  # SHA-256 of the one browser session a demo worker id belongs to
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Task:
     priority: int
     is_gold: bool
     batch_id: int | None
+    pool: str = "crowd"  # "crowd" or "demo" (held only by its maker until an admin promotes it)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        String, Text, UniqueConstraint, text)
+                        String, Text, UniqueConstraint, false, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 TASK_KINDS = ("human_contact", "object_affordance")
 ROLES = ("annotator", "admin")
 QUALIFICATIONS = ("pending", "qualified", "disqualified")
 ASSIGNMENT_STATES = ("assigned", "submitted", "skipped", "flagged", "expired")
+POOLS = ("crowd", "demo")  # migration 0005: demo-made tasks are served to nobody but their maker
 LAYER_ENCODINGS = ("ids", "values")  # uint32 vertex ids, or float32 per vertex/point
 
 
@@ -69,6 +70,9 @@ class AnnotatorRow(Base):
     role: Mapped[str] = mapped_column(String(16))
     qualification: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # Migration 0005: a signed link or a login proved this id; the one browser session a demo id belongs to.
+    verified: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    bound_session: Mapped[str | None] = mapped_column(String(64))
 
 
 class PredictionRow(Base):
@@ -105,6 +109,7 @@ class TaskRow(Base):
     filled: Mapped[int] = mapped_column(Integer)  # assignments holding a slot (assigned or submitted)
     provenance: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    pool: Mapped[str] = mapped_column(String(8), index=True, server_default="crowd", default="crowd")  # 0005
 
 
 class LayerColumns:

@@ -39,12 +39,14 @@ class StoreConfig:
 
     gold_rate: share of tasks served from the gold pool (every round(1/gold_rate)-th task).
     assignment_timeout_s: an assignment not finished within this time frees its slot.
+    unverified_timeout_s: the same for annotators without a signed link or login (None: the same timeout).
     max_labels: most object labels one task may carry.
     image_limits: size and pixel limits for imported images.
     """
 
     gold_rate: float = 0.1
     assignment_timeout_s: float = 1800.0
+    unverified_timeout_s: float | None = None
     max_labels: int = 16
     image_limits: ImageLimits = field(default_factory=ImageLimits)
 
@@ -53,6 +55,8 @@ class StoreConfig:
             raise InputError(f"gold_rate must be in [0, 1], got {self.gold_rate}")
         if self.assignment_timeout_s <= 0:
             raise InputError(f"assignment_timeout_s must be positive, got {self.assignment_timeout_s}")
+        if self.unverified_timeout_s is not None and self.unverified_timeout_s <= 0:
+            raise InputError(f"unverified_timeout_s must be positive, got {self.unverified_timeout_s}")
 
 
 def default_url() -> str:
@@ -168,6 +172,23 @@ class Store:
                 raise UnknownAnnotatorError(f"no annotator with id {annotator_id}")
             return annotator_from_row(row)
 
+    def mark_verified(self, annotator_id: int) -> Annotator:
+        """Record that this worker id came with a valid signed link (or a login)."""
+        return self._update_annotator(annotator_id, verified=True)
+
+    def bind_session(self, annotator_id: int, session_digest: str) -> Annotator:
+        """Tie a worker id to one browser session (the SHA-256 of its session cookie)."""
+        return self._update_annotator(annotator_id, bound_session=session_digest)
+
+    def _update_annotator(self, annotator_id: int, **values) -> Annotator:
+        with self.session(write=True) as session:
+            row = session.get(models.AnnotatorRow, annotator_id)
+            if row is None:
+                raise UnknownAnnotatorError(f"no annotator with id {annotator_id}")
+            for key, value in values.items():
+                setattr(row, key, value)
+            return annotator_from_row(row)
+
     def set_qualification(self, annotator_id: int, qualification: str) -> Annotator:
         if qualification not in models.QUALIFICATIONS:
             raise InputError(f"qualification must be one of {models.QUALIFICATIONS}, got {qualification!r}")
@@ -182,6 +203,20 @@ class Store:
     def task(self, task_id: int) -> Task:
         with self.session() as session:
             return self.task_from_row(session, task_row_or_error(session, task_id))
+
+    def demo_task_ids(self) -> list[int]:
+        """Tasks made from the public demo that no crowd annotator is served (newest first)."""
+        with self.session() as session:
+            return list(session.scalars(select(models.TaskRow.id).where(models.TaskRow.pool == "demo")
+                                        .order_by(models.TaskRow.id.desc())))
+
+    def promote_task(self, task_id: int) -> Task:
+        """Move a demo task into the crowd pool (an admin's decision); next_task may then serve it."""
+        with self.session(write=True) as session:
+            row = task_row_or_error(session, task_id)
+            row.pool = "crowd"
+            session.flush()
+            return self.task_from_row(session, row)
 
     def task_ids(self) -> list[int]:
         with self.session() as session:
@@ -200,7 +235,8 @@ class Store:
         return Task(id=row.id, kind=row.kind, topology=row.topology, labels=tuple(row.labels),
                     image=self.image_from_row(image), object_id=row.object_id,
                     object_class=obj.class_name if obj else None, prediction=prediction,
-                    redundancy=row.redundancy, priority=row.priority, is_gold=row.is_gold, batch_id=row.batch_id)
+                    redundancy=row.redundancy, priority=row.priority, is_gold=row.is_gold, batch_id=row.batch_id,
+                    pool=row.pool)
 
     def image_from_row(self, row: models.ImageRow) -> Image:
         return Image(id=row.id, sha256=row.sha256, path=self.data_dir / row.path, format=row.format,
@@ -240,11 +276,17 @@ def check_external_id(external_id: str) -> str:
 
 
 def annotator_from_row(row: models.AnnotatorRow) -> Annotator:
-    return Annotator(id=row.id, external_id=row.external_id, role=row.role, qualification=row.qualification)
+    return Annotator(id=row.id, external_id=row.external_id, role=row.role, qualification=row.qualification,
+                     verified=bool(row.verified), bound_session=row.bound_session)
+
+
+MAX_ID = 2**31 - 1  # ids are 32-bit on every backend; a larger one is simply unknown (never an overflow)
 
 
 def task_row_or_error(session: Session, task_id: int) -> models.TaskRow:
-    row = session.get(models.TaskRow, task_id) if isinstance(task_id, int) and not isinstance(task_id, bool) else None
+    valid = isinstance(task_id, int) and not isinstance(task_id, bool) and 1 <= task_id <= MAX_ID
+    row = session.get(models.TaskRow, task_id) if valid else None
     if row is None:
-        raise UnknownTaskError(f"no task with id {task_id!r}")
+        shown = repr(task_id)
+        raise UnknownTaskError(f"no task with id {shown if len(shown) <= 24 else shown[:21] + '...'}")
     return row

@@ -6,7 +6,10 @@ Rules:
 - Nobody gets the same task twice (a unique constraint backs this up).
 - Every round(1/gold_rate)-th task of an annotator comes from the gold pool when one is left.
   Gold tasks have no slot limit: every annotator is measured on them.
-- Higher priority first, then the oldest task.
+- Higher priority first, then the oldest task. Only the crowd pool is served: tasks made from the public
+  demo (pool "demo") stay with the visitor who made them until an admin promotes them.
+- Unverified annotators (no signed link, no login) lose open assignments after
+  ``StoreConfig.unverified_timeout_s`` when that is set; demo-pool assignments never expire.
 - An annotator who reloads gets their open assignment back instead of a new one.
 - ``submit`` is idempotent by the client's submission key: a repeated key returns the first receipt.
 """
@@ -82,6 +85,28 @@ def _next_task_once(store: Store, annotator_id: int) -> Assignment | None:
     return Assignment(id=claimed[0], task=task, annotator_id=annotator_id, status=claimed[2], assigned_at=claimed[3])
 
 
+def open_assignment(store: Store, annotator_id: int) -> Assignment | None:
+    """This annotator's open assignment, if any; never claims a new task (demo visitors get only theirs)."""
+    with store.session() as session:
+        row = _open_assignment(session, annotator_id)
+        if row is None:
+            return None
+        task = store.task_from_row(session, session.get(models.TaskRow, row.task_id))
+        return Assignment(id=row.id, task=task, annotator_id=annotator_id, status=row.status,
+                          assigned_at=row.assigned_at)
+
+
+def holds_task(store: Store, annotator_ids, task_id: int) -> bool:
+    """Whether any of these annotators was given this task (open or finished)."""
+    ids = [int(item) for item in annotator_ids]
+    if not ids:
+        return False
+    with store.session() as session:
+        return session.scalar(select(models.AssignmentRow.id).where(models.AssignmentRow.task_id == int(task_id),
+                                                                    models.AssignmentRow.annotator_id.in_(ids))
+                              .limit(1)) is not None
+
+
 def _open_assignment(session: Session, annotator_id: int) -> models.AssignmentRow | None:
     return session.scalar(select(models.AssignmentRow)
                           .where(models.AssignmentRow.annotator_id == annotator_id,
@@ -108,7 +133,7 @@ def _open_task_query(store: Store, annotator_id: int, gold: bool):
     task = models.TaskRow
     already = exists().where(models.AssignmentRow.task_id == task.id,
                              models.AssignmentRow.annotator_id == annotator_id)
-    query = select(task).where(task.is_gold == gold, ~already)
+    query = select(task).where(task.is_gold == gold, task.pool == "crowd", ~already)
     if not gold:
         query = query.where(task.filled < task.redundancy)
     query = query.order_by(task.priority.desc(), task.id).limit(1)
@@ -133,14 +158,22 @@ def expire_stale_assignments(store: Store, session: Session) -> int:
 
     Runs at most once per ``EXPIRY_CHECK_S`` per store (or per tenth of the timeout, when shorter).
     """
+    config = store.config
+    shortest = min(config.assignment_timeout_s, config.unverified_timeout_s or config.assignment_timeout_s)
     now = time.monotonic()
-    if now - store.last_expiry_check < min(EXPIRY_CHECK_S, store.config.assignment_timeout_s / 10):
+    if now - store.last_expiry_check < min(EXPIRY_CHECK_S, shortest / 10):
         return 0
     store.last_expiry_check = now
-    cutoff = utcnow() - timedelta(seconds=store.config.assignment_timeout_s)
+    assignment, task, annotator = models.AssignmentRow, models.TaskRow, models.AnnotatorRow
+    cutoff = utcnow() - timedelta(seconds=config.assignment_timeout_s)
+    stale_rule = assignment.assigned_at < cutoff
+    if config.unverified_timeout_s is not None:
+        unverified = select(annotator.id).where(annotator.verified == False)  # noqa: E712 (SQL, not Python)
+        quick_cutoff = utcnow() - timedelta(seconds=config.unverified_timeout_s)
+        stale_rule = stale_rule | ((assignment.assigned_at < quick_cutoff) & assignment.annotator_id.in_(unverified))
+    demo = select(task.id).where(task.pool == "demo")
     stale = session.scalars(store.lock_for_update(
-        select(models.AssignmentRow).where(models.AssignmentRow.status == "assigned",
-                                           models.AssignmentRow.assigned_at < cutoff))).all()
+        select(assignment).where(assignment.status == "assigned", stale_rule, ~assignment.task_id.in_(demo)))).all()
     for row in stale:
         row.status = "expired"
         _change_filled(session, row.task_id, -1)
@@ -282,7 +315,10 @@ def check_ids(ids, count: int, topology: str, label: str) -> np.ndarray:
         raise PayloadError(f"label {label!r}: vertex ids must be a list of integers")
     if len(ids) > count:
         raise PayloadError(f"label {label!r}: {len(ids)} vertex ids, but {topology} has only {count} vertices")
-    array = np.asarray(ids)
+    try:
+        array = np.asarray(ids)
+    except (ValueError, TypeError, OverflowError):  # ragged lists, huge numbers
+        raise PayloadError(f"label {label!r}: vertex ids must be a flat list of integers") from None
     if array.size and (array.ndim != 1 or array.dtype.kind not in "iu"):
         raise PayloadError(f"label {label!r}: vertex ids must be a flat list of integers")
     array = array.astype(np.int64)

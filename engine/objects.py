@@ -423,8 +423,12 @@ def _read_bytes(source, name: str) -> bytes:
         path = Path(source)
         if not path.is_file():
             raise InputError(f"{name!r}: no object file at {path}")
+        if path.stat().st_size > MAX_OBJECT_BYTES:  # refused by its size: not a byte read
+            raise InputError(f"{name!r} is larger than {MAX_OBJECT_BYTES // 1024 ** 2} MiB; "
+                             f"at most {MAX_OBJECT_BYTES} bytes are accepted")
         with open(path, "rb") as handle:
-            data = handle.read(MAX_OBJECT_BYTES + 1)
+            # read in chunks: read(n) would reserve n bytes up front, 50 MiB for every small file
+            data = b"".join(iter(lambda: handle.read(2**20), b""))[:MAX_OBJECT_BYTES + 1]
     else:
         raise InputError(f"an object file must be given as a path or bytes, got {type(source).__name__}")
     if len(data) > MAX_OBJECT_BYTES:
@@ -563,8 +567,14 @@ def _load_with_trimesh(data: bytes, name: str, extension: str) -> tuple[np.ndarr
     except InputError:
         raise
     except Exception as error:  # a hostile file can break a parser in any way; the user gets an answer, not a 500
-        detail = f"{type(error).__name__}: {error}"[:200]
-        raise InputError(f"{name!r} could not be read as {extension} ({detail}); accepted are {ACCEPTED}") from error
+        raise InputError(f"could not read the mesh: {name!r} is not a well-formed {extension} file "
+                         f"({_in_words(error)}); accepted are {ACCEPTED}") from error
+
+
+def _in_words(error: Exception) -> str:
+    """A parser's complaint without Python's exception name, or a plain phrase when it says nothing."""
+    text = " ".join(str(error).split())[:160]
+    return text if text and not text.isdigit() else "its contents do not follow the format"
 
 
 def _check_declared_counts(data: bytes, name: str, extension: str) -> None:
@@ -572,13 +582,26 @@ def _check_declared_counts(data: bytes, name: str, extension: str) -> None:
     allocates arrays for them."""
     declared: dict[str, int] = {}
     if extension == ".ply":
-        header = data[:4096].split(b"end_header")[0].decode("latin-1").split("\n")
-        declared = {words[1]: int(words[2]) for words in (line.split() for line in header)
-                    if len(words) == 3 and words[0] == "element" and words[2].isdigit()}
+        end = data.find(b"end_header")  # the whole header, however many comments come first
+        if end < 0 and data.lstrip()[:3].lower() == b"ply":
+            raise InputError(f"could not read the mesh: {name!r} has no end_header line")
+        header = data[:max(end, 0)].decode("latin-1").split("\n")
+        for words in (line.split() for line in header):
+            if len(words) == 3 and words[0] == "element":
+                if not words[2].isdigit():
+                    raise InputError(f"could not read the mesh: {name!r} declares {words[1]} count {words[2][:20]!r}")
+                declared[words[1]] = max(declared.get(words[1], 0), int(words[2]))
     elif extension == ".off":
-        lines = [line.split("#")[0].strip() for line in data[:4096].decode("latin-1").split("\n")]
-        numbers = " ".join(line for line in lines if line).removeprefix("OFF").split()[:2]
+        numbers: list[str] = []
+        for line in io.BytesIO(data):  # the first line with numbers, after any number of comments
+            words = line.decode("latin-1").split("#")[0].strip().removeprefix("OFF").split()
+            if words:
+                numbers = words[:2]
+                break
         declared = dict(zip(("vertex", "face"), (int(word) for word in numbers if word.isdigit())))
+    elif extension == ".obj":  # OBJ declares nothing: count its vertex and face lines before parsing
+        declared = {"vertex": data.count(b"\nv ") + data.startswith(b"v "),
+                    "face": data.count(b"\nf ") + data.startswith(b"f ")}
     elif extension == ".stl" and len(data) >= 84 and not data.lstrip()[:5].lower().startswith(b"solid"):
         declared = {"face": int.from_bytes(data[80:84], "little")}
     for element, count in declared.items():

@@ -21,6 +21,8 @@ from engine import rll
 from engine.errors import InputError
 from studio import exports
 from studio.context import STORE_LANE, Studio, user_errors
+from studio.crowd import crowd_tab
+from studio.uploads import accept_upload
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -29,12 +31,15 @@ REVIEW_RESOLUTION = 256
 MAX_REVIEWED = 12
 
 
-def stage_upload(paths: list[str], folder: Path) -> Path:
-    """Copy uploaded files into one folder under safe names; return what to import (zip, manifest or folder)."""
+def stage_upload(studio: Studio, paths: list, folder: Path) -> Path:
+    """Copy uploaded files into one folder under safe names; return what to import (zip, manifest or folder).
+
+    Every file must be an upload to this server (``accept_upload``), never a path the client names.
+    """
     if not paths:
         raise InputError("upload a .zip, or a tasks.csv / tasks.jsonl together with its images")
-    for path in paths:
-        shutil.copyfile(path, folder / safe_member_name(Path(path).name))
+    for path in [accept_upload(studio, item, what="every batch file") for item in paths]:
+        shutil.copyfile(path, folder / safe_member_name(path.name))
     names = sorted(item.name for item in folder.iterdir())
     zips = [name for name in names if name.lower().endswith(".zip")]
     manifests = [name for name in names if name.lower().endswith(MANIFEST_SUFFIXES)]
@@ -48,7 +53,7 @@ def import_upload(studio: Studio, paths, labels: str, topology: str, redundancy)
                                                      studio.store.config.max_labels) if labels else (),
                              topology=topology, redundancy=int(redundancy or 3))
     with tempfile.TemporaryDirectory() as folder:
-        source = stage_upload([str(path) for path in (paths or [])], Path(folder))
+        source = stage_upload(studio, list(paths or []), Path(folder))
         report = import_batch(studio.store, source, defaults=defaults)
     return (f"Imported batch {report.batch_id} (<code>{html.escape(report.name)}</code>): {report.num_tasks} tasks, "
             f"{report.num_images} images ({report.new_images} new).")
@@ -187,6 +192,7 @@ def build_admin(studio: Studio) -> gr.Blocks:
             include_flagged = gr.Checkbox(False, label="include flagged tasks")
             run_export = gr.Button("Export for training", variant="primary", elem_id="export")
             export_file = gr.File(label="export (DAMON-style npz, PIAD files, manifest)", elem_id="export-file")
+        crowd_tab(studio, lane)  # signed worker links and the demo pool (studio.crowd)
 
         quality = [summary, annotator_table, task_table, agreement_plot, gold_plot, flow_plot]
 

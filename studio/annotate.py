@@ -1,31 +1,37 @@
 """``/annotate``: the crowd annotator's page. Next task, the painter with its pre-annotation, submit / skip / flag.
 
-Identity comes from the login (when annotator logins are configured) or from the opaque ``?worker=``
-id in the URL, as crowd platforms send it. It is resolved once per browser session on the server and
-kept in ``gr.State`` (server-side), so no later event can act for another annotator. A submission's
+Identity comes from the login (when annotator logins are configured; a ``?worker=`` in the URL is then
+ignored) or from the ``?worker=`` id in the URL, as crowd platforms send it, signed or not
+(``studio.crowd``). It is resolved once per page session on the server, kept in ``gr.State`` and bound
+to the browser's session cookie: every later event must carry the same cookie, so neither another
+annotator nor a client that learnt the Gradio session hash can act for this one. A submission's
 key is derived from its assignment, so a double click or a resent request stores it once, and a page
 reload hands back the open assignment (or the next task, once it was submitted).
 """
 from __future__ import annotations
 
+import hmac
 import html
+import logging
 from dataclasses import dataclass, replace
+from urllib.parse import parse_qs
 
 import gradio as gr
 import numpy as np
-from PIL import Image
 
 from annotations import workflow
 from annotations.domain import Assignment, Task
-from annotations.store import check_external_id
 from engine.contact.prior import PRIOR_SOURCE, predict_category_prior
 from engine.errors import InputError
 from studio.context import STORE_LANE, Studio, user_errors
+from studio.crowd import client_address, session_digest, start_identity
 from studio.exports import label_colours
 from studio.painter import READ_JS, counts_html, painter_component, payload_json, read_painting
 
-WORKER_JS = "() => new URLSearchParams(window.location.search).get('worker') || ''"
+# The page hands over its whole query string ("?worker=ID&sig=HEX"); API callers may send a bare worker id.
+WORKER_JS = "() => window.location.search || ''"
 CHECK_LANE = "painter-check"
+log = logging.getLogger("studio.security")
 NO_TASK = "No task is waiting for you right now. Thank you! Come back later or close this page."
 
 
@@ -35,6 +41,8 @@ class Session:
 
     annotator_id: int
     external_id: str
+    browser: str = ""  # SHA-256 of the studio-session cookie this page session is bound to
+    demo: bool = False  # a demo visitor's worker id: only its own demo tasks, never the crowd queue
     done: int = 0
     assignment_id: int | None = None
     task_id: int | None = None
@@ -43,15 +51,22 @@ class Session:
     labels: tuple[str, ...] = ()
 
 
-def start_session(studio: Studio, worker: str, username: str | None) -> Session:
-    """The annotator behind this request: the login name wins over the URL's worker id."""
-    identity = username or worker
-    if not identity:
-        raise InputError("open this page with your worker id, e.g. /annotate?worker=YOUR_ID")
-    annotator = studio.store.ensure_annotator(check_external_id(identity))
-    if annotator.role != "annotator":
-        raise InputError("this id belongs to an admin account; annotators use their own worker id")
-    return Session(annotator.id, annotator.external_id)
+def start_session(studio: Studio, worker: str, username: str | None, *, signature: str = "",
+                  browser: str | None = None, address: str = "unknown") -> Session:
+    """The annotator behind this request (``studio.crowd.start_identity`` says who may be whom)."""
+    annotator = start_identity(studio, str(worker or ""), str(signature or ""), username, browser, address)
+    return Session(annotator.id, annotator.external_id, browser=browser, demo=annotator.bound_session is not None)
+
+
+def worker_from_link(value) -> tuple[str, str]:
+    """(worker id, signature) from the page's query string ("?worker=ID&sig=HEX") or a bare worker id."""
+    text = str(value or "")
+    if len(text) > 2048:
+        raise InputError("the link is too long; open the link you received")
+    if not text.startswith("?"):
+        return text, ""  # a bare worker id, checked as it is
+    query = parse_qs(text[1:], keep_blank_values=True)
+    return (query.get("worker") or [""])[0].strip(), (query.get("sig") or [""])[0].strip()
 
 
 def open_task(session: Session, assignment: Assignment | None) -> Session:
@@ -85,7 +100,7 @@ def task_view(studio: Studio, session: Session, assignment: Assignment | None, m
         return session, None, NO_TASK, progress, "", message
     task = assignment.task
     prediction, source = pre_annotation(studio, task)
-    image = np.asarray(Image.open(task.image.path).convert("RGB"))
+    image = str(task.image.path)  # the stored file: Gradio copies it into its cache atomically
     if task.kind == "human_contact":
         what = "contact with " + ", ".join(f"<b>{html.escape(label)}</b>" for label in task.labels)
     else:
@@ -112,10 +127,7 @@ def layers_for_store(session: Session, painting) -> dict:
 def submit_painting(studio: Studio, session: Session, painted: str) -> tuple[Session, str]:
     if session.task_id is None:
         raise InputError("there is no open task to submit; ask for the next one")
-    count = int(session.topology.removeprefix("points-")) if session.kind != "human_contact" else None
-    painting = read_painting(painted, session.labels, session.topology, count)
-    if painting.task_id is not None and painting.task_id != session.task_id:
-        raise InputError("the painter shows another task than the one you hold; reload the page")
+    painting = painting_for(session, painted)
     receipt = workflow.submit(studio.store, session.annotator_id, session.task_id, layers_for_store(session, painting),
                               f"studio-assignment-{session.assignment_id}", seconds_spent=painting.seconds,
                               client_info={"client": "studio"}, topology=session.topology)
@@ -123,12 +135,20 @@ def submit_painting(studio: Studio, session: Session, painted: str) -> tuple[Ses
     return replace(session, done=done), f"Submitted task {receipt.task_id}" + (" (already stored)" if receipt.duplicate else "")
 
 
+def painting_for(session: Session, painted: str):
+    """The painter's JSON read and checked against the task this session holds."""
+    count = int(session.topology.removeprefix("points-")) if session.kind != "human_contact" else None
+    painting = read_painting(painted, session.labels, session.topology, count)
+    if painting.task_id is not None and painting.task_id != session.task_id:
+        raise InputError("the painter shows another task than the one you hold; reload the page")
+    return painting
+
+
 def check_painting(session: Session, painted: str) -> str:
     """The sync event: validate the painting as submit would, and report what the server sees."""
     if session is None or session.task_id is None:
         return ""
-    count = int(session.topology.removeprefix("points-")) if session.kind != "human_contact" else None
-    return counts_html(read_painting(painted, session.labels, session.topology, count), label_colours(session.labels))
+    return counts_html(painting_for(session, painted), label_colours(session.labels))
 
 
 def build_annotate(studio: Studio) -> gr.Blocks:
@@ -157,29 +177,32 @@ def build_annotate(studio: Studio) -> gr.Blocks:
         lane = {"concurrency_id": STORE_LANE, "concurrency_limit": studio.settings.store_concurrency}
 
         @user_errors
-        def on_start(worker_id, request: gr.Request):
-            return _advance(studio, start_session(studio, worker_id, getattr(request, "username", None)), "")
+        def on_start(link, request: gr.Request):
+            worker_id, sig = worker_from_link(link)
+            state = start_session(studio, worker_id, getattr(request, "username", None), signature=sig,
+                                  browser=session_digest(request), address=client_address(request))
+            return _advance(studio, state, "")
 
         @user_errors
-        def on_submit(painted_json, state):
-            state, message = submit_painting(studio, _require(state), painted_json)
+        def on_submit(painted_json, state, request: gr.Request):
+            state, message = submit_painting(studio, _require(state, request), painted_json)
             return _advance(studio, state, message)
 
         @user_errors
-        def on_skip(state):
-            state = _require(state)
+        def on_skip(state, request: gr.Request):
+            state = _require(state, request)
             workflow.skip(studio.store, state.annotator_id, _require_task(state))
             return _advance(studio, state, f"Skipped task {state.task_id}")
 
         @user_errors
-        def on_flag(flag_reason, state):
-            state = _require(state)
+        def on_flag(flag_reason, state, request: gr.Request):
+            state = _require(state, request)
             workflow.flag(studio.store, state.annotator_id, _require_task(state), flag_reason)
             return _advance(studio, state, f"Flagged task {state.task_id} ({html.escape(str(flag_reason))})")
 
         @user_errors
-        def on_sync(painted_json, state):
-            return check_painting(state, painted_json)
+        def on_sync(painted_json, state, request: gr.Request):
+            return check_painting(_require(state, request) if state is not None else None, painted_json)
 
         page.load(on_start, inputs=[worker], outputs=outputs, js=WORKER_JS, api_name="start_session", **lane)
         submit.click(on_submit, inputs=[painted, session], outputs=outputs, js=READ_JS, api_name="submit", **lane)
@@ -193,9 +216,15 @@ def build_annotate(studio: Studio) -> gr.Blocks:
     return page
 
 
-def _require(state: Session | None) -> Session:
+def _require(state: Session | None, request=None) -> Session:
+    """The page session's annotator, once the request proves it comes from the same browser."""
     if state is None:
         raise InputError("this page has no annotator yet; open it with ?worker=YOUR_ID")
+    browser = session_digest(request)
+    if browser is None or not hmac.compare_digest(browser, state.browser):
+        log.warning("an event for annotator %r came from another browser (%s); refused", state.external_id,
+                    client_address(request))
+        raise InputError("this page session belongs to another browser; reload the page")
     return state
 
 
@@ -206,6 +235,11 @@ def _require_task(state: Session) -> int:
 
 
 def _advance(studio: Studio, state: Session, message: str):
-    """Show the annotator's open assignment, or claim the next task (None when nothing is left)."""
-    assignment = workflow.next_task(studio.store, state.annotator_id)
+    """Show the annotator's open assignment, or claim the next task (None when nothing is left).
+
+    A demo visitor only ever gets the demo task it made, never the crowd queue."""
+    if state.demo:
+        assignment = workflow.open_assignment(studio.store, state.annotator_id)
+    else:
+        assignment = workflow.next_task(studio.store, state.annotator_id)
     return task_view(studio, open_task(state, assignment), assignment, message)

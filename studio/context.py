@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import html
+import logging
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -17,21 +19,41 @@ import numpy as np
 
 from annotations.store import Store
 from engine.errors import InputError, MissingAssetError
+from studio.resources import PixelBudget, Sweeper
+from studio.security import LoginThrottle, RateLimiter
 from studio.settings import StudioSettings
 
+log = logging.getLogger("studio")
 GPU_LANE = "gpu"  # the concurrency_id every GPU-bound event shares
 STORE_LANE = "store"
+MAX_REMEMBERED_SESSIONS = 200_000
 TOPOLOGY_BODIES = {"openbody-v1": "openbody", "smplh-6890": "smplh", "smplx-10475": "smplx", "smpl-6890": "smpl"}
 
 
+_SERVER_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s'\"/:,;()<>]+/)+([^\s'\"/:,;()<>]*)")
+
+
+def public_message(error: Exception) -> str:
+    """What a visitor may read: the message in words, with no server path (a path becomes its file name).
+
+    A missing model file is named by what it is, not where the server looks for it; the full message
+    goes to the server log (and ``python app.py doctor`` shows the paths)."""
+    if isinstance(error, MissingAssetError):
+        log.warning("%s", error)
+        return f"{error.what} is not installed on this server; the administrator can run `python app.py doctor`"
+    return _SERVER_PATH.sub(lambda match: match.group(1) or "a server folder", str(error))
+
+
 def user_errors(handler):
-    """Turn the engine's and the store's user-facing errors into escaped ``gr.Error`` messages."""
+    """Turn the engine's and the store's user-facing errors into escaped ``gr.Error`` messages in words
+    (``public_message``: no server paths). Anything else is a bug: Gradio logs it and the visitor sees only
+    that the request failed (the pages are mounted with ``show_error=False``)."""
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except (InputError, MissingAssetError) as error:
-            raise gr.Error(html.escape(str(error)), print_exception=False) from None
+            raise gr.Error(html.escape(public_message(error)), print_exception=False) from None
     return wrapper
 
 
@@ -41,9 +63,45 @@ class Studio:
     def __init__(self, settings: StudioSettings, engine, store: Store):
         self.settings, self.engine, self.store = settings, engine, store
         self.outputs = Path(tempfile.mkdtemp(prefix="studio-outputs-"))
+        # The admin page's own Gradio cache: exports land here, and only /admin (behind its login) serves it.
+        self.admin_files = Path(tempfile.mkdtemp(prefix="studio-admin-"))
+        self.upload_dirs: list[Path] = [self.admin_files]  # besides Gradio's upload folder (studio.uploads)
         self._bodies: dict[str, object] = {}
         self._mesh_json: dict[str, dict] = {}
         self._lock = threading.Lock()
+        self.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_delay_s)
+        self.session_starts = RateLimiter(settings.session_starts_per_minute, 60.0, "session starts")
+        self.task_creations = RateLimiter(settings.tasks_per_minute, 60.0, "tasks made from the demo")
+        self.require_signed_workers = settings.require_signed_workers  # the admin's switch (studio.crowd)
+        self._sessions: dict[str, set[int]] = {}  # browser session digest -> annotator ids (studio.crowd)
+        self.pixel_budgets = {lane: PixelBudget(settings.pixel_budget, settings.pixel_wait_s, lane)
+                              for lane in (GPU_LANE, STORE_LANE)}
+        self._sweeper: Sweeper | None = None
+
+    def start_sweeper(self) -> None:
+        """Sweep old uploads, cached and output files on a background thread (``studio.resources``)."""
+        from gradio.utils import get_upload_folder
+
+        if self._sweeper is None:
+            settings = self.settings
+            self._sweeper = Sweeper(lambda: [Path(get_upload_folder()), self.outputs, self.admin_files],
+                                    settings.cache_max_age_s, settings.cache_max_bytes, settings.sweep_every_s).start()
+
+    def stop_sweeper(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def remember_session(self, digest: str, annotator_id: int) -> None:
+        """This browser session (cookie digest) acts for this annotator (the task mesh route asks)."""
+        with self._lock:
+            if len(self._sessions) >= MAX_REMEMBERED_SESSIONS:
+                self._sessions.pop(next(iter(self._sessions)))  # the oldest goes first
+            self._sessions.setdefault(digest, set()).add(annotator_id)
+
+    def session_annotators(self, digest: str | None) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._sessions.get(digest, ())) if digest else frozenset()
 
     def body(self, topology: str):
         """The body model of a topology id, loaded once (``MissingAssetError`` when its file is absent)."""

@@ -1,11 +1,14 @@
 """``/``: the public demo. Semantic human contact and object affordance, each with downloads and a way to correct.
 
 Both tabs run on the GPU lane (one ``concurrency_id``, limit from the settings). "Correct this" and
-"Paint instead" turn the result into a store task held by a fresh opaque worker id and open the
-painter at ``/annotate?worker=...`` in a new tab.
+"Paint instead" turn the result into a task in the demo pool, held by a fresh opaque worker id bound
+to the visitor's browser session, and open the painter at ``/annotate?worker=...`` in a new tab. No
+crowd annotator is served a demo task unless an admin promotes it; task creation is rate-limited per
+client address.
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import secrets
 from dataclasses import dataclass
@@ -23,9 +26,11 @@ from engine.errors import InputError
 from engine.objects import ObjectGeometry, builtin_object, builtin_object_names, load_object_file
 from studio import exports
 from studio.context import GPU_LANE, Studio, user_errors
+from studio.crowd import client_address, session_digest
 from studio.hoi import build_hoi_tab
+from studio.resources import header_pixels
+from studio.uploads import EXAMPLES, accept_upload
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"
 AFFORDANCE_MODEL = "interactvlm-oafford"
 OPEN_JS = "(url) => { if (url) window.open(url, '_blank'); return []; }"
 UPLOAD_CHOICE = "my upload"
@@ -64,21 +69,30 @@ def requested_labels(labels) -> list[str | None]:
     return resolved or [None]
 
 
-def image_file(image) -> str:
+def image_file(studio: Studio, image) -> str:
+    """The real path of the uploaded image (``accept_upload``: never a file the server did not receive)."""
     if not image:
         raise InputError("upload an image first (JPEG, PNG, WEBP or BMP)")
-    return image if isinstance(image, str) else getattr(image, "name", str(image))
+    return str(accept_upload(studio, image, what="the image"))
 
 
 def checked_image(studio: Studio, image) -> bytes:
     """The upload's bytes once the store's checks pass (format, size from the header, then a full decode).
 
-    Messages name the file by its own name, never by the server's upload path.
+    Call it inside ``decoding`` (the lane's pixel budget). Messages name the file by its own name,
+    never by the server's upload path.
     """
-    path = Path(image_file(image))
+    path = Path(image_file(studio, image))
     data = path.read_bytes()
     check_image(data, path.name, studio.store.config.image_limits)
     return data
+
+
+@contextlib.contextmanager
+def decoding(studio: Studio, image):
+    """Hold the image's pixel count (from its header) in the GPU lane's budget while the request runs."""
+    with studio.pixel_budgets[GPU_LANE].hold(header_pixels(Path(image_file(studio, image)))):
+        yield
 
 
 class ContactDemo:
@@ -89,7 +103,11 @@ class ContactDemo:
         self._views: dict[tuple[str, int], np.ndarray] = {}
 
     def predict(self, image, labels, progress) -> tuple:
-        path, data, wanted = image_file(image), checked_image(self.studio, image), requested_labels(labels)
+        with decoding(self.studio, image):
+            return self._predict(image, labels, progress)
+
+    def _predict(self, image, labels, progress) -> tuple:
+        path, data, wanted = image_file(self.studio, image), checked_image(self.studio, image), requested_labels(labels)
         name = human_contact_model(self.studio.engine)
         with self.studio.engine.use(name, progress=lambda f, text: progress(0.1 + 0.4 * f, desc=text)) as model:
             progress(0.5, desc=f"predicting contact for {len(wanted)} label(s)")
@@ -112,9 +130,10 @@ class ContactDemo:
         npz = exports.write_bytes(folder, "contact.npz", exports.contact_npz(
             list(run.labels), run.probabilities, run.topology, run.source,
             np.stack(smplx) if all(item is not None for item in smplx) else None, Path(run.image_path).name))
-        grid = exports.overlay_grid(self.body_views(run.topology, results[0].view_masks.shape[-1]),
-                                    np.stack([result.view_masks for result in results]), colours)
-        return str(glb), grid, answer_html(run, results, colours), source_html(run.source), [str(npz), str(glb)]
+        grid = exports.write_bytes(folder, "views.png", exports.png_bytes(exports.overlay_grid(
+            self.body_views(run.topology, results[0].view_masks.shape[-1]),
+            np.stack([result.view_masks for result in results]), colours)))
+        return str(glb), str(grid), answer_html(run, results, colours), source_html(run.source), [str(npz), str(glb)]
 
     def body_views(self, topology: str, resolution: int) -> np.ndarray:
         """(4, S, S, 3) uint8 renders of the body the masks were predicted on (cached)."""
@@ -126,23 +145,38 @@ class ContactDemo:
                                                 resolution=resolution, topology=topology, vertex_colours=grey).images
         return self._views[key]
 
-    def correct(self, run: ContactRun | None) -> str:
-        """Make the result a task held by a fresh worker id; returns the painter's URL."""
+    def correct(self, run: ContactRun | None, request=None) -> str:
+        """Make the result a demo-pool task held by a fresh worker id; returns the painter's URL."""
         if run is None:
             raise InputError("predict contact first; then you can correct the result")
         if "contact" in run.labels:
             raise InputError("binary contact has no object label to paint; predict with at least one object label")
+        browser = visitor_session(self.studio, request)
+        if not Path(run.image_path).is_file():
+            raise InputError("the image of this result is no longer on the server; predict again")
         prediction = {label: values for label, values in zip(run.labels, run.probabilities)}
         labels = run.labels + (("supporting",) if "supporting" not in run.labels else ())
         task_id = batch.add_task(self.studio.store, Path(run.image_path).read_bytes(), Path(run.image_path).name,
                                  labels=labels, topology=run.topology, prediction=prediction,
-                                 model_name=run.source, model_version="studio demo", priority=100, source="studio demo")
-        return hand_to_new_worker(self.studio, task_id)
+                                 model_name=run.source, model_version="studio demo", source="studio demo",
+                                 pool="demo")
+        return hand_to_new_worker(self.studio, task_id, browser)
 
 
-def hand_to_new_worker(studio: Studio, task_id: int) -> str:
+def visitor_session(studio: Studio, request) -> str:
+    """The visitor's browser session digest, once the per-address task limit allows one more task."""
+    browser = session_digest(request)
+    if browser is None:
+        raise InputError("painting needs cookies: allow cookies for this site and reload the page")
+    studio.task_creations.check(client_address(request))
+    return browser
+
+
+def hand_to_new_worker(studio: Studio, task_id: int, browser: str) -> str:
+    """A fresh demo worker id, bound to the visitor's browser session, holding the (demo-pool) task."""
     worker = f"demo-{secrets.token_hex(8)}"
     annotator = studio.store.ensure_annotator(worker)
+    studio.store.bind_session(annotator.id, browser)
     workflow.assign_task(studio.store, annotator.id, task_id)
     return f"/annotate?worker={worker}"
 
@@ -171,11 +205,18 @@ class AffordanceDemo:
         status = {entry.name: entry for entry in self.studio.engine.status().models}
         return status[AFFORDANCE_MODEL].missing
 
+    def shown(self, path: Path) -> str:
+        """A model file as visitors may see it: relative to the models folder, never the server's path."""
+        try:
+            return str(Path(path).relative_to(self.studio.settings.models_dir))
+        except ValueError:
+            return Path(path).name
+
     def notice(self) -> str:
         missing = self.missing_files()
         if not missing:
             return ""
-        files = "".join(f"<li><code>{html.escape(str(path))}</code></li>" for path in missing)
+        files = "".join(f"<li><code>{html.escape(self.shown(path))}</code></li>" for path in missing)
         return ("<div id='affordance-missing'><b>No affordance checkpoint.</b> Predicting affordance needs these "
                 f"files, which are missing:<ul>{files}</ul>You can still <b>paint</b> an affordance annotation on the "
                 "object instead: press <i>Paint instead</i>.</div>")
@@ -184,17 +225,26 @@ class AffordanceDemo:
         if choice == UPLOAD_CHOICE:
             if not upload:
                 raise InputError("choose a built-in object or upload a mesh or point cloud")
-            path = image_file(upload)
-            return load_object_file(path, Path(path).name, class_name=object_label or "object")
+            path = accept_upload(self.studio, upload, what="the object file")
+            limit = self.studio.settings.max_object_bytes
+            if path.stat().st_size > limit:  # refused by its size, before a byte is parsed
+                raise InputError(f"the object file is larger than {limit // 2**20} MB; at most {limit:,} bytes "
+                                 "are accepted (decimate the mesh or subsample the points)")
+            return load_object_file(path, path.name, class_name=object_label or "object")
         return builtin_object(choice)
 
     def predict(self, image, choice, upload, object_label, affordance, progress) -> tuple:
+        with decoding(self.studio, image):
+            return self._predict(image, choice, upload, object_label, affordance, progress)
+
+    def _predict(self, image, choice, upload, object_label, affordance, progress) -> tuple:
         data = checked_image(self.studio, image)
         geometry = self.geometry(choice, upload, object_label)
         label = resolve_object_label(object_label) if object_label else geometry.class_name
         wanted = resolve_affordance(affordance)
         if self.missing_files():
-            raise InputError("no affordance checkpoint is installed: " + ", ".join(map(str, self.missing_files()))
+            raise InputError("no affordance checkpoint is installed: "
+                             + ", ".join(map(self.shown, self.missing_files()))
                              + ". Press 'Paint instead' to annotate the object by hand.")
         with self.studio.engine.use(AFFORDANCE_MODEL, progress=lambda f, text: progress(0.5 * f, desc=text)) as model:
             progress(0.5, desc="predicting affordance")
@@ -207,15 +257,17 @@ class AffordanceDemo:
         text = (f"<p id='affordance-answer'>{html.escape(result.answer)}</p>" + source_html(result.source))
         return str(glb), text, [str(npz), str(glb)]
 
-    def paint_instead(self, image, choice, upload, object_label, affordance) -> str:
-        path, data = image_file(image), checked_image(self.studio, image)
+    def paint_instead(self, image, choice, upload, object_label, affordance, request=None) -> str:
+        browser = visitor_session(self.studio, request)
+        with decoding(self.studio, image):
+            path, data = image_file(self.studio, image), checked_image(self.studio, image)
         geometry = self.geometry(choice, upload, object_label)
         label = resolve_object_label(object_label) if object_label else geometry.class_name
         task_id = batch.add_task(self.studio.store, data, Path(path).name,
                                  labels=[resolve_affordance(affordance)], kind="object_affordance",
                                  object_points=geometry.vertices, object_faces=geometry.faces, object_class=label,
-                                 priority=100, source="studio demo")
-        return hand_to_new_worker(self.studio, task_id)
+                                 source="studio demo", pool="demo")
+        return hand_to_new_worker(self.studio, task_id, browser)
 
 
 def example_rows() -> list[list]:
@@ -265,8 +317,8 @@ def contact_tab(demo: ContactDemo, gpu: dict) -> None:
         return (result_run, *demo.outputs(result_run, results))
 
     @user_errors
-    def on_correct(state):
-        return demo.correct(state)
+    def on_correct(state, request: gr.Request):
+        return demo.correct(state, request)
 
     predict.click(on_predict, inputs=[image, labels], outputs=[run, viewer, grid, answers, source, downloads],
                   api_name="predict_contact", **gpu)
@@ -303,8 +355,8 @@ def affordance_tab(demo: AffordanceDemo, gpu: dict) -> None:
         return demo.predict(image_value, choice_value, upload_value, label_value, affordance_value, progress)
 
     @user_errors
-    def on_paint(image_value, choice_value, upload_value, label_value, affordance_value):
-        return demo.paint_instead(image_value, choice_value, upload_value, label_value, affordance_value)
+    def on_paint(image_value, choice_value, upload_value, label_value, affordance_value, request: gr.Request):
+        return demo.paint_instead(image_value, choice_value, upload_value, label_value, affordance_value, request)
 
     @user_errors
     def on_choice(choice_value):

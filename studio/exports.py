@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from engine.paths import write_atomically
+
 CONTACT_THRESHOLD = 0.5
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#800000",
            "#808000", "#000075", "#469990")
@@ -112,7 +114,17 @@ def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 
 
 def write_bytes(folder: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` to ``folder/name`` atomically (a reader never sees a half-written file)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_bytes(data)
+    write_atomically(path, lambda handle: handle.write(data))
     return path
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 image as PNG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -32,6 +32,7 @@ from engine.hoi.inputs import (BodyInput, Contacts, body_from_keypoints, check_m
                                load_mask_file)
 from engine.objects import ObjectGeometry, builtin_object, builtin_object_names, load_object_file
 from studio.context import GPU_LANE, Studio, mesh_json, user_errors
+from studio.uploads import accept_upload
 from studio.painter import READ_JS, painter_component, payload_json, read_painting
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -52,13 +53,8 @@ MODEL_NAMES = {"vitpose": "ViTPose (models/vitpose/)", "sam-box": "SAM (models/s
 
 
 def accept_file(studio: Studio, value, what: str) -> Path:
-    """The one gate every file input passes (to become ``studio.uploads.accept_upload``): a local path only."""
-    if not value:
-        raise InputError(f"no {what} was given")
-    path = Path(value if isinstance(value, str) else getattr(value, "name", str(value)))
-    if not path.is_file():
-        raise InputError(f"the {what} upload is gone; upload it again")
-    return path
+    """Every file input of the tab passes here: only this server's uploads and its own examples."""
+    return accept_upload(studio, value, what=f"the {what}")
 
 
 @dataclass(frozen=True)

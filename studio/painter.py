@@ -104,8 +104,12 @@ def read_painting(text: str, labels: tuple[str, ...], topology: str, count: int 
         data = json.loads(text)
     except json.JSONDecodeError:
         raise PayloadError("the painting is not valid JSON") from None
+    except RecursionError:
+        raise PayloadError("the painting is nested too deeply to be a painting") from None
     if not isinstance(data, dict) or not isinstance(data.get("layers"), dict):
         raise PayloadError("the painting must be an object with a 'layers' mapping")
+    if not isinstance(data.get("topology"), str) or not data["topology"]:
+        raise PayloadError(f"the painting has no topology; this task uses {topology!r}")
     if data.get("topology") != topology:
         raise PayloadError(f"the painting was made on {str(data.get('topology'))[:40]!r}, but this task uses {topology!r}")
     unknown = sorted(str(label)[:40] for label in data["layers"] if label not in labels)
@@ -129,6 +133,9 @@ def _optional_int(value) -> int | None:
 
 
 def _optional_seconds(value) -> float | None:
+    """The painter's active seconds: absent is fine, anything but a finite number >= 0 is refused."""
+    if value is None:
+        return None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value >= 0:
         return float(value)
-    return None
+    raise PayloadError(f"the painting's seconds must be a number of at least 0, got {str(value)[:20]!r}")

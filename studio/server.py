@@ -14,14 +14,21 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Mount
 
+from annotations import workflow
+from annotations.store import MAX_ID
 from engine.errors import InputError, MissingAssetError
 from studio.admin import build_admin
 from studio.annotate import build_annotate
 from studio.context import Studio, mesh_json
-from studio.demo import EXAMPLES, build_demo
+from studio.crowd import session_digest
+from studio.demo import build_demo
 from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
+from studio.security import SecurityGate
+from studio.uploads import guard_file_inputs
 
 WEB = Path(__file__).resolve().parent / "web"
 THREE_BUILD = WEB / "node_modules" / "three" / "build"
@@ -32,26 +39,73 @@ CLOSED_ADMIN = (f"<h1>Admin console closed</h1><p>Set ${ADMIN_USER_ENV} and ${AD
 
 def build_server(studio: Studio) -> FastAPI:
     app = FastAPI(title="Interaction Studio", docs_url=None, redoc_url=None, openapi_url=None)
+    settings = studio.settings
+    # No origin but the server's own: no CORS headers at all (this also keeps Gradio from adding its own).
+    app.add_middleware(CORSMiddleware, allow_origins=[], allow_credentials=False)
+    app.add_middleware(SecurityGate, trusted_proxies=settings.trusted_proxies, throttle=studio.login_throttle,
+                       admin_prefix="/admin" if settings.admin is not None else None,
+                       admin_user=lambda scope: logged_in(app, "/admin", scope))
     add_static_routes(app)
     add_mesh_routes(app, studio)
-    settings = studio.settings
     if settings.admin is not None:
         hide_schema_from_login_page(app, "/admin")
-        mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check)
+        mount(app, build_admin(studio), "/admin", studio, auth=settings.admin.check, private_files=studio.admin_files)
     else:
         app.add_api_route("/admin", lambda: HTMLResponse(CLOSED_ADMIN, status_code=503), methods=["GET"])
     mount(app, build_annotate(studio), "/annotate", studio,
           auth=any_login(settings.annotator_logins) if settings.annotator_logins else None)
     mount(app, build_demo(studio), "/", studio)
+    studio.start_sweeper()
     return app
 
 
-def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None) -> None:
-    """Queue the page (REST calls cannot skip the queue) and mount it with the upload limit."""
+def mount(app: FastAPI, page: gr.Blocks, path: str, studio: Studio, auth=None, private_files: Path | None = None) -> None:
+    """Queue the page (REST calls cannot skip the queue), refuse forged file inputs, and mount it.
+
+    Every file input must be an upload to this server (``studio.uploads.guard_file_inputs``). Only
+    ``gr.Error`` messages reach the browser (``show_error=False``: no exception text, path or traceback).
+    ``private_files``: a folder of its own for this page's Gradio cache, served only by this page
+    (behind its login), never by the public pages; without it, the page shares Gradio's upload folder.
+    Nothing else on disk is servable: no ``allowed_paths`` besides that folder.
+    """
     page.queue(api_open=False, default_concurrency_limit=studio.settings.store_concurrency)
-    gr.mount_gradio_app(app, page, path, auth=auth, max_file_size=studio.settings.max_upload_bytes, show_error=True,
-                        allowed_paths=[str(studio.outputs), str(EXAMPLES)], ssr_mode=False,
-                        footer_links=["api"] if path == "/" else [])
+    page.delete_cache = (studio.settings.sweep_every_s, studio.settings.cache_max_age_s)  # Gradio's own files
+    guard_file_inputs(page, studio, refused_roots=() if private_files is not None else (studio.admin_files,))
+    app.state.pages = {**getattr(app.state, "pages", {}), path: page}  # every mounted page (the tests walk them)
+    allowed = []
+    if private_files is not None:
+        for block in [page, *page.blocks.values()]:
+            block.GRADIO_CACHE = str(private_files)
+        allowed = [str(private_files)]
+    gr.mount_gradio_app(app, page, path, auth=auth, max_file_size=studio.settings.max_upload_bytes, show_error=False,
+                        allowed_paths=allowed, ssr_mode=False, footer_links=["api"] if path == "/" else [])
+    if private_files is not None:  # this page's uploads land in its private folder too, not the shared one
+        mounted_page_app(app, path).uploaded_file_dir = str(private_files)
+
+
+def mounted_page_app(app: FastAPI, path: str):
+    """The Gradio app mounted at ``path`` (None when nothing is)."""
+    for route in app.routes:
+        if isinstance(route, Mount) and route.path == path:
+            return route.app
+    return None
+
+
+def logged_in(app: FastAPI, path: str, scope) -> str | None:
+    """The user logged into the page at ``path`` by this request's cookies (Gradio's session tokens), or None."""
+    page_app = mounted_page_app(app, path)
+    if page_app is None:
+        return None
+    cookies = {}
+    for key, value in scope.get("headers", []):
+        if key == b"cookie":
+            for item in value.decode("latin-1").split(";"):
+                name, _, token = item.strip().partition("=")
+                cookies[name] = token
+    for name in (f"access-token-{page_app.cookie_id}", f"access-token-unsecure-{page_app.cookie_id}"):
+        if cookies.get(name) in page_app.tokens:
+            return page_app.tokens[cookies[name]]
+    return None
 
 
 def hide_schema_from_login_page(app: FastAPI, prefix: str) -> None:
@@ -93,15 +147,24 @@ def add_mesh_routes(app: FastAPI, studio: Studio) -> None:
             raise HTTPException(404, str(error)) from None
 
     @app.get("/studio/mesh/task/{task_id}.json")
-    def task_mesh(task_id: int) -> JSONResponse:
+    def task_mesh(task_id: str, request: Request) -> JSONResponse:
+        """A task's object, only for an annotator of this browser session who holds (or held) the task,
+        or for the admin; everyone else gets the same 404 as for a task that does not exist."""
+        unknown = HTTPException(404, "no such task for you; open it from your annotator page")
+        if not task_id.isdigit() or len(task_id) > 10 or not 1 <= int(task_id) <= MAX_ID:
+            raise unknown
+        number = int(task_id)
+        holders = studio.session_annotators(session_digest(request))
+        if logged_in(app, "/admin", request.scope) is None and not workflow.holds_task(studio.store, holders, number):
+            raise unknown
         try:
-            task = studio.store.task(task_id)
+            task = studio.store.task(number)
             if task.object_id is None:
-                raise InputError(f"task {task_id} has no object; its body is at /studio/mesh/body/{task.topology}.json")
+                raise InputError(f"task {number} has no object; its body is at /studio/mesh/body/{task.topology}.json")
             points, faces = studio.store.object_geometry(task.object_id)
         except InputError as error:
             raise HTTPException(404, str(error)) from None
-        return JSONResponse(mesh_json(task.topology, points, faces), headers={"Cache-Control": "max-age=3600"})
+        return JSONResponse(mesh_json(task.topology, points, faces), headers={"Cache-Control": "private, max-age=3600"})
 
 
 class BackgroundServer:
@@ -119,9 +182,11 @@ class BackgroundServer:
                 probe.bind((host, 0))
                 port = probe.getsockname()[1]
         self.studio, self.url = studio, f"http://{host}:{port}"
+        self.app = build_server(studio)
         # Open heartbeat streams of gradio clients would hold a graceful shutdown for their whole timeout.
-        self._server = uvicorn.Server(uvicorn.Config(build_server(studio), host=host, port=port, log_level="warning",
-                                                     timeout_graceful_shutdown=1))
+        # proxy_headers=False: client addresses come from studio.security, never from uvicorn's defaults.
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning",
+                                                     proxy_headers=False, timeout_graceful_shutdown=1))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s
@@ -133,4 +198,5 @@ class BackgroundServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+        self.studio.stop_sweeper()
         self.studio.store.close()

@@ -176,8 +176,7 @@ def resolve_object_label(text: str) -> str:
     found = _resolve(cleaned, OBJECT_LABELS, OBJECT_SYNONYMS)
     if found is None:
         raise _unknown("object", cleaned, close_matches(cleaned, OBJECT_LABELS, OBJECT_SYNONYMS),
-                       f"The full list of {len(OBJECT_LABELS)} labels is OBJECT_LABELS in "
-                       "engine/contact/vocabulary.py")
+                       f"Pick one of the {len(OBJECT_LABELS)} known object labels (the label list shows them all)")
     return found
 
 

@@ -26,7 +26,7 @@ def test_first_revision_upgrades_to_head_with_data_intact(tmp_path):
     engine.dispose()
     store = Store(url, data_dir=tmp_path / "data")  # opening a store upgrades it
     with store.engine.begin() as connection:
-        assert current_revision(connection) == "0004"
+        assert current_revision(connection) == "0005"
         assert "exports" in sa.inspect(connection).get_table_names()
         assert connection.exec_driver_sql("SELECT external_id, qualification FROM annotators").all() == \
             [("w1", "qualified")]

@@ -1,6 +1,8 @@
 """A real studio server (uvicorn in a thread) on a free port, with its own store; optionally tiny models."""
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +11,8 @@ import pytest
 from PIL import Image
 
 ADMIN_USER, ADMIN_PASSWORD = "lab-admin", "correct horse battery"
+# This run's own Gradio upload folder: the servers' sweepers never touch another process's files.
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="studio-tests-gradio-"))
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,7 @@ class RunningStudio:
     url: str  # http://127.0.0.1:PORT (no trailing slash)
     studio: object  # studio.context.Studio
     models_dir: Path
+    pages: dict | None = None  # mount path -> gr.Blocks, every page the server mounted
 
 
 def start_studio(models_dir: Path, folder: Path, **settings) -> tuple[RunningStudio, object]:
@@ -23,10 +28,12 @@ def start_studio(models_dir: Path, folder: Path, **settings) -> tuple[RunningStu
     from studio.server import BackgroundServer
     from studio.settings import Login, StudioSettings
 
+    # The shared test servers take many sessions from 127.0.0.1; the limits have tests of their own.
+    settings = {"session_starts_per_minute": 100_000, "tasks_per_minute": 100_000, **settings}
     config = StudioSettings(models_dir=models_dir, db_url=f"sqlite:///{folder / 'store.db'}", data_dir=folder / "data",
                             admin=Login(ADMIN_USER, ADMIN_PASSWORD), **settings)
     server = BackgroundServer(build_studio(config))
-    return RunningStudio(server.url, server.studio, models_dir), server
+    return RunningStudio(server.url, server.studio, models_dir, server.app.state.pages), server
 
 
 def stop(server, running: RunningStudio) -> None:

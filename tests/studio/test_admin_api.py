@@ -142,9 +142,10 @@ def test_a_wrong_password_is_refused(studio_server, login):
     assert response.status_code in (400, 401) and "access-token" not in response.headers.get("set-cookie", "")
 
 
-def test_the_admin_client_sees_the_four_endpoints(admin):
+def test_the_admin_client_sees_its_endpoints(admin):
     endpoints = set(admin.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert endpoints == {"/import_batch", "/quality", "/review_task", "/export"}
+    assert endpoints == {"/import_batch", "/quality", "/review_task", "/export",
+                         "/require_signed_links", "/signed_links", "/demo_pool", "/promote_task"}
 
 
 def test_an_annotator_cannot_call_admin_endpoints(studio_server):

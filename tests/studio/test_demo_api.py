@@ -32,6 +32,11 @@ def demo(running) -> Client:
     return Client(running.url + "/", verbose=False)
 
 
+def same_browser(running, client: Client, page: str = "/annotate/") -> Client:
+    """Another page opened in the same browser as ``client`` (its session cookie)."""
+    return Client(running.url + page, verbose=False, httpx_kwargs={"cookies": dict(client.cookies)})
+
+
 def predict_contact(client: Client, picture, labels) -> tuple:
     return client.predict(handle_file(str(picture)), labels, api_name="/predict_contact")
 
@@ -190,7 +195,10 @@ def test_correct_contact_makes_a_task_for_a_new_worker_seeded_with_the_predictio
                                .where(models.AssignmentRow.task_id == task_id)).all()
     assert [tuple(row) for row in rows] == [("assigned", worker)]
 
-    annotate = Client(studio_server.url + "/annotate/", verbose=False)
+    # The painter link works in the visitor's own browser (its session cookie), nowhere else.
+    with pytest.raises(AppError, match="belongs to another browser session"):
+        Client(studio_server.url + "/annotate/", verbose=False).predict(worker, api_name="/start_session")
+    annotate = same_browser(studio_server, client)
     image, text, progress, payload, _ = annotate.predict(worker, api_name="/start_session")
     painter = json.loads(payload)
     assert painter["task_id"] == task_id and f"Task {task_id}" in text
@@ -202,7 +210,7 @@ def test_correct_contact_makes_a_task_for_a_new_worker_seeded_with_the_predictio
     assert Image.open(image).size == Image.open(picture).size
     assert "**0** done" in progress
     # A reload of the painter link gives the same task back; nobody else gets it (its one slot is taken).
-    reload = Client(studio_server.url + "/annotate/", verbose=False)
+    reload = same_browser(studio_server, client)
     assert json.loads(reload.predict(worker, api_name="/start_session")[3])["task_id"] == task_id
     other = Client(studio_server.url + "/annotate/", verbose=False)
     assert other.predict("someone-else", api_name="/start_session")[3] == ""
@@ -225,7 +233,7 @@ def test_affordance_without_checkpoint_names_the_missing_file(studio_server, pic
     with pytest.raises(AppError) as error:
         client.predict(handle_file(str(picture)), "chair", None, "chair", "sit", api_name="/predict_affordance")
     message = str(error.value)
-    assert str(studio_server.models_dir / "interactvlm" / "oafford" / "config.json") in message
+    assert str(studio_server.models_dir) not in message  # visitors never see server paths
     assert "interactvlm/oafford/config.json" in message and "Paint instead" in message
 
 
@@ -241,7 +249,12 @@ def test_paint_affordance_makes_an_object_task_served_as_mesh_json(studio_server
     task = store.task(task_id)
     assert task.kind == "object_affordance" and task.labels == ("sit",) and task.object_class == "chair"
     assert task.topology == f"points-{count}"
-    response = httpx.get(f"{studio_server.url}/studio/mesh/task/{task_id}.json", timeout=30)
+    # The object is served to the browser holding the task (and the admin), to nobody else.
+    assert httpx.get(f"{studio_server.url}/studio/mesh/task/{task_id}.json", timeout=30).status_code == 404
+    annotate = same_browser(studio_server, client)
+    worker = link.split("worker=", 1)[1]
+    _, text, _, payload, _ = annotate.predict(worker, api_name="/start_session")
+    response = httpx.get(f"{studio_server.url}/studio/mesh/task/{task_id}.json", cookies=client.cookies, timeout=30)
     assert response.status_code == 200
     mesh = response.json()
     assert mesh["topology"] == f"points-{count}"
@@ -250,9 +263,6 @@ def test_paint_affordance_makes_an_object_task_served_as_mesh_json(studio_server
     assert httpx.get(f"{studio_server.url}/studio/mesh/task/999999.json", timeout=30).status_code == 404
 
     # The painter link opens that task; painting three points stores 1 on exactly those points.
-    annotate = Client(studio_server.url + "/annotate/", verbose=False)
-    worker = link.split("worker=", 1)[1]
-    _, text, _, payload, _ = annotate.predict(worker, api_name="/start_session")
     painter = json.loads(payload)
     assert painter["task_id"] == task_id and painter["mesh_url"] == f"/studio/mesh/task/{task_id}.json"
     assert painter["kind"] == "object_affordance" and painter["labels"] == ["sit"]
@@ -304,8 +314,9 @@ def test_html_label_is_refused_without_echoing_markup(studio_server, picture):
     assert "<script>" not in str(error.value) and "<" not in str(error.value)
     with pytest.raises(AppError, match="predict contact first"):  # the failed request left no state behind
         client.predict(api_name="/correct_contact")
-    with pytest.raises(AppError, match="unknown object .*flux capacitor.*91 labels"):
+    with pytest.raises(AppError, match="unknown object .*flux capacitor.*91 known object labels") as error:
         predict_contact(client, picture, ["flux capacitor"])
+    assert ".py" not in str(error.value)  # suggestions never name source files
     assert len(studio_server.studio.store.task_ids()) == count
     check_still_serving(client, picture)
 

@@ -57,7 +57,7 @@ def test_refit_needs_a_first_fit_and_bad_input_is_worded(studio_server):
     client = Client(studio_server.url + "/", verbose=False)
     with pytest.raises(AppError, match="fit once first"):
         client.predict(*fit_args(), api_name="/hoi_refit")
-    with pytest.raises(AppError, match="no image was given"):
+    with pytest.raises(AppError, match="upload the image first"):
         client.predict(*fit_args(image=None), api_name="/hoi_fit")
     with pytest.raises(AppError, match="not installed") as missing:
         client.predict(*fit_args(mask_source=hoi.MASK_LABEL), api_name="/hoi_fit")

@@ -86,50 +86,76 @@ def nearest_in_features(query: torch.Tensor, reference: torch.Tensor) -> torch.T
     return torch.cdist(query, reference).argmin(1)
 
 
+def match_contacts(posed: torch.Tensor, posed_normals: torch.Tensor, human_points: torch.Tensor,
+                   human_normals: torch.Tensor, *, reject_factor: float = 2.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Robust correspondences for one ICP iteration: (object index (M,), human index (M,)).
+
+    Each posed object point's nearest human point in ``(xyz, normal)`` with the human normals negated;
+    then rejected: pairs whose normals disagree (the object's normal and the negated human normal at more
+    than 90 degrees), pairs farther than ``reject_factor`` x the median xyz distance, and all but the
+    nearest object point per human point (one-to-one, so a whole patch cannot collapse onto one point of
+    the other patch's boundary).
+    """
+    features = torch.cat([posed, posed_normals], 1)
+    match = nearest_in_features(features, torch.cat([human_points, -human_normals], 1))
+    distance = (posed - human_points[match]).norm(dim=-1)
+    keep = (posed_normals * -human_normals[match]).sum(-1) > 0
+    if keep.any():
+        keep &= distance <= reject_factor * distance[keep].median() + 1e-12
+    objects = torch.nonzero(keep).squeeze(1)
+    order = objects[torch.argsort(distance[objects])]  # nearest first: the first per human point is kept
+    humans = match[order]
+    first = torch.ones_like(humans, dtype=torch.bool)
+    if len(humans) > 1:
+        sorted_humans, position = torch.sort(humans, stable=True)
+        repeat = torch.zeros_like(first)
+        repeat[1:] = sorted_humans[1:] == sorted_humans[:-1]
+        first[position] = ~repeat
+    return order[first], humans[first]
+
+
 def contact_icp(object_points: torch.Tensor, object_normals: torch.Tensor, human_points: torch.Tensor,
                 human_normals: torch.Tensor, R: torch.Tensor, t: torch.Tensor, *, max_iterations: int = 10,
-                relative_tolerance: float = 1e-6) -> IcpResult:
+                relative_tolerance: float = 1e-6, reject_factor: float = 2.5) -> IcpResult:
     """Snap object contact points onto human contact points (paper section 5, REFERENCE "Initialisation" 2).
 
-    Each iteration (at most ``max_iterations``): pose the object's contact points and normals with the
-    current (R, t); match each to its nearest human contact point in the 6D space ``(xyz, normal)`` with the
-    human normals negated (contacting surfaces face each other); solve Umeyama without scale from the
-    *original* object points to the matches, so the pose is re-estimated from scratch. Stops early when the
-    matched rmse + (1 - mean normal cosine) changes by less than ``relative_tolerance`` relative.
-    Returns the scored pose with the lowest of that energy (the start included): with many-to-one matches
-    on flat contact patches the iterates can drift, and the initialisation must never get worse by ICP's
-    own measure. The release finds the correspondences once (a single Umeyama step); we iterate as described.
+    First the contact patches' centroids are aligned (a translation: from an offset start, nearest
+    neighbours would otherwise all fall on the near boundary of the human patch and tilt the object).
+    Then each iteration (at most ``max_iterations``): pose the object's contact points and normals with
+    the current (R, t); match them with ``match_contacts`` (nearest neighbours in ``(xyz, normal)``, human
+    normals negated, with rejection and one-to-one matches); score the matched rmse; solve Umeyama without
+    scale from the *original* object points to their matches. Stops when the rmse stops improving (by
+    less than ``relative_tolerance`` relative) or fewer than 3 pairs survive; returns the lowest-rmse pose.
+    The release finds the correspondences once (a single Umeyama step); we iterate as described.
     """
     if len(object_points) < 3 or len(human_points) < 1:
         raise InputError(f"ICP needs at least 3 object contact points and 1 human contact point, got "
                          f"{len(object_points)} and {len(human_points)}")
-    target_features = torch.cat([human_points, -human_normals], 1)
+    t = t + human_points.mean(0) - (object_points @ R + t).mean(0)
     history: list[float] = []
     best = (float("inf"), R, t)
-    previous = None
     converged = False
     iterations = 0
     for iterations in range(1, max_iterations + 1):
         posed, posed_normals = object_points @ R + t, object_normals @ R
-        match = nearest_in_features(torch.cat([posed, posed_normals], 1), target_features)
-        rmse = float(((posed - human_points[match]) ** 2).sum(-1).mean().sqrt())
-        cosine = float((posed_normals * -human_normals[match]).sum(-1).mean())
-        history.append(rmse)
-        energy = rmse + (1 - cosine)
-        if energy < best[0]:
-            best = (energy, R, t)
-        if previous is not None and abs(previous - energy) <= relative_tolerance * max(abs(previous), 1e-12):
+        objects, humans = match_contacts(posed, posed_normals, human_points, human_normals, reject_factor=reject_factor)
+        if len(objects) < 3:
             converged = True
             break
-        previous = energy
-        alignment = umeyama(object_points, human_points[match])
+        rmse = float(((posed[objects] - human_points[humans]) ** 2).sum(-1).mean().sqrt())
+        history.append(rmse)
+        if rmse >= best[0] * (1 - relative_tolerance):
+            converged = True
+            break
+        best = (rmse, R, t)
+        alignment = umeyama(object_points[objects], human_points[humans])
         R, t = alignment.R, alignment.t
     if not converged:  # the pose after the last update has not been scored yet
         posed, posed_normals = object_points @ R + t, object_normals @ R
-        match = nearest_in_features(torch.cat([posed, posed_normals], 1), target_features)
-        energy = float(((posed - human_points[match]) ** 2).sum(-1).mean().sqrt()) + \
-            1 - float((posed_normals * -human_normals[match]).sum(-1).mean())
-        if energy < best[0]:
-            best = (energy, R, t)
+        objects, humans = match_contacts(posed, posed_normals, human_points, human_normals, reject_factor=reject_factor)
+        if len(objects) >= 3:
+            rmse = float(((posed[objects] - human_points[humans]) ** 2).sum(-1).mean().sqrt())
+            if rmse < best[0]:
+                best = (rmse, R, t)
     _, R, t = best
     return IcpResult(R, t, iterations, tuple(history), converged)

@@ -50,7 +50,10 @@ def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float 
             drawable &= area2 < 0
         boxes = (xy[..., 0].amin(1) - margin, xy[..., 0].amax(1) + margin,
                  xy[..., 1].amin(1) - margin, xy[..., 1].amax(1) + margin)
-    log_uncovered = torch.zeros(n_views * height * width, dtype=screen_verts.dtype, device=screen_verts.device)
+    n_pixels = n_views * height * width
+    log_uncovered = torch.zeros(n_pixels, dtype=screen_verts.dtype, device=screen_verts.device)
+    nearest = torch.zeros(n_pixels, dtype=screen_verts.dtype, device=screen_verts.device)
+    inside_any = torch.zeros(n_pixels, dtype=torch.bool, device=screen_verts.device)
     for tri, rows, cols in bbox_candidates(*boxes, width, height, drawable):
         pixel_xy = torch.stack([cols, rows], -1).to(xy.dtype)
         start = xy[tri]  # (M, 3 edges, 2): edge k runs from corner k to corner k + 1
@@ -64,7 +67,11 @@ def soft_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float 
         probability = torch.sigmoid(sign * dist2 / sigma).clamp(max=1 - 1e-7)
         pixel = ((tri // n_faces) * height + rows) * width + cols
         log_uncovered = log_uncovered.index_add(0, pixel, torch.log1p(-probability))
-    return (1 - torch.exp(log_uncovered)).view(n_views, height, width)
+        nearest = nearest.scatter_reduce(0, pixel, probability, reduce="amax")
+        with torch.no_grad():
+            inside_any.index_fill_(0, pixel[sign > 0], True)
+    coverage = torch.where(inside_any, 1 - torch.exp(log_uncovered), nearest)
+    return coverage.view(n_views, height, width)
 
 
 def release_sigma_pixels(image_size, sigma_ndc: float = 1e-4) -> float:

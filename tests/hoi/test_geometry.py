@@ -94,3 +94,23 @@ def test_icp_stops_at_max_iterations():
     result = contact_icp(points, normals, human, human_normals, torch.eye(3, dtype=torch.float64),
                          torch.zeros(3, dtype=torch.float64), max_iterations=2)
     assert result.iterations == 2 and len(result.rmse) == 2
+
+
+def test_icp_from_an_offset_start_does_not_collapse_onto_the_patch_boundary():
+    """A dense flat human patch (a 21 x 21 grid, normals +z) touched by a smaller object patch (7 x 7, normals
+    -z) in its middle. Started 0.25 m to the side and tilted 25 degrees, nearest neighbours all fall on the
+    near boundary of the human patch and a plain ICP tilts the object further; the patch centroids aligned
+    first and the rejected, one-to-one matches bring it back flat onto the patch."""
+    axis = torch.linspace(-0.2, 0.2, 21, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    human = torch.cat([grid, torch.zeros(len(grid), 1, dtype=torch.float64)], 1)
+    human_normals = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64).expand_as(human)
+    small = grid[(grid.abs() <= 0.061).all(1)]
+    points = torch.cat([small, torch.zeros(len(small), 1, dtype=torch.float64)], 1)
+    normals = -human_normals[: len(points)]
+    tilt = torch.as_tensor(Rotation.from_rotvec([np.radians(25), 0, 0]).as_matrix())
+    result = contact_icp(points, normals, human, human_normals, tilt, torch.tensor([0.25, 0.1, 0.05], dtype=torch.float64))
+    posed = points @ result.R + result.t
+    np.testing.assert_allclose(posed[:, 2].numpy(), 0.0, atol=1e-6)  # flat on the patch, in contact
+    assert (posed[:, :2].abs() <= 0.2 + 1e-6).all()  # on the human patch
+    assert torch.allclose(result.R[:, 2].abs(), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), atol=1e-6)

@@ -14,9 +14,10 @@ Stages (``fit_object``), each timed and reported through ``progress(fraction, me
     2. translation: the mask centroid (row, col) back-projected at the mean depth of the human contacts
        (p > 0.5); the baseline, which has no contacts, uses the body's mean depth.
     3. ICP (contacts only): at most 10 iterations, object contacts (p > 0.3) to human contacts (p > 0.5),
-       nearest neighbours in xyz + normal with the human normals negated, Umeyama without scale. Its pose
-       is kept only when it does not raise the image terms of E over the stage-2 start (with dense contact
-       patches the many-to-one matches can tilt or flip the object; measured on the synthetic scenes).
+       nearest neighbours in xyz + normal with the human normals negated, Umeyama without scale; the patch
+       centroids are aligned first and matches are rejected (normals at > 90 degrees, beyond 2.5 x the
+       median distance, all but one per human point), see ``geometry.contact_icp``. Its pose is kept only
+       when it does not raise the image terms of E over the stage-2 start.
     4. Adam over the 6D rotation (lr 5e-2), the translation (lr 1e-2) and optionally the scale, 250
        iterations, minimising  E = 5 (1 - soft IoU) + 1e-4 |centroid(rendered) - centroid(mask)|^2 px
        + 10 sum_ij d_ij p_i p_j / sum_ij p_i p_j  (the last term dropped for the baseline).  The body is fixed.

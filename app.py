@@ -38,6 +38,9 @@ def build_engine(models: str | None, device: str = "auto", gpu_concurrency: int 
 
     engine = Engine(EngineConfig(models_dir=models_dir(models), device=device, gpu_concurrency=gpu_concurrency))
     register_contact_models(engine)
+    from engine.hoi.segment import register_segmenters
+
+    register_segmenters(engine)
     return engine
 
 

@@ -90,6 +90,11 @@ def doctor_report(models_dir: Path | str) -> DoctorReport:
                          (f"{SD2_INPAINTING_FOLDER}/model_index.json",)))
     checks.append(_check("CLIP ViT-B/32 folder", "GenZI: CLIP ranking of stage-0 results and the CLIP score", root,
                          (f"{CLIP_FOLDER}/config.json",)))
+    for folder, what, enables in (
+            ("sam-hf", "SAM, transformers folder (SamModel + SamProcessor)", "HOI object masks from a box (without it: draw the mask)"),
+            ("grounding-dino", "Grounding DINO, transformers folder (with its processor and tokenizer)",
+             "HOI object masks from the object's label, with SAM (without it: a box for SAM, or draw)")):
+        checks.append(_check(what, enables, root, (f"{folder}/config.json",)))
     for topology in ("smplh-6890", "smplx-10475", "smpl-6890"):
         checks.append(_check(f"part segmentation for {topology} (optional)",
                              "named body parts from your own segmentation instead of skinning-weight parts",

@@ -308,9 +308,72 @@ def build_knife() -> ObjectGeometry:
     return _geometry("knife", "knife", _combine(*parts))
 
 
+def _turn_about_y(part: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Turn a part a quarter about Y: (x, y, z) -> (z, y, -x), a proper rotation (winding kept)."""
+    vertices, faces = part
+    return np.column_stack([vertices[:, 2], vertices[:, 1], -vertices[:, 0]]), faces
+
+
+def _moved(part: tuple[np.ndarray, np.ndarray], offset) -> tuple[np.ndarray, np.ndarray]:
+    vertices, faces = part
+    return vertices + np.asarray(offset, dtype=np.float64), faces
+
+
+def _cylinder_along_z(radius: float, half_length: float, segments: int, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """A closed cylinder on the Z axis (a lathe about Y turned flat)."""
+    profile = [(0.0, -half_length), (radius, -half_length), (radius, half_length), (0.0, half_length)]
+    return _rotate_flat(_lathe(_resample(profile, step), segments))
+
+
+def build_sofa() -> ObjectGeometry:
+    """A three-seat sofa: 200 x 85 x 90 cm, seat top at 45 cm, a back cushion at -Z and two armrests."""
+    step = 0.1
+    feet = [_box((x, 0.0, z), (x + 0.05, 0.09, z + 0.05), step) for x in (-0.95, 0.9) for z in (-0.42, 0.37)]
+    base = _box((-1.0, 0.08, -0.45), (1.0, 0.45, 0.45), step)
+    back = _box((-1.0, 0.4, -0.45), (1.0, 0.85, -0.25), step)
+    arms = [_box((x, 0.4, -0.3), (x + 0.18, 0.62, 0.45), step) for x in (-1.0, 0.82)]
+    return _geometry("sofa", "couch", _combine(*feet, base, back, *arms))
+
+
+def build_bicycle() -> ObjectGeometry:
+    """A bicycle 170 cm long along X: 66 cm wheels, a diamond frame, a saddle at 90 cm and a handlebar."""
+    radius, tube = 0.33, 0.018
+    arc = lambda centre: [(centre + radius * np.cos(a), radius + radius * np.sin(a), 0.0)
+                          for a in np.linspace(0.05, 2 * np.pi - 0.05, 48)]
+    wheels = [_tube(arc(x), 0.02, 10) for x in (-0.52, 0.52)]
+    crank, seat, head, rear, front = (0.0, 0.32, 0.0), (-0.15, 0.82, 0.0), (0.42, 0.82, 0.0), (-0.52, 0.33, 0.0), (0.52, 0.33, 0.0)
+    frame = [_tube(_resample([a, b], 0.05), tube, 8) for a, b in
+             ((crank, seat), (crank, head), (seat, head), (rear, crank), (rear, seat), (head, front))]
+    saddle = _box((-0.27, 0.84, -0.07), (-0.03, 0.9, 0.07), 0.04)
+    stem = _tube(_resample([head, (0.45, 0.98, 0.0)], 0.05), tube, 8)
+    bar = _moved(_cylinder_along_z(0.014, 0.28, 10, 0.05), (0.45, 1.0, 0.0))
+    hub = _moved(_cylinder_along_z(0.04, 0.05, 12, 0.02), crank)
+    return _geometry("bicycle", "bicycle", _combine(*wheels, *frame, saddle, stem, bar, hub))
+
+
+def build_skateboard() -> ObjectGeometry:
+    """A skateboard: an 80 x 20 cm deck 2 cm thick on two trucks and four 5.4 cm wheels."""
+    deck = _prism(_rounded_rectangle((-0.4, -0.1), (0.4, 0.1), 0.09, per_corner=7), (0.075, 0.095), 0.03)
+    trucks = [_box((x - 0.03, 0.045, -0.08), (x + 0.03, 0.076, 0.08), 0.03) for x in (-0.27, 0.27)]
+    wheels = [_moved(_cylinder_along_z(0.027, 0.02, 16, 0.01), (x, 0.027, z)) for x in (-0.27, 0.27) for z in (-0.09, 0.09)]
+    return _geometry("skateboard", "skateboard", _combine(deck, *trucks, *wheels))
+
+
+def build_backpack() -> ObjectGeometry:
+    """A backpack: a 30 x 45 x 18 cm body with rounded sides, a front pocket at +Z and two shoulder
+    straps on its back (-Z)."""
+    body = _prism(_rounded_rectangle((-0.15, -0.09), (0.15, 0.09), 0.05), (0.0, 0.45), 0.04)
+    pocket = _prism(_rounded_rectangle((-0.11, 0.06), (0.11, 0.14), 0.025), (0.05, 0.25), 0.03)
+    strap = lambda x: _turn_about_y(_tube([(0.09 + 0.07 * np.sin(a), 0.22 + 0.19 * np.cos(a), x)
+                                          for a in np.linspace(0.0, np.pi, 14)], 0.012, 8))
+    # The tube is drawn in x-y; turning it about Y puts its bulge behind the back panel (-Z).
+    return _geometry("backpack", "backpack", _combine(body, pocket, strap(0.08), strap(-0.08)))
+
+
 BUILTIN_OBJECTS: MappingProxyType[str, Callable[[], ObjectGeometry]] = MappingProxyType({
     "chair": build_chair, "table": build_table, "bed": build_bed, "mug": build_mug,
-    "bottle": build_bottle, "bowl": build_bowl, "knife": build_knife,
+    "bottle": build_bottle, "bowl": build_bowl, "knife": build_knife, "sofa": build_sofa,
+    "bicycle": build_bicycle, "skateboard": build_skateboard, "backpack": build_backpack,
 })
 
 

@@ -28,6 +28,7 @@ from studio import exports
 from studio.context import GPU_LANE, Studio, user_errors
 from studio.crowd import client_address, session_digest
 from studio.genzi import GenziDemo, genzi_tab
+from studio.hoi import build_hoi_tab
 from studio.resources import header_pixels
 from studio.uploads import EXAMPLES, accept_upload
 
@@ -300,6 +301,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
             contact_tab(ContactDemo(studio), gpu)
         with gr.Tab("Affordance"):
             affordance_tab(AffordanceDemo(studio), gpu)
+        with gr.Tab("HOI reconstruction"):
+            build_hoi_tab(studio, gpu)
         with gr.Tab("GenZI: people in a scene"):
             genzi_tab(GenziDemo(studio), gpu)
     return page

@@ -208,7 +208,26 @@ def place(name: str, *, bottom=None, centre=None) -> np.ndarray:
     return vertices - anchor + np.asarray(bottom if bottom is not None else centre)
 
 
-def person_chair(body: BodyModel) -> Image.Image:
+@dataclass(frozen=True)
+class Composition:
+    """One example scene before rendering: the posed body, the object where it stands, the floor and the view.
+
+    body_vertices (V, 3) world; object_vertices (Vo, 3) world (the built-in's own vertices, moved); flat: draw
+    the object with sharp edges.  The HOI examples (``make_hoi_examples.py``) read the same composition.
+    """
+
+    body_vertices: np.ndarray
+    object_name: str
+    object_vertices: np.ndarray
+    colour: tuple[float, float, float]
+    flat: bool
+    floor_y: float
+    floor_centre: np.ndarray
+    elev: float
+    azim: float
+
+
+def person_chair(body: BodyModel) -> Composition:
     """Sitting on the chair, hands on the thighs: contact on the buttocks, thighs and back."""
     aims = {"left_hip": (0.06, -0.08, 1.0), "right_hip": (-0.06, -0.08, 1.0),
             "left_knee": (0.0, -1.0, 0.06), "right_knee": (0.0, -1.0, 0.06),
@@ -216,36 +235,39 @@ def person_chair(body: BodyModel) -> Image.Image:
             "left_elbow": (0.0, -0.8, 1.0), "right_elbow": (0.0, -0.8, 1.0)}
     vertices, _, floor_y = grounded(body, aims)
     seat = body.part_vertex_ids("hips")
-    chair = builtin_object("chair")
     seat_height = 0.47  # the chair's seat top above its feet (engine/objects.py build_chair)
     back_z = vertices[seat, 2].min()
     chair_vertices = place("chair", bottom=(0.0, floor_y, back_z + 0.19))
     lift = floor_y + seat_height - vertices[seat, 1].min()  # sit on the seat; the floor follows the chair
     chair_vertices[:, 1] -= lift
-    parts = [body_part(body, vertices), solid(chair_vertices, chair.faces, (0.55, 0.36, 0.22), flat=True)]
-    return render(parts, floor_part(parts, floor_y - lift, np.array([0.0, 0.0, 0.1])), elev=12, azim=35)
+    return Composition(vertices, "chair", chair_vertices, (0.55, 0.36, 0.22), True, floor_y - lift,
+                       np.array([0.0, 0.0, 0.1]), 12, 35)
 
 
-def person_bottle(body: BodyModel) -> Image.Image:
+def person_bottle(body: BodyModel) -> Composition:
     """Standing, the right hand holding a bottle in front of the waist."""
     aims = {"right_shoulder": (-0.12, -1.0, 0.28), "right_elbow": (-0.05, -0.08, 1.0),
             "left_shoulder": (0.22, -1.0, 0.02), "left_elbow": (0.15, -1.0, 0.12)}
     vertices, _, floor_y = grounded(body, aims)
     hand = part_centre(body, vertices, "right_hand")
     bottle = place("bottle", centre=hand + np.array([0.0, 0.03, 0.0]))
-    parts = [body_part(body, vertices), solid(bottle, builtin_object("bottle").faces, (0.20, 0.55, 0.35))]
-    return render(parts, floor_part(parts, floor_y, np.array([0.0, 0.0, 0.1])), elev=8, azim=-30)
+    return Composition(vertices, "bottle", bottle, (0.20, 0.55, 0.35), False, floor_y, np.array([0.0, 0.0, 0.1]), 8, -30)
 
 
-def person_bowl(body: BodyModel) -> Image.Image:
+def person_bowl(body: BodyModel) -> Composition:
     """Standing, both hands holding a bowl by its sides in front of the stomach."""
     aims = {"left_shoulder": (0.1, -1.0, 0.3), "right_shoulder": (-0.1, -1.0, 0.3),
             "left_elbow": (-0.3, 0.05, 1.0), "right_elbow": (0.3, 0.05, 1.0)}
     vertices, _, floor_y = grounded(body, aims)
     left, right = part_centre(body, vertices, "left_hand"), part_centre(body, vertices, "right_hand")
     bowl = place("bowl", centre=(left + right) / 2 + np.array([0.0, 0.01, 0.0]))
-    parts = [body_part(body, vertices), solid(bowl, builtin_object("bowl").faces, (0.93, 0.91, 0.86))]
-    return render(parts, floor_part(parts, floor_y, np.array([0.0, 0.0, 0.1])), elev=14, azim=25)
+    return Composition(vertices, "bowl", bowl, (0.93, 0.91, 0.86), False, floor_y, np.array([0.0, 0.0, 0.1]), 14, 25)
+
+
+def render_composition(body: BodyModel, scene: Composition) -> Image.Image:
+    parts = [body_part(body, scene.body_vertices),
+             solid(scene.object_vertices, builtin_object(scene.object_name).faces, scene.colour, flat=scene.flat)]
+    return render(parts, floor_part(parts, scene.floor_y, scene.floor_centre), elev=scene.elev, azim=scene.azim)
 
 
 SCENES = {"person_chair": person_chair, "person_bottle": person_bottle, "person_bowl": person_bowl}
@@ -255,7 +277,7 @@ def main() -> None:
     body = load_body("openbody")
     for name, scene in SCENES.items():
         path = OUTPUT_DIR / f"{name}.png"
-        scene(body).save(path, optimize=True)
+        render_composition(body, scene(body)).save(path, optimize=True)
         print(f"{path}: {path.stat().st_size // 1024} KiB")
 
 

@@ -12,6 +12,8 @@ on the loaded 2-core machine (marked slow). Measured medians (128 px): contacts 
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,11 @@ from engine.hoi.fit import BASELINE_METHOD, METHOD, FitConfig, fit_object
 from engine.hoi.synthetic import SCENES, make_scene, perturbation, render_mask, rotation_error_degrees
 from engine.objects import builtin_object
 
-pytestmark = pytest.mark.slow
+# About 31 CPU-minutes today (the fit is 12x over its speed target on this CPU), which would more than double
+# `make test`: it runs on request until the fit is fast enough to run in every suite.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    os.environ.get("STUDIO_HOI_ACCEPTANCE") != "1",
+    reason="the 20-case HOI acceptance run takes ~31 CPU-minutes; run it with STUDIO_HOI_ACCEPTANCE=1")]
 RENDER_SIZE = 128
 AZIMUTHS = (20.0, 40.0, -25.0, -45.0)
 CASES = [(name, azimuth) for name in sorted(SCENES) if name != "hold-backpack" for azimuth in AZIMUTHS]

@@ -55,3 +55,22 @@ def write_atomically(path: Path, save: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def read_bounded(source, name: str, max_bytes: int, *, missing: str, empty: str) -> bytes:
+    """The bytes of ``source`` (bytes or a file path), reading at most ``max_bytes + 1`` so that an oversized
+    file is refused without being read whole. ``missing`` and ``empty`` are the messages for a path that is
+    not a file and for an empty input."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(missing)
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputError(f"{name!r} is larger than {max_bytes // 1024 ** 2} MiB")
+    if not data:
+        raise InputError(empty)
+    return data

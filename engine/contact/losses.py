@@ -165,9 +165,7 @@ def probability_focal_bce(scores: torch.Tensor, targets: torch.Tensor, alpha: fl
            f"scores and targets must have the same shape; got {tuple(scores.shape)} and {tuple(targets.shape)}")
     if scores.numel() == 0:
         return scores.float().sum()
-    p = scores.float().clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)
-    t = targets.float()
-    bce = -(t * torch.log(p) + (1 - t) * torch.log1p(-p))
+    p, t, bce = _clamped_bce(scores, targets)
     return focal_terms(p, t, bce, alpha, gamma).mean()
 
 
@@ -181,10 +179,15 @@ def vertex_focal_loss(scores: torch.Tensor, targets: torch.Tensor, alpha: float 
            f"scores and targets must have the same shape; got {tuple(scores.shape)} and {tuple(targets.shape)}")
     if scores.numel() == 0:
         return scores.float().sum()
+    _, _, bce = _clamped_bce(scores, targets)
+    return (alpha * (1 - torch.exp(-bce)).pow(gamma) * bce).mean()
+
+
+def _clamped_bce(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores clamped to [1e-6, 1 - 1e-6] (log() stays finite), float targets, and the elementwise BCE."""
     p = scores.float().clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)
     t = targets.float()
-    bce = -(t * torch.log(p) + (1 - t) * torch.log1p(-p))
-    return (alpha * (1 - torch.exp(-bce)).pow(gamma) * bce).mean()
+    return p, t, -(t * torch.log(p) + (1 - t) * torch.log1p(-p))
 
 
 def sparsity(scores: torch.Tensor) -> torch.Tensor:

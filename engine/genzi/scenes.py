@@ -35,6 +35,7 @@ import trimesh
 from engine import objects
 from engine.errors import InputError
 from engine.mesh import as_faces, as_vertices
+from engine.paths import read_bounded
 
 MAX_SCENE_BYTES = 200 * 1024 ** 2
 MAX_SCENE_VERTICES = 2_000_000
@@ -208,19 +209,8 @@ def builtin_scene(name: str) -> Scene:
 
 
 def _scene_bytes(source, name: str) -> bytes:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"{name!r}: no scene file was found")
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SCENE_BYTES + 1)
-    if len(data) > MAX_SCENE_BYTES:
-        raise InputError(f"{name!r} is larger than {MAX_SCENE_BYTES // 1024 ** 2} MiB")
-    if not data:
-        raise InputError(f"{name!r} is empty; a scene is a mesh file ({', '.join(SCENE_EXTENSIONS)})")
-    return data
+    return read_bounded(source, name, MAX_SCENE_BYTES, missing=f"{name!r}: no scene file was found",
+                        empty=f"{name!r} is empty; a scene is a mesh file ({', '.join(SCENE_EXTENSIONS)})")
 
 
 def load_scene_file(source, name: str | None = None, *, up_axis: str = "y") -> Scene:

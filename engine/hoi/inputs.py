@@ -36,6 +36,7 @@ import torch
 from engine.body.topology import TOPOLOGY_VERTEX_COUNTS
 from engine.errors import InputError
 from engine.mesh import as_faces
+from engine.paths import read_bounded
 
 MAX_BODY_FILE_BYTES = 64 * 1024 ** 2
 BODY_EXTENSIONS = (".npz", ".json", ".pkl", ".obj", ".ply")
@@ -184,19 +185,7 @@ def _restricted_pickle(data: bytes, name: str) -> dict:
 
 
 def _read_limited(source, name: str) -> bytes:
-    if isinstance(source, (bytes, bytearray)):
-        data = bytes(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"no body file {name!r}")
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_BODY_FILE_BYTES + 1)
-    if len(data) > MAX_BODY_FILE_BYTES:
-        raise InputError(f"{name!r} is larger than {MAX_BODY_FILE_BYTES // 1024 ** 2} MiB")
-    if not data:
-        raise InputError(f"{name!r} is empty")
-    return data
+    return read_bounded(source, name, MAX_BODY_FILE_BYTES, missing=f"no body file {name!r}", empty=f"{name!r} is empty")
 
 
 def camera_from_file(content: dict) -> Intrinsics | None:

@@ -33,6 +33,7 @@ JSM = WEB / "node_modules" / "three" / "examples" / "jsm"
 ADDONS = ("loaders/GLTFLoader.js", "controls/OrbitControls.js", "utils/BufferGeometryUtils.js",
           "utils/SkeletonUtils.js")
 NO_STORE = {"Cache-Control": "no-store"}
+STIMULUS_CACHE = {"Cache-Control": "private, max-age=86400, immutable"}
 MAX_BODY_BYTES = 4096
 JOINS_PER_MINUTE = 120  # per client address: a lab behind one NAT still fits, a script creating people does not
 
@@ -66,13 +67,15 @@ def add_study_routes(app: FastAPI, studio: Studio) -> None:
         return await _run_blocking(lambda: respond_payload(store, slug, x_study_token, body))
 
     @app.get("/study/{slug}/stimulus/{key}/{slot}")
-    def stimulus(slug: str, key: str, slot: str) -> FileResponse:
+    async def stimulus(slug: str, key: str, slot: str) -> FileResponse:
+        """A trial's file: from memory for every trial this server handed out (no thread hop, no database
+        read), else one read in the thread pool. A trial's files never change, so browsers may keep them."""
         try:
-            found = studies.stimulus_file(store, slug, key, slot)
+            found = studies.cached_stimulus_file(store, slug, key, slot) or \
+                await run_in_threadpool(studies.stimulus_file, store, slug, key, slot)
         except InputError as error:
             raise HTTPException(404, str(error)) from None
-        return FileResponse(found.path, media_type=found.content_type,
-                            headers={"Cache-Control": "private, max-age=3600"})
+        return FileResponse(found.path, media_type=found.content_type, headers=STIMULUS_CACHE)
 
 
 async def _run_blocking(call) -> JSONResponse:

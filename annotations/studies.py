@@ -24,6 +24,9 @@ import hmac
 import re
 import secrets
 import shutil
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -31,7 +34,7 @@ from typing import Mapping, Sequence
 from urllib.parse import urlencode, urlparse
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -51,6 +54,7 @@ MAX_TEXT = 5000
 MAX_ITEMS = 5000
 TIMEOUT_GRACE_S = 2.0  # network slack before an answer past the time limit counts as a timeout
 _RETRIES = 3
+TRIAL_FILES_CACHED = 8192  # trials whose stimulus files are kept in memory per store (about 1 KiB each)
 
 
 class StudyStateError(InputError):
@@ -400,7 +404,8 @@ def _join_once(store: Store, slug: str, pid: str, session_id: str, signature: st
         if row is None and not create:
             return None
         if row is None:
-            row = _new_participant(session, study_row, config, pid, session_id)
+            row, total = _new_participant(session, study_row, config, pid, session_id)
+            return _participant_from_row(session, row, counts=(total, 0))
         return _participant_from_row(session, row)
 
 
@@ -413,7 +418,8 @@ def _check_accepting(row: models.StudyRow, resuming: bool = True) -> None:
 
 
 def _new_participant(session: Session, study_row: models.StudyRow, config: StudyConfig, pid: str,
-                     session_id: str) -> models.StudyParticipantRow:
+                     session_id: str) -> tuple[models.StudyParticipantRow, int]:
+    """A new participant and their planned trials; with the number of trials."""
     items = session.execute(select(models.StudyItemRow.id, models.StudyItemRow.is_catch)
                             .where(models.StudyItemRow.study_id == study_row.id)
                             .order_by(models.StudyItemRow.id)).all()
@@ -425,16 +431,21 @@ def _new_participant(session: Session, study_row: models.StudyRow, config: Study
                                      token=secrets.token_urlsafe(24), seed=seed, created_at=utcnow())
     session.add(row)
     session.flush()
-    session.add_all(models.StudyTrialRow(key=secrets.token_urlsafe(16), participant_id=row.id, item_id=item_id,
-                                         position=position, swapped=swapped)
-                    for position, (item_id, swapped) in enumerate(plan))
-    session.flush()
-    return row
+    # One multi-row INSERT (no ORM objects to track): joins hold the write lock as briefly as possible.
+    session.execute(insert(models.StudyTrialRow),
+                    [{"key": secrets.token_urlsafe(16), "participant_id": row.id, "item_id": item_id,
+                      "position": position, "swapped": bool(swapped)}
+                     for position, (item_id, swapped) in enumerate(plan)])
+    return row, len(plan)
 
 
-def _participant_from_row(session: Session, row: models.StudyParticipantRow) -> Participant:
-    total = session.scalar(select(func.count()).where(models.StudyTrialRow.participant_id == row.id))
-    answered = session.scalar(select(func.count()).where(models.StudyResponseRow.participant_id == row.id))
+def _participant_from_row(session: Session, row: models.StudyParticipantRow,
+                          counts: tuple[int, int] | None = None) -> Participant:
+    """``counts``: (trials, answered) when the caller knows them (a participant just created), else two reads."""
+    if counts is None:
+        counts = (session.scalar(select(func.count()).where(models.StudyTrialRow.participant_id == row.id)),
+                  session.scalar(select(func.count()).where(models.StudyResponseRow.participant_id == row.id)))
+    total, answered = counts
     return Participant(id=row.id, study_id=row.study_id, external_id=row.external_id, session=row.session,
                        token=row.token, seed=row.seed, num_trials=total, num_answered=answered,
                        completed=row.completed_at is not None)
@@ -484,7 +495,7 @@ def current_trial(store: Store, slug: str, token: str) -> TrialView | None:
         study_row = _study_row(session, slug)
         person = _participant_row(session, study_row, token, store)
         _check_accepting(study_row)
-        return _current_view(session, *_progress(session, person.id))
+        return _current_view(session, *_progress(session, person.id), store=store, slug=slug)
 
 
 def _progress(session: Session, participant_id: int) -> tuple[list[models.StudyTrialRow], set[int]]:
@@ -500,16 +511,20 @@ def _first_open(trials: list[models.StudyTrialRow], answered: set[int]) -> model
     return next((trial for trial in trials if trial.id not in answered), None)
 
 
-def _current_view(session: Session, trials: list[models.StudyTrialRow], answered: set[int]) -> TrialView | None:
+def _current_view(session: Session, trials: list[models.StudyTrialRow], answered: set[int], *, store: Store,
+                  slug: str) -> TrialView | None:
+    """The first open trial as the page sees it; its stimulus files are remembered for the stimulus route."""
     trial = _first_open(trials, answered)
     if trial is None:
         return None
     if trial.shown_at is None:
         trial.shown_at = utcnow()
-    roles = dict(session.execute(select(models.StudyStimulusRow.role, models.StudyStimulusRow.media)
-                                 .where(models.StudyStimulusRow.item_id == trial.item_id)).all())
-    return TrialView(key=trial.key, position=trial.position + 1, total=len(trials), media=roles["a"],
-                     has_reference="reference" in roles)
+    rows = session.scalars(select(models.StudyStimulusRow)
+                           .where(models.StudyStimulusRow.item_id == trial.item_id)).all()
+    files = _TrialFiles(slug, trial.swapped, MappingProxyType({row.role: _stimulus(store, row) for row in rows}))
+    _trial_files_cache(store).put(trial.key, files)
+    return TrialView(key=trial.key, position=trial.position + 1, total=len(trials), media=files.by_role["a"].media,
+                     has_reference="reference" in files.by_role)
 
 
 def respond(store: Store, slug: str, token: str, trial_key: str, choice: str, *, likert_left: int | None = None,
@@ -566,7 +581,8 @@ def _respond_once(store, slug, token, trial_key, choice, ratings, client) -> Res
         if trial.id in answered:
             earlier = session.scalar(select(models.StudyResponseRow)
                                      .where(models.StudyResponseRow.trial_id == trial.id))
-            return _receipt(trial, earlier, duplicate=True, next_trial=_current_view(session, trials, answered))
+            return _receipt(trial, earlier, duplicate=True, next_trial=_current_view(session, trials, answered,
+                                                                                    store=store, slug=slug))
         if _first_open(trials, answered) is not trial or trial.shown_at is None:
             raise TrialError("answer the trial on the screen (the page is out of date); reload the page")
         config = StudyConfig.from_json(study_row.config)
@@ -581,7 +597,7 @@ def _respond_once(store, slug, token, trial_key, choice, ratings, client) -> Res
         session.add(row)
         session.flush()
         answered.add(trial.id)
-        next_trial = _current_view(session, trials, answered)
+        next_trial = _current_view(session, trials, answered, store=store, slug=slug)
         if next_trial is None:
             person.completed_at = now
         return _receipt(trial, row, duplicate=False, next_trial=next_trial)
@@ -619,10 +635,78 @@ def _receipt(trial: models.StudyTrialRow, row: models.StudyResponseRow, *, dupli
                            duplicate=duplicate, completed=next_trial is None, next_trial=next_trial)
 
 
-def stimulus_file(store: Store, slug: str, trial_key: str, slot: str) -> Stimulus:
-    """The file shown on a side ("left" / "right") or as the "reference" of a trial, after its swap (one read)."""
+@dataclass(frozen=True)
+class _TrialFiles:
+    """A trial's stimuli by role ("a", "b", "reference") and its swap: fixed once the trial exists."""
+
+    slug: str
+    swapped: bool
+    by_role: Mapping[str, Stimulus]
+
+    def file(self, slot: str) -> Stimulus:
+        role = slot if slot == "reference" else ("a" if (slot == "left") != self.swapped else "b")
+        found = self.by_role.get(role)
+        if found is None:
+            raise TrialError("this trial has no reference image")
+        return found
+
+
+class _LeastRecentlyUsed:
+    """A bounded, thread-safe map from trial key to its files (trials, items and stimuli never change)."""
+
+    def __init__(self, size: int):
+        self.size, self._entries, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: str) -> _TrialFiles | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: str, files: _TrialFiles) -> None:
+        with self._lock:
+            self._entries[key] = files
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+_CACHES: "weakref.WeakKeyDictionary[Store, _LeastRecentlyUsed]" = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _trial_files_cache(store: Store) -> _LeastRecentlyUsed:
+    with _CACHES_LOCK:
+        cache = _CACHES.get(store)
+        if cache is None:
+            cache = _CACHES[store] = _LeastRecentlyUsed(TRIAL_FILES_CACHED)
+        return cache
+
+
+def _check_stimulus_request(trial_key, slot: str) -> None:
     if slot not in ("left", "right", "reference") or not isinstance(trial_key, str) or not 0 < len(trial_key) <= 64:
         raise TrialError("no such trial or side")
+
+
+def cached_stimulus_file(store: Store, slug: str, trial_key: str, slot: str) -> Stimulus | None:
+    """``stimulus_file`` from memory without touching the database, or None when the trial is not remembered
+    (every trial shown by this process is: its files are noted when the trial is handed out)."""
+    _check_stimulus_request(trial_key, slot)
+    files = _trial_files_cache(store).get(trial_key)
+    if files is None:
+        return None
+    if files.slug != slug:
+        raise TrialError("no such trial")
+    return files.file(slot)
+
+
+def stimulus_file(store: Store, slug: str, trial_key: str, slot: str) -> Stimulus:
+    """The file shown on a side ("left" / "right") or as the "reference" of a trial, after its swap (one read,
+    none when the trial is remembered)."""
+    found = cached_stimulus_file(store, slug, trial_key, slot)
+    if found is not None:
+        return found
     trial, stimulus = models.StudyTrialRow, models.StudyStimulusRow
     with store.session() as session:
         rows = session.execute(
@@ -632,12 +716,9 @@ def stimulus_file(store: Store, slug: str, trial_key: str, slot: str) -> Stimulu
             .where(trial.key == trial_key, models.StudyRow.slug == slug)).all()
     if not rows:
         raise TrialError("no such trial")
-    swapped = rows[0][1]
-    role = slot if slot == "reference" else ("a" if (slot == "left") != swapped else "b")
-    found = next((row for row, _ in rows if row.role == role), None)
-    if found is None:
-        raise TrialError("this trial has no reference image")
-    return _stimulus(store, found)
+    files = _TrialFiles(slug, rows[0][1], MappingProxyType({row.role: _stimulus(store, row) for row, _ in rows}))
+    _trial_files_cache(store).put(trial_key, files)
+    return files.file(slot)
 
 
 # ---- reading back for the analysis ------------------------------------------------------------------------

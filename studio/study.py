@@ -16,10 +16,14 @@ Errors are JSON ``{"error": message}`` in words (never paths or exception names)
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Header, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from annotations import studies
@@ -33,7 +37,11 @@ JSM = WEB / "node_modules" / "three" / "examples" / "jsm"
 ADDONS = ("loaders/GLTFLoader.js", "controls/OrbitControls.js", "utils/BufferGeometryUtils.js",
           "utils/SkeletonUtils.js")
 NO_STORE = {"Cache-Control": "no-store"}
+STIMULUS_CACHE = {"Cache-Control": "private, max-age=86400, immutable"}
 MAX_BODY_BYTES = 4096
+ADMISSIONS = 2  # joins and trial fetches at once (each holds the store's write lock briefly)
+FILES_IN_MEMORY = 64 * 2**20  # bytes of image / GLB stimuli kept in memory
+MAX_FILE_IN_MEMORY = 4 * 2**20
 JOINS_PER_MINUTE = 120  # per client address: a lab behind one NAT still fits, a script creating people does not
 
 
@@ -44,7 +52,10 @@ def add_study_routes(app: FastAPI, studio: Studio) -> None:
     app.add_api_route("/study/{slug}", _static(WEB / "study.html", "text/html"), methods=["GET"])
     app.add_api_route("/study/{slug}/", _static(WEB / "study.html", "text/html"), methods=["GET"])
     store = studio.store
+    files = _FileBytes(FILES_IN_MEMORY)
     joins = RateLimiter(JOINS_PER_MINUTE, 60.0, "study sign-ups")
+
+    admission = _Admission()
 
     @app.post("/study/{slug}/api/join")
     async def join(slug: str, request: Request) -> JSONResponse:
@@ -54,11 +65,11 @@ def add_study_routes(app: FastAPI, studio: Studio) -> None:
                 joins.check(request.client.host if request.client else "unknown")
             except InputError as error:
                 return _error(429, error)
-        return await _run_blocking(lambda: join_payload(store, slug, body))
+        return await admission.run(lambda: join_payload(store, slug, body))
 
     @app.get("/study/{slug}/api/trial")
-    def trial(slug: str, x_study_token: str = Header("")) -> JSONResponse:
-        return _answer(lambda: trial_payload(store, slug, x_study_token))
+    async def trial(slug: str, x_study_token: str = Header("")) -> JSONResponse:
+        return await admission.run(lambda: trial_payload(store, slug, x_study_token))
 
     @app.post("/study/{slug}/api/respond")
     async def respond(slug: str, request: Request, x_study_token: str = Header("")) -> JSONResponse:
@@ -66,13 +77,55 @@ def add_study_routes(app: FastAPI, studio: Studio) -> None:
         return await _run_blocking(lambda: respond_payload(store, slug, x_study_token, body))
 
     @app.get("/study/{slug}/stimulus/{key}/{slot}")
-    def stimulus(slug: str, key: str, slot: str) -> FileResponse:
+    async def stimulus(slug: str, key: str, slot: str) -> FileResponse:
+        """A trial's file: from memory for every trial this server handed out (no thread hop, no database
+        read), else one read in the thread pool. A trial's files never change, so browsers may keep them."""
         try:
-            found = studies.stimulus_file(store, slug, key, slot)
+            found = studies.cached_stimulus_file(store, slug, key, slot) or \
+                await run_in_threadpool(studies.stimulus_file, store, slug, key, slot)
         except InputError as error:
             raise HTTPException(404, str(error)) from None
-        return FileResponse(found.path, media_type=found.content_type,
-                            headers={"Cache-Control": "private, max-age=3600"})
+        if found.media == "video" or found.num_bytes > MAX_FILE_IN_MEMORY:  # videos: range requests, from disk
+            return FileResponse(found.path, media_type=found.content_type, headers=STIMULUS_CACHE)
+        data = files.get(found.path) or files.put(found.path, await run_in_threadpool(found.path.read_bytes))
+        return Response(data, media_type=found.content_type, headers=STIMULUS_CACHE)
+
+
+class _Admission:
+    """Joins and trial fetches (they write under the store's single write lock) run at most ``ADMISSIONS`` at a
+    time on their own thread-pool tokens: a burst of people arriving queues here, not in front of the answers
+    of those already answering (``respond`` keeps the shared pool and meets at most this many at the lock)."""
+
+    def __init__(self):
+        self._limiter: anyio.CapacityLimiter | None = None  # made inside the event loop, on first use
+
+    async def run(self, call) -> JSONResponse:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(ADMISSIONS)
+        return await anyio.to_thread.run_sync(_answer, call, limiter=self._limiter)
+
+
+class _FileBytes:
+    """Stimulus files' bytes by path, up to ``budget`` bytes in all (least recently used leave first). Stored
+    files are named by their SHA-256, so a path's bytes never change."""
+
+    def __init__(self, budget: int):
+        self.budget, self._entries, self._size, self._lock = budget, OrderedDict(), 0, threading.Lock()
+
+    def get(self, path: Path) -> bytes | None:
+        with self._lock:
+            data = self._entries.get(path)
+            if data is not None:
+                self._entries.move_to_end(path)
+            return data
+
+    def put(self, path: Path, data: bytes) -> bytes:
+        with self._lock:
+            if path not in self._entries:
+                self._entries[path], self._size = data, self._size + len(data)
+            while self._size > self.budget:
+                self._size -= len(self._entries.popitem(last=False)[1])
+        return data
 
 
 async def _run_blocking(call) -> JSONResponse:

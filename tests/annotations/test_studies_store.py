@@ -330,3 +330,37 @@ def test_sigkill_keeps_every_acknowledged_response(tmp_path):
     reopened = Store(url, data_dir=tmp_path / "data")
     assert len(studies.response_records(reopened, "crash")) == len(stored)
     reopened.close()
+
+
+def test_stimulus_files_from_memory_match_the_database_and_the_swap(store):
+    """Every trial handed out is remembered with its files; the remembered answer equals the stored one (read
+    again after forgetting) and the plan's swap, and a trial is found under its own study only."""
+    open_study(store, items=4, reference=True)
+    open_study(store, "other", items=2)
+    person = studies.join(store, "demo", "P-1", "S-1")
+    items = {item.id: item for item in studies.study_items(store, "demo")}
+    plan = studies.participant_trials(store, "demo", "P-1")
+    seen = []
+    for _, item_id, swapped in plan:
+        trial = studies.current_trial(store, "demo", person.token)
+        expected = {"left": "b" if swapped else "a", "right": "a" if swapped else "b", "reference": "reference"}
+        for slot, role in expected.items():
+            remembered = studies.cached_stimulus_file(store, "demo", trial.key, slot)
+            assert remembered == items[item_id].stimuli[role], (slot, swapped)
+        with pytest.raises(TrialError):
+            studies.cached_stimulus_file(store, "other", trial.key, "left")
+        with pytest.raises(TrialError):
+            studies.cached_stimulus_file(store, "demo", trial.key, "middle")
+        seen.append((trial.key, expected, item_id))
+        studies.respond(store, "demo", person.token, trial.key, "left")
+    assert any(swapped for _, _, swapped in plan) and not all(swapped for _, _, swapped in plan)
+    studies._CACHES.pop(store, None)  # a fresh process: the files come from the database, then from memory
+    for key, expected, item_id in seen:
+        assert studies.cached_stimulus_file(store, "demo", key, "left") is None
+        for slot, role in expected.items():
+            assert studies.stimulus_file(store, "demo", key, slot) == items[item_id].stimuli[role]
+        with pytest.raises(TrialError):
+            studies.stimulus_file(store, "other", key, "left")
+    unseen = studies.join(store, "other", "P-2", "S-2")
+    assert studies.cached_stimulus_file(store, "other", studies.current_trial(store, "other", unseen.token).key,
+                                        "right") is not None

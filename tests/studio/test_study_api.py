@@ -215,3 +215,16 @@ def test_upload_gate_refuses_files_outside_the_upload_folder(studio_server, tmp_
         accept_upload(studio_server.studio, str(outside), what="the study files")
     with pytest.raises(Exception, match="the study files was not uploaded to this server"):
         uploaded_files(studio_server.studio, ["/etc/passwd"])
+
+
+def test_stimulus_bytes_in_memory_stay_within_their_budget(tmp_path):
+    from studio.study import _FileBytes
+
+    files = _FileBytes(budget=10)
+    paths = [tmp_path / f"{index}.png" for index in range(3)]
+    assert files.put(paths[0], b"aaaa") == b"aaaa" and files.put(paths[1], b"bbbb") == b"bbbb"
+    assert files.get(paths[0]) == b"aaaa"  # now the most recently used
+    files.put(paths[2], b"cccc")  # 12 bytes > 10: the least recently used (paths[1]) leaves
+    assert files.get(paths[1]) is None and files.get(paths[0]) == b"aaaa" and files.get(paths[2]) == b"cccc"
+    files.put(paths[2], b"cccc")  # a repeat counts once
+    assert files.get(paths[0]) == b"aaaa"

@@ -32,11 +32,19 @@ class ImageRejected(InputError):
     """An image is unreadable, of an unsupported format, or outside the size limits."""
 
 
-class BatchRejected(InputError):
-    """A batch import found bad rows. ``problems`` lists every one; nothing was imported."""
+class ProblemsRejected(InputError):
+    """Input with bad parts: ``problems`` lists every one (the message shows the first 20); nothing was made."""
+
+    headline = "rejected, nothing made"
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         shown = "\n".join(f"  - {problem}" for problem in self.problems[:20])
         more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
-        super().__init__(f"batch rejected, nothing imported ({len(self.problems)} problem(s)):\n{shown}{more}")
+        super().__init__(f"{self.headline} ({len(self.problems)} problem(s)):\n{shown}{more}")
+
+
+class BatchRejected(ProblemsRejected):
+    """A batch import found bad rows. ``problems`` lists every one; nothing was imported."""
+
+    headline = "batch rejected, nothing imported"

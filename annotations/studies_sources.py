@@ -19,6 +19,7 @@ from collections import defaultdict
 from pathlib import PurePosixPath
 from typing import Mapping
 
+from annotations.errors import ProblemsRejected
 from annotations.files import ImageLimits, safe_member_name
 from annotations.runs import list_runs
 from annotations.store import Store
@@ -33,14 +34,10 @@ FALSE_WORDS = ("", "0", "no", "false", "n")
 MAX_RUNS = 1000
 
 
-class StudyRejected(InputError):
+class StudyRejected(ProblemsRejected):
     """An upload or a run selection has problems; ``problems`` lists every one and nothing was created."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        shown = "\n".join(f"  - {problem}" for problem in self.problems[:20])
-        more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
-        super().__init__(f"study items rejected, nothing created ({len(self.problems)} problem(s)):\n{shown}{more}")
+    headline = "study items rejected, nothing created"
 
 
 def items_from_upload(files: Mapping[str, bytes], folder_a: str | None = None, folder_b: str | None = None,

@@ -314,14 +314,73 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class ModelAvailability:
-    """A registered model against the models dir. ``available``: every required asset exists;
-    ``missing``: the absolute paths where absent assets are expected."""
+    """A registered model against the models dir. ``available``: every required asset exists (for a model
+    on Ray Serve: a replica answered and it loaded); ``missing``: the absolute paths where absent assets are
+    expected. ``where``: ``"local"`` (this process) or ``"ray"`` (a Ray Serve deployment)."""
 
     name: str
     capability: str
     available: bool
     missing: tuple[Path, ...]
     loaded: bool
+    where: str = "local"
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    """One model's Ray Serve deployment, as ``Engine.status()`` and the doctor show it.
+
+    Fields:
+        name: the model. state: Serve's deployment status (``HEALTHY``, ``UPDATING``, ...) or ``NOT DEPLOYED``.
+        running / replicas: running replicas and the configured count or autoscaling bounds.
+        gpus_per_replica: the GPU fraction each replica holds. max_batch_size: 1 when batching is off.
+        failure: why the model cannot answer, in words (None when it can).
+        retries: calls this process retried on another replica after theirs died.
+        checkpoints: multiplexed checkpoint ids loaded on the replica that answered.
+        gpu_bytes: GPU memory allocated by the replica that answered.
+    """
+
+    name: str
+    state: str
+    running: int
+    replicas: str
+    gpus_per_replica: float
+    max_batch_size: int
+    failure: str | None
+    retries: int
+    checkpoints: tuple[str, ...] = ()
+    gpu_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """The Ray cluster behind an engine on Ray Serve: resources (total and held by actors) and deployments."""
+
+    address: str
+    gpus_total: float
+    gpus_used: float
+    cpus_total: float
+    cpus_used: float
+    deployments: tuple[DeploymentStatus, ...]
+
+    def format(self) -> list[str]:
+        lines = [f"Ray cluster at {self.address}: GPUs {self.gpus_used:g} of {self.gpus_total:g} in use, "
+                 f"CPUs {self.cpus_used:g} of {self.cpus_total:g} in use",
+                 "Ray Serve deployments:" if self.deployments else "Ray Serve deployments: none configured"]
+        for row in self.deployments:
+            batch = f"batches of up to {row.max_batch_size}" if row.max_batch_size > 1 else "no batching"
+            line = (f"  {row.name}: {row.state}, {row.running} replica(s) running of {row.replicas}, "
+                    f"{row.gpus_per_replica:g} GPU each, {batch}")
+            if row.gpu_bytes:
+                line += f", {format_bytes(row.gpu_bytes)} GPU memory on one replica"
+            if row.retries:
+                line += f", {row.retries} call(s) retried after a replica died"
+            lines.append(line)
+            if row.checkpoints:
+                lines.append(f"    checkpoints loaded: {', '.join(row.checkpoints)}")
+            if row.failure:
+                lines.append(f"    cannot answer: {row.failure}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -335,6 +394,7 @@ class EngineStatus:
         gpu_concurrency: the GPU lane's limit.
         loaded: resident models, least recently used first.
         models: every registered model, in registration order.
+        cluster: the Ray cluster and its deployments for an engine on Ray Serve; None for the local engine.
     """
 
     device: str
@@ -344,6 +404,7 @@ class EngineStatus:
     gpu_concurrency: int
     loaded: tuple[LoadedModel, ...]
     models: tuple[ModelAvailability, ...]
+    cluster: ClusterStatus | None = None
 
     def capabilities(self) -> dict[str, tuple[ModelAvailability, ...]]:
         """Registered models grouped by capability, in registration order."""
@@ -358,6 +419,8 @@ class EngineStatus:
         lines = [f"Engine: device {self.device}, GPU lane limit {self.gpu_concurrency}",
                  f"Memory: {format_bytes(self.used_bytes)} used of a {format_bytes(self.budget_bytes)} {memory} budget"]
         lines += self._format_loaded() + self._format_capabilities()
+        if self.cluster is not None:
+            lines += self.cluster.format()
         return "\n".join(lines)
 
     def _format_loaded(self) -> list[str]:
@@ -378,8 +441,11 @@ class EngineStatus:
             ready = sum(model.available for model in models)
             lines.append(f"  {capability}: {ready} of {len(models)} model(s) ready")
             for model in models:
+                where = " on Ray Serve" if model.where == "ray" else ""
                 if model.available:
-                    lines.append(f"    [ready]   {model.name}" + (" (loaded)" if model.loaded else ""))
+                    lines.append(f"    [ready]   {model.name}{where}" + (" (loaded)" if model.loaded else ""))
+                elif model.where == "ray" and not model.missing:
+                    lines.append(f"    [failed]  {model.name}{where}: see its deployment below")
                 else:
                     lines.append(f"    [missing] {model.name}: expected at " + ", ".join(map(str, model.missing)))
         return lines

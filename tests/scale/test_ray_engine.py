@@ -176,3 +176,31 @@ def test_killing_a_replica_during_fifty_requests_loses_none(served, local, pictu
     retried = served.retries.get(HCONTACT, 0) - before
     assert retried >= 1, "requests in flight on the killed replica were retried on the other"
     assert f"{served.retries[HCONTACT]} call(s) retried after a replica died" in served.status().format()
+
+
+def test_the_studio_contact_endpoint_on_ray_equals_the_local_engine(served, local, ray_address, tiny_models,
+                                                                    picture_bytes, tmp_path):
+    """``app.py serve --engine ray://...`` in-process: the demo's contact endpoint through gradio_client."""
+    from gradio_client import Client, handle_file
+
+    import app
+    from studio.server import BackgroundServer
+    from studio.settings import StudioSettings
+
+    picture = tmp_path / "person.png"
+    picture.write_bytes(picture_bytes)
+    settings = StudioSettings(models_dir=tiny_models, db_url=f"sqlite:///{tmp_path / 'store.db'}",
+                              data_dir=tmp_path / "data", device="cpu")
+    studio = app.build_studio(settings, engine=f"ray://{ray_address}", engine_config=str(CONFIG))
+    assert type(studio.engine).__name__ == "RayEngine"
+    server = BackgroundServer(studio)
+    try:
+        client = Client(server.url + "/", verbose=False)
+        _, _, _, source, files = client.predict(handle_file(str(picture)), ["chair", "cup"], api_name="/predict_contact")
+    finally:
+        server.stop()
+    assert "hcontact" in source and "baseline" not in source
+    expected = reference(local, [(picture_bytes, "chair"), (picture_bytes, "cup")])
+    with np.load(files[0]) as data:
+        np.testing.assert_allclose(data["probabilities"], np.stack([item.probabilities for item in expected]), atol=1e-5)
+        assert data["probabilities"].std() > 0

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 WEB := studio/web
 WEB_STAMP := $(WEB)/node_modules/.installed-$(shell cksum $(WEB)/package-lock.json | cut -d' ' -f1)
 
-.PHONY: run test bench doctor
+.PHONY: run test bench doctor deps
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ $(WEB_STAMP): $(WEB)/package-lock.json
 	cd $(WEB) && npm ci --no-audit --no-fund
 	rm -f $(WEB)/node_modules/.installed-*
 	touch $(WEB_STAMP)
+
+# The pinned Python packages only (CI runs it before starting the Ray cluster the tests use).
+deps: $(STAMP)
 
 run: $(STAMP) $(WEB_STAMP)
 	$(BIN)/python app.py serve --host 127.0.0.1 --port 7860

@@ -53,6 +53,7 @@ SINGLE_REQUEST_METHOD = "predict_one"
 STATUS_TTL_S = 5.0
 CALL_TIMEOUT_S = 600.0
 MULTIPLEX_SEPARATOR = "/"
+BATCH_LIMIT = 16  # engine.contact.predict.MAX_BATCH (checked by a test; importing it here would load the model code)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -120,6 +121,9 @@ class DeploymentConfig:
         _number(f"{where} target_ongoing_requests", self.target_ongoing_requests, minimum=0.1)
         _number(f"{where} max_ongoing_requests", self.max_ongoing_requests, minimum=1, whole=True)
         _number(f"{where} max_batch_size", self.max_batch_size, minimum=1, whole=True)
+        if self.max_batch_size > BATCH_LIMIT:
+            raise InputError(f"{where} max_batch_size must be at most {BATCH_LIMIT} (the predictor's batch limit), "
+                             f"got {self.max_batch_size}")
         _number(f"{where} batch_wait_timeout_s", self.batch_wait_timeout_s)
 
     @property
@@ -376,7 +380,7 @@ class ModelReplica:
         except _USER_ERRORS as error:
             return Reply(failure=Failure.of(error))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    @serve.batch(max_batch_size=BATCH_LIMIT, batch_wait_timeout_s=0.01)
     async def predict_one(self, requests: list[tuple]) -> list[Reply]:
         """Single (image, label) requests, gathered into one ``predict_human_contact_batch`` of the model."""
         if self.failure is not None:

@@ -32,13 +32,14 @@ import time
 import tomllib
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
 import ray
 from ray import serve
 from ray.exceptions import RayActorError
+from ray.serve.exceptions import RayServeException
 
 from engine.errors import InputError, MissingAssetError
 from engine.registry import register_models
@@ -52,6 +53,7 @@ CONTACT_BATCH_METHOD = "predict_human_contact_batch"
 SINGLE_REQUEST_METHOD = "predict_one"
 STATUS_TTL_S = 5.0
 CALL_TIMEOUT_S = 600.0
+RETRIES_ON_REPLICA_DEATH = 1  # a call whose replica died is sent again this many times (to a live replica)
 MULTIPLEX_SEPARATOR = "/"
 BATCH_LIMIT = 16  # engine.contact.predict.MAX_BATCH (checked by a test; importing it here would load the model code)
 
@@ -635,7 +637,12 @@ class RayEngine:
         with self._lock:
             handle = self._handles.get(name)
             if handle is None:
-                handle = serve.get_deployment_handle(name, app_name=self.serve_config.app_name(name))
+                try:
+                    handle = serve.get_deployment_handle(name, app_name=self.serve_config.app_name(name))
+                except (KeyError, RayServeException):  # no such application, or no Serve on the cluster at all
+                    raise ModelUnavailableError(
+                        f"the {name} model is not deployed on the Ray cluster at {self.serve_config.address}; "
+                        "the administrator can run `python app.py engine`") from None
                 self._handles[name] = handle
             return handle
 
@@ -647,24 +654,24 @@ class RayEngine:
             return handle.predict_one.remote(*args)
         return handle.call.remote(method, args, kwargs)
 
-    def _answer(self, name: str, method: str, args: tuple, kwargs: dict, checkpoint: str | None) -> Reply:
-        """One call's reply, retried once (routed anew, so to a live replica) when its replica died."""
-        for attempt in (1, 2):
+    def _answer(self, name: str, method: str, args: tuple, kwargs: dict, checkpoint: str | None,
+                response=None) -> Reply:
+        """One call's reply (``response``: the call already sent, if any), sent again up to
+        ``RETRIES_ON_REPLICA_DEATH`` times when its replica died; the router then picks a live replica."""
+        for attempt in range(RETRIES_ON_REPLICA_DEATH + 1):
+            if response is None:
+                response = self._request(name, method, args, kwargs, checkpoint)
             try:
-                return self._request(name, method, args, kwargs, checkpoint).result(timeout_s=CALL_TIMEOUT_S)
+                return response.result(timeout_s=CALL_TIMEOUT_S)
             except RayActorError as error:
-                if attempt == 2:
-                    raise ModelUnavailableError(f"the {name} model's replicas stopped twice while answering; "
+                response = None
+                if attempt == RETRIES_ON_REPLICA_DEATH:
+                    raise ModelUnavailableError(f"the {name} model's replicas stopped while answering; "
                                                 "try again in a minute") from error
-                logger.warning("a replica of %s died mid-request (%s); retrying once on another",
+                logger.warning("a replica of %s died mid-request (%s); sending the call again",
                                name, type(error).__name__)
                 with self._lock:
                     self._retries[name] += 1
-            except (ValueError, KeyError) as error:  # Serve: no such application/deployment (not deployed)
-                if attempt == 2 or "not found" not in str(error).lower() and "does not exist" not in str(error):
-                    raise
-                raise ModelUnavailableError(f"the {name} model is not deployed on the Ray cluster; "
-                                            "run `python app.py engine`") from None
         raise AssertionError("unreachable")
 
     def call(self, name: str, method: str, args: tuple, kwargs: dict, checkpoint: str | None = None):
@@ -679,19 +686,11 @@ class RayEngine:
 
     def _batched(self, name: str, requests: list) -> list:
         """One ``predict_one`` per request, sent together so the replica's ``@serve.batch`` gathers them."""
-        from engine.contact.predict import MAX_BATCH
-
-        if not 1 <= len(requests) <= MAX_BATCH:
-            raise InputError(f"a batch holds 1 to {MAX_BATCH} requests, got {len(requests)}")
+        if not 1 <= len(requests) <= BATCH_LIMIT:
+            raise InputError(f"a batch holds 1 to {BATCH_LIMIT} requests, got {len(requests)}")
         responses = [self._request(name, SINGLE_REQUEST_METHOD, (tuple(request),), {}, None) for request in requests]
-        replies = []
-        for request, response in zip(requests, responses):
-            try:
-                replies.append(response.result(timeout_s=CALL_TIMEOUT_S))
-            except RayActorError:  # this one's replica died: the usual single retry
-                with self._lock:
-                    self._retries[name] += 1
-                replies.append(self._answer(name, SINGLE_REQUEST_METHOD, (tuple(request),), {}, None))
+        replies = [self._answer(name, SINGLE_REQUEST_METHOD, (tuple(request),), {}, None, response=response)
+                   for request, response in zip(requests, responses)]
         failure = next((reply.failure for reply in replies if reply.failure is not None), None)
         if failure is not None:
             raise failure.error()
@@ -717,7 +716,10 @@ class RayEngine:
 
     def cluster_status(self) -> ClusterStatus:
         """Deployments, replicas and GPU use as Ray reports them."""
-        applications = serve.status().applications
+        try:
+            applications = serve.status().applications
+        except RayServeException:  # Serve was never started on this cluster
+            applications = {}
         total, free = ray.cluster_resources(), ray.available_resources()
         rows = []
         for item in (*self.serve_config.deployments, *self.serve_config.multiplexed):

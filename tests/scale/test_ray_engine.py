@@ -204,3 +204,22 @@ def test_the_studio_contact_endpoint_on_ray_equals_the_local_engine(served, loca
     with np.load(files[0]) as data:
         np.testing.assert_allclose(data["probabilities"], np.stack([item.probabilities for item in expected]), atol=1e-5)
         assert data["probabilities"].std() > 0
+
+
+def test_a_model_missing_from_the_cluster_is_reported_in_words(served, local, picture_bytes):
+    from engine.errors import InputError
+    from engine.serving import RayEngine, ServeConfig
+
+    config = ServeConfig.from_dict({"address": served.serve_config.address, "app": "never-deployed",
+                                    "models": {HCONTACT: {"replicas": 1}}})
+    engine = RayEngine(config, local)
+    with pytest.raises(InputError, match=f"the {HCONTACT} model is not deployed on the Ray cluster at "
+                                         f"{re.escape(config.address)}; the administrator can run"):
+        with engine.use(HCONTACT) as model:
+            model.predict_human_contact(picture_bytes, "chair")
+    status = engine.status()
+    assert status.cluster.deployments[0].state == "NOT DEPLOYED"
+    assert not next(model for model in status.models if model.name == HCONTACT).available
+    # Models the config does not deploy stay in this process.
+    with engine.use("category-prior") as prior:
+        assert prior.predict_human_contact(picture_bytes, "chair").is_baseline

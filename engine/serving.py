@@ -56,6 +56,7 @@ CALL_TIMEOUT_S = 600.0
 RETRIES_ON_REPLICA_DEATH = 1  # a call whose replica died is sent again this many times (to a live replica)
 MULTIPLEX_SEPARATOR = "/"
 BATCH_LIMIT = 16  # engine.contact.predict.MAX_BATCH (checked by a test; importing it here would load the model code)
+VARIANTS = ("hcontact", "oafford", "joint")  # engine.contact.predict.VARIANTS (likewise)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -161,8 +162,6 @@ class MultiplexConfig:
     max_models_per_replica: int = 3
 
     def __post_init__(self):
-        from engine.contact.predict import VARIANTS
-
         where = f"[multiplexed.{self.name}]"
         if MULTIPLEX_SEPARATOR in self.name:
             raise InputError(f"{where}: the name may not contain {MULTIPLEX_SEPARATOR!r}")
@@ -506,20 +505,19 @@ def deploy(config: ServeConfig, registered: tuple[str, ...], *, models_dir: str 
         raise InputError(f"the engine config deploys unknown model(s) {', '.join(unknown)}; "
                          f"registered: {', '.join(registered)}")
     connect(config.address)
-    serve.start(http_options={"location": "NoServer"})
+    serve.start(proxy_location="Disabled")  # the studio calls handles; no HTTP proxy
     folder = str(models_dir or config.models_dir) if (models_dir or config.models_dir) else None
-    names = []
+    targets = []
     for item in config.deployments:
         bound = serve.deployment(ModelReplica).options(**item.serve_options()).bind(
             item.name, folder, config.device, item.max_batch_size, item.batch_wait_timeout_s)
-        names.append(config.app_name(item.name))
-        serve.run(bound, name=names[-1], route_prefix=None)
+        targets.append(serve.RunTarget(bound, name=config.app_name(item.name), route_prefix=None))
     for item in config.multiplexed:
         bound = serve.deployment(checkpoint_replica(item.max_models_per_replica)).options(**item.serve_options()).bind(
             item.name, folder, config.device, item.folder, item.variant)
-        names.append(config.app_name(item.name))
-        serve.run(bound, name=names[-1], route_prefix=None)
-    return tuple(names)
+        targets.append(serve.RunTarget(bound, name=config.app_name(item.name), route_prefix=None))
+    serve.run_many(targets)  # every application at once; returns when all are running
+    return tuple(target.name for target in targets)
 
 
 def undeploy(config: ServeConfig) -> tuple[str, ...]:

@@ -84,6 +84,7 @@ def test_bad_files_and_duplicates(tmp_path):
         ServeConfig.from_dict({"adress": "h:1"})
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_bad_engine_and_a_missing_cluster(tmp_path, capsys):
     import app
 
@@ -98,6 +99,7 @@ def test_cli_refuses_a_bad_engine_and_a_missing_cluster(tmp_path, capsys):
     assert "deploys unknown model(s) gpt-5; registered: interactvlm-hcontact" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_nothing_in_the_studio_imports_ray():
     sources = [path for path in (ROOT / "studio").rglob("*.py") if "node_modules" not in path.parts]
     assert sources and not [path for path in sources if "import ray" in path.read_text() or "from ray" in path.read_text()]
@@ -106,8 +108,8 @@ def test_nothing_in_the_studio_imports_ray():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)
 
 
-def test_the_batch_limit_is_the_predictors():
-    from engine.contact.predict import MAX_BATCH
-    from engine.serving import BATCH_LIMIT
+def test_the_batch_limit_and_variants_are_the_predictors():
+    from engine.contact.predict import MAX_BATCH, VARIANTS
+    from engine import serving
 
-    assert BATCH_LIMIT == MAX_BATCH
+    assert serving.BATCH_LIMIT == MAX_BATCH and serving.VARIANTS == VARIANTS

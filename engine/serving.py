@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 import time
 import tomllib
@@ -53,6 +54,7 @@ CONTACT_BATCH_METHOD = "predict_human_contact_batch"
 SINGLE_REQUEST_METHOD = "predict_one"
 STATUS_TTL_S = 5.0
 CALL_TIMEOUT_S = 600.0
+CONNECT_PROBE_S = 5.0
 RETRIES_ON_REPLICA_DEATH = 1  # a call whose replica died is sent again this many times (to a live replica)
 MULTIPLEX_SEPARATOR = "/"
 BATCH_LIMIT = 16  # engine.contact.predict.MAX_BATCH (checked by a test; importing it here would load the model code)
@@ -486,6 +488,12 @@ def connect(address: str) -> None:
     address = parse_address(address)
     if ray.is_initialized():
         return
+    host, _, port = address.rpartition(":")
+    try:  # Ray itself waits minutes for a head that is not there
+        socket.create_connection((host, int(port)), timeout=CONNECT_PROBE_S).close()
+    except OSError as error:
+        raise InputError(f"no Ray cluster answers at {address} (start one with `ray start --head --port {port}`, "
+                         f"or .ci/start-ray): {error}") from None
     try:
         ray.init(address=address, namespace="studio", logging_level=logging.WARNING, log_to_driver=False,
                  include_dashboard=False)

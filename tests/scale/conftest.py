@@ -14,14 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def requirement(flag: str, problem: str) -> None:
-    """Skip with ``problem``, or fail when CI set ``flag=1``."""
-    if os.environ.get(flag) == "1":
-        pytest.fail(f"{flag}=1 but {problem}")
-    pytest.skip(problem)
+from scale_helpers import requirement, tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +28,6 @@ def ray_address() -> str:
     except OSError as error:
         requirement("STUDIO_REQUIRE_RAY", f"no Ray cluster answers at {address}: {error}")
     return address
-
-
-def tiny_checkpoint(folder: Path, clip_folder: Path, seed: int) -> None:
-    from engine.contact.checkpoint import new_model, save_released
-
-    model, tokenizer = new_model("tiny-hcontact", seed=seed)
-    save_released(model, tokenizer, folder, dtype="fp32", clip_folder=clip_folder)
 
 
 @pytest.fixture(scope="session")

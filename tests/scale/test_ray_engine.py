@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from scale_helpers import ROOT
 
 CONFIG = ROOT / "deploy" / "engine-cpu.toml"
 HCONTACT = "interactvlm-hcontact"
@@ -30,6 +30,9 @@ def served(ray_address, tiny_models):
     engine = app.build_engine(str(tiny_models), "cpu", engine=f"ray://{ray_address}", engine_config=str(CONFIG))
     yield engine
     assert app.main(["engine", "--config", str(CONFIG), "--address", ray_address, "--down"]) == 0
+    import ray
+
+    ray.shutdown()  # this test process leaves the cluster (the rest of the suite needs no driver)
 
 
 @pytest.fixture(scope="module")

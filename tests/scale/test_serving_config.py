@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from scale_helpers import ROOT
 from engine.errors import InputError
 from engine.serving import DeploymentConfig, MultiplexConfig, ServeConfig, parse_address
 
@@ -93,6 +93,13 @@ def test_cli_refuses_a_bad_engine_and_a_missing_cluster(tmp_path, capsys):
     assert "--engine must be 'local' or ray://HOST:PORT" in capsys.readouterr().err
     assert app.main(["engine", "--config", str(tmp_path / "none.toml")]) == 2
     assert "engine config" in capsys.readouterr().err
+    config = tmp_path / "nobody.toml"
+    config.write_text('address = "127.0.0.1:1"\n[models.category-prior]\nreplicas = 1\n')
+    assert app.main(["engine", "--config", str(config)]) == 2
+    assert "no Ray cluster answers at 127.0.0.1:1 (start one with `ray start --head --port 1`" in capsys.readouterr().err
+    assert app.main(["serve", "--engine", "ray://127.0.0.1:1", "--engine-config", str(config), "--models", str(tmp_path),
+                     "--db", f"sqlite:///{tmp_path / 's.db'}"]) == 2
+    assert "no Ray cluster answers at 127.0.0.1:1" in capsys.readouterr().err
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('address = "127.0.0.1:1"\n[models.gpt-5]\nreplicas = 1\n')
     assert app.main(["engine", "--config", str(unknown)]) == 2

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from conftest import ROOT, requirement
+from scale_helpers import ROOT, requirement
 
 sys.path.insert(0, str(ROOT / "tests" / "studio"))
 from raw_queue import RawPage, painter_payload  # noqa: E402
@@ -100,8 +100,6 @@ def cluster(tmp_path_factory):
     models, data = folder / "models", folder / "data"  # data: the store's files, shared storage of both replicas
     models.mkdir()
     store = Store(url, data_dir=data)  # creates the schema before the replicas start
-    tasks = [batch.add_task(store, png(index), f"crowd-{index}.png", labels=["chair"], topology=TOPOLOGY)
-             for index in range(TASKS)]
     env = {**os.environ, "STUDIO_ADMIN_USER": ADMIN_USER, "STUDIO_ADMIN_PASSWORD": ADMIN_PASSWORD,
            "STUDIO_VAR": str(folder / "var"), "GRADIO_TEMP_DIR": str(folder / "gradio")}
     replicas, logs = [], []
@@ -113,6 +111,9 @@ def cluster(tmp_path_factory):
                        "--trusted-proxy", "127.0.0.1"]
             replicas.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=logs[-1].open("w"),
                                              stderr=subprocess.STDOUT))
+        # The tasks are made while the replicas start (they share the store; nothing is cached at start).
+        tasks = [batch.add_task(store, png(index), f"crowd-{index}.png", labels=["chair"], topology=TOPOLOGY)
+                 for index in range(TASKS)]
         for port, process, log in zip(REPLICA_PORTS, replicas, logs):
             wait_until_up(f"http://127.0.0.1:{port}/annotate/", process, log)
         prefix = folder / "nginx"

@@ -59,6 +59,7 @@ RETRIES_ON_REPLICA_DEATH = 1  # a call whose replica died is sent again this man
 MULTIPLEX_SEPARATOR = "/"
 BATCH_LIMIT = 16  # engine.contact.predict.MAX_BATCH (checked by a test; importing it here would load the model code)
 VARIANTS = ("hcontact", "oafford", "joint")  # engine.contact.predict.VARIANTS (likewise)
+VARIANT_TARGETS = {"hcontact": ("human",), "oafford": ("object",), "joint": ("human", "object")}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -435,6 +436,10 @@ class CheckpointReplica:
         dtype = "bf16" if self.engine.device.type == "cuda" else "fp32"
         loaded = await asyncio.to_thread(load_interactvlm, folder, self.engine.models_dir / CLIP_FOLDER,
                                          dtype=dtype, device=self.engine.device)
+        targets = tuple(loaded.model.config.targets)
+        if VARIANT_TARGETS[self.variant] != targets:
+            raise InputError(f"checkpoint {checkpoint!r} predicts {' and '.join(targets)} contact; {self.name} serves "
+                             f"{self.variant} checkpoints")
         predictor = InteractVLMPredictor(loaded, self.body, self.topology_map)
         return _Tracked(predictor, checkpoint, self._ids, self._lock)
 

@@ -119,4 +119,4 @@ def test_the_batch_limit_and_variants_are_the_predictors():
     from engine.contact.predict import MAX_BATCH, VARIANTS
     from engine import serving
 
-    assert serving.BATCH_LIMIT == MAX_BATCH and serving.VARIANTS == VARIANTS
+    assert serving.BATCH_LIMIT == MAX_BATCH and serving.VARIANTS == VARIANTS == tuple(serving.VARIANT_TARGETS)

@@ -43,8 +43,9 @@ ENGINE_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deploy
 
 def _engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default="local",
-                        help="local (models in this process, default) or ray://HOST:PORT (Ray Serve deployments "
-                             "started by `app.py engine` on the cluster whose head is HOST:PORT)")
+                        help="local (models in this process, default), ray://HOST:PORT (Ray Serve deployments "
+                             "started by `app.py engine` on the cluster whose head is HOST:PORT) or ray (the "
+                             "address in --engine-config)")
     parser.add_argument("--engine-config", default=ENGINE_CONFIG,
                         help="which models are deployed and how, for --engine ray://... (default: deploy/engine.toml)")
 
@@ -53,8 +54,8 @@ def build_engine(models: str | None, device: str = "auto", gpu_concurrency: int 
                  engine_config: str = ENGINE_CONFIG):
     """The one Engine of this process, with every model the studio and the CLIs use registered.
 
-    ``engine``: ``local`` (every model in this process) or ``ray://HOST:PORT`` (the models of
-    ``engine_config`` through Ray Serve; the others still in this process)."""
+    ``engine``: ``local`` (every model in this process), ``ray://HOST:PORT`` (the models of ``engine_config``
+    through Ray Serve; the others still in this process) or ``ray`` (the same, at the config's address)."""
     from engine.errors import InputError
     from engine.paths import models_dir
     from engine.runtime import Engine, EngineConfig
@@ -65,11 +66,12 @@ def build_engine(models: str | None, device: str = "auto", gpu_concurrency: int 
     register_models(local)
     if engine.strip().lower() == "local":
         return local
-    if not engine.strip().lower().startswith("ray://"):
-        raise InputError(f"--engine must be 'local' or ray://HOST:PORT, got {engine!r}")
+    choice = engine.strip().lower()
+    if choice != "ray" and not choice.startswith("ray://"):
+        raise InputError(f"--engine must be 'local', 'ray' (the config's address) or ray://HOST:PORT, got {engine!r}")
     from engine.serving import RayEngine, ServeConfig  # ray is imported only for an engine on Ray
 
-    return RayEngine(ServeConfig.from_file(engine_config, address=engine), local)
+    return RayEngine(ServeConfig.from_file(engine_config, address=None if choice == "ray" else engine), local)
 
 
 def doctor(models: str | None, engine: str = "local", engine_config: str = ENGINE_CONFIG) -> int:

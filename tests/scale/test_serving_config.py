@@ -90,7 +90,7 @@ def test_cli_refuses_a_bad_engine_and_a_missing_cluster(tmp_path, capsys):
 
     assert app.main(["serve", "--engine", "grpc://x:1", "--models", str(tmp_path), "--db",
                      f"sqlite:///{tmp_path / 's.db'}"]) == 2
-    assert "--engine must be 'local' or ray://HOST:PORT" in capsys.readouterr().err
+    assert "--engine must be 'local', 'ray' (the config's address) or ray://HOST:PORT" in capsys.readouterr().err
     assert app.main(["engine", "--config", str(tmp_path / "none.toml")]) == 2
     assert "engine config" in capsys.readouterr().err
     config = tmp_path / "nobody.toml"
@@ -100,6 +100,8 @@ def test_cli_refuses_a_bad_engine_and_a_missing_cluster(tmp_path, capsys):
     assert app.main(["serve", "--engine", "ray://127.0.0.1:1", "--engine-config", str(config), "--models", str(tmp_path),
                      "--db", f"sqlite:///{tmp_path / 's.db'}"]) == 2
     assert "no Ray cluster answers at 127.0.0.1:1" in capsys.readouterr().err
+    assert app.main(["doctor", "--models", str(tmp_path), "--engine", "ray", "--engine-config", str(config)]) == 0
+    assert "Engine: no Ray cluster answers at 127.0.0.1:1" in capsys.readouterr().out, "the config's address"
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('address = "127.0.0.1:1"\n[models.gpt-5]\nreplicas = 1\n')
     assert app.main(["engine", "--config", str(unknown)]) == 2

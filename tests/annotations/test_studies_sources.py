@@ -3,6 +3,7 @@ every bad upload refused with a message naming the problem (unbalanced pairs, mi
 from __future__ import annotations
 
 import io
+import types
 import zipfile
 
 import numpy as np
@@ -147,3 +148,78 @@ def test_a_zip_with_traversal_is_refused(tmp_path):
         archive.writestr("../a/0.png", png(1))
     with pytest.raises(InputError, match="'..'"):
         read_zip(path)
+
+
+def genzi_run_files(scene, offset: float) -> dict[str, bytes]:
+    """What the GenZI tab keeps of a generation, made the tab's way: the scene with two (tetrahedral) bodies as
+    one GLB (``studio.genzi.scene_with_bodies_glb``) and the metrics."""
+    from studio.genzi import scene_with_bodies_glb
+
+    tetra = np.array([[0, 0, 0], [0.3, 0, 0], [0, 1.6, 0], [0, 0, 0.3]], dtype=np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    bodies = [tetra + np.array([offset, 0.45, -1.35], dtype=np.float32), tetra + np.array([offset + 0.5, 0.0, 0.0])]
+    return {"scene_and_bodies.glb": scene_with_bodies_glb(scene, bodies, faces),
+            "metrics.json": b'{"clip_mean": 0.3}', "genzi_bodies.npz": b"not shown"}
+
+
+def test_genzi_runs_pair_into_orbitable_scene_items(store):
+    """GenZI runs as stimuli: two methods on the same scene, point and prompt (the tab's group key) pair up, the
+    run picker offers them (GenZI's own method as A), and each side shows that run's scene-with-bodies GLB."""
+    import trimesh
+
+    from annotations.studies import (StudyConfig, create_study, current_trial, join, participant_trials, set_state,
+                                     stimulus_file)
+    from annotations.studies_sources import run_pairings
+    from engine.genzi import scenes
+    from studio.genzi import group_key
+    from studio.study_admin import run_pair_choices, run_pair_fields
+
+    scene = scenes.builtin_scene("living_room")
+    point = scenes.BUILTIN_POINTS["living_room"]
+    groups = [group_key(scene, point, prompt) for prompt in ("sitting on the sofa", "reading a book")]
+    variant = "genzi: one inpainting stage"
+    runs = {}
+    for number, group in enumerate(groups):
+        runs[("genzi", group)] = save_run(store, kind="genzi", method="genzi", inputs={"prompt": number},
+                                          group_key=group, files=genzi_run_files(scene, 0.1 * number))
+        runs[(variant, group)] = save_run(store, kind="genzi", method=variant, inputs={"prompt": number},
+                                          group_key=group, files=genzi_run_files(scene, 1.0 + 0.1 * number))
+    save_run(store, kind="genzi", method=variant, inputs={}, group_key=group_key(scene, point, "alone"),
+             files=genzi_run_files(scene, 2.0))  # no GenZI run of this prompt: no item
+    save_run(store, kind="hoi", method="baseline: silhouette only (no contacts)", inputs={}, group_key="img",
+             files={"render.png": png(1)})
+    save_run(store, kind="hoi", method="interactvlm-hoi (painted / prior)", inputs={}, group_key="img",
+             files={"render.png": png(2)})
+
+    pairings = run_pairings(store)
+    assert [(p.kind, p.method_a, p.method_b, p.inputs) for p in pairings] == [
+        ("genzi", "genzi", variant, 2),
+        ("hoi", "interactvlm-hoi (painted / prior)", "baseline: silhouette only (no contacts)", 1)]
+    studio = types.SimpleNamespace(store=store)
+    assert run_pair_choices(studio)[0] == "genzi: genzi  vs  genzi: one inpainting stage  (2 inputs)"
+    assert run_pair_fields(studio, run_pair_choices(studio)[0]) == ("genzi", "genzi", variant)
+    with pytest.raises(InputError, match="no longer there"):
+        run_pair_fields(studio, "genzi: genzi  vs  something else  (1 input)")
+
+    items = items_from_runs(store, "genzi", "genzi", variant)
+    assert sorted(item.name for item in items) == sorted(f"genzi-{group[:16]}" for group in groups)
+    for item in items:
+        group = item.source["group_key"]
+        assert item.a.media == item.b.media == "glb"
+        assert item.a.data == runs[("genzi", group)].files["scene_and_bodies.glb"].read_bytes()
+        assert item.b.data == runs[(variant, group)].files["scene_and_bodies.glb"].read_bytes()
+        assert item.source["runs"] == {"a": runs[("genzi", group)].id, "b": runs[(variant, group)].id}
+    loaded = trimesh.load(io.BytesIO(items[0].a.data), file_type="glb")
+    assert sorted(loaded.geometry) == ["body00", "body01", "scene"]
+    assert len(loaded.geometry["scene"].faces) == len(scene.faces)
+
+    create_study(store, slug="genzi-ab", title="People in rooms", method_a="genzi", method_b=variant, items=items,
+                 config=StudyConfig(likert="chosen"), seed=3)
+    set_state(store, "genzi-ab", "open")
+    person = join(store, "genzi-ab", "P1", "S1")
+    trial = current_trial(store, "genzi-ab", person.token)
+    assert trial.media == "glb" and not trial.has_reference
+    shown = {slot: stimulus_file(store, "genzi-ab", trial.key, slot).path.read_bytes() for slot in ("left", "right")}
+    swapped = participant_trials(store, "genzi-ab", "P1")[0][2]
+    item = next(item for item in items if item.a.data in shown.values())
+    assert (shown["left"], shown["right"]) == ((item.b.data, item.a.data) if swapped else (item.a.data, item.b.data))

@@ -38,7 +38,7 @@ from annotations.runs import list_runs
 from annotations.store import Store
 from annotations.studies import ItemSpec
 from annotations.studies_media import (GLB_SUFFIXES, IMAGE_SUFFIXES, STIMULUS_SUFFIXES, VIDEO_SUFFIXES,
-                                       broken_render, check_stimulus)
+                                       broken_stimulus, check_stimulus)
 from engine.errors import InputError
 
 REFERENCE_FOLDER = "reference"
@@ -277,13 +277,14 @@ def _run_file(run, name: str):
 
 
 def with_catch_items(items: list[ItemSpec], count: int, seed: int) -> list[ItemSpec]:
-    """``items`` plus ``count`` attention checks: image items against a broken render of themselves."""
-    images = [item for item in items if not item.is_catch and item.a.media == "image"]
-    if count > len(images):
-        raise InputError(f"{count} attention checks need as many image items to break; the study has {len(images)}")
-    catches = [ItemSpec(name=f"check-{index + 1}", a=item.a, b=broken_render(item.a, seed + index), is_catch=True,
+    """``items`` plus ``count`` attention checks: image or GLB items against a broken copy of themselves."""
+    breakable = [item for item in items if not item.is_catch and item.a.media in ("image", "glb")]
+    if count > len(breakable):
+        raise InputError(f"{count} attention checks need as many image or GLB items to break; the study has "
+                         f"{len(breakable)} (make catch items for videos by hand: the pairs CSV's catch column)")
+    catches = [ItemSpec(name=f"check-{index + 1}", a=item.a, b=broken_stimulus(item.a, seed + index), is_catch=True,
                         reference=item.reference, source={"attention_check_from": item.name})
-               for index, item in enumerate(images[:count])]
+               for index, item in enumerate(breakable[:count])]
     taken = {item.name for item in items}
     clash = [item.name for item in catches if item.name in taken]
     if clash:

@@ -13,7 +13,7 @@ from study_fixtures import glb, png, write_pairs_zip
 
 from annotations.files import read_zip
 from annotations.runs import save_run
-from annotations.studies_media import BROKEN_TILES, broken_render, check_stimulus
+from annotations.studies_media import BROKEN_TILES, broken_model, broken_render, check_stimulus
 from annotations.studies_sources import (StudyRejected, items_from_runs, items_from_upload, with_catch_items)
 from engine.errors import InputError
 
@@ -107,8 +107,34 @@ def test_broken_render_is_a_shuffled_inverted_copy():
                                  .reshape(-1, 6 * 8 * 3).tolist())
     assert tiles(pixels) == tiles(shuffled), "the same tiles, inverted"
     assert not np.array_equal(pixels, shuffled), "in other places"
-    with pytest.raises(InputError, match="image items"):
+    with pytest.raises(InputError, match="image or GLB items"):
         broken_render(check_stimulus("x.glb", glb()), 0)
+
+
+def test_broken_model_scrambles_every_mesh_of_a_scene():
+    """The catch side of a GLB item: the same meshes (names, faces, the same vertices) with the vertices in
+    another order, so that the triangles become long spikes across the scene."""
+    import trimesh
+
+    from engine.genzi import scenes
+
+    original = check_stimulus("s.glb", genzi_run_files(scenes.builtin_scene("living_room"), 0.0)["scene_and_bodies.glb"])
+    broken = broken_model(original, seed=5)
+    assert broken.media == "glb" and broken.sha256 != original.sha256
+    assert broken_model(original, seed=5).data == broken.data, "reproducible from the seed"
+    before, after = (trimesh.load(io.BytesIO(model.data), file_type="glb", force="scene") for model in (original, broken))
+    assert sorted(before.geometry) == sorted(after.geometry) == ["body00", "body01", "scene"]
+    for name, mesh in before.geometry.items():
+        tangled = after.geometry[name]
+        assert np.array_equal(tangled.faces, mesh.faces)
+        assert np.allclose(np.sort(tangled.vertices, axis=0), np.sort(mesh.vertices, axis=0))
+        assert not np.allclose(tangled.vertices, mesh.vertices)
+    edge = lambda mesh: float(np.linalg.norm(np.diff(mesh.vertices[mesh.faces], axis=1), axis=2).mean())
+    assert edge(after.geometry["scene"]) > 3 * edge(before.geometry["scene"]), "long spikes across the room"
+    with pytest.raises(InputError, match="no triangle mesh"):
+        broken_model(check_stimulus("x.glb", glb()), 0)
+    with pytest.raises(InputError, match="takes a GLB"):
+        broken_model(check_stimulus("a.png", png(1)), 0)
 
 
 def test_generated_attention_checks():
@@ -116,7 +142,7 @@ def test_generated_attention_checks():
     checked = with_catch_items(items, 2, seed=4)
     catches = [item for item in checked if item.is_catch]
     assert [c.name for c in catches] == ["check-1", "check-2"] and catches[0].a.data == items[0].a.data
-    with pytest.raises(InputError, match="need as many image items"):
+    with pytest.raises(InputError, match="need as many image or GLB items"):
         with_catch_items(items, 4, seed=0)
 
 
@@ -213,6 +239,9 @@ def test_genzi_runs_pair_into_orbitable_scene_items(store):
     assert sorted(loaded.geometry) == ["body00", "body01", "scene"]
     assert len(loaded.geometry["scene"].faces) == len(scene.faces)
 
+    checked = with_catch_items(items, 1, seed=2)
+    assert checked[-1].is_catch and checked[-1].a.media == checked[-1].b.media == "glb"
+    assert checked[-1].a.data == items[0].a.data and checked[-1].b.data != items[0].a.data
     create_study(store, slug="genzi-ab", title="People in rooms", method_a="genzi", method_b=variant, items=items,
                  config=StudyConfig(likert="chosen"), seed=3)
     set_state(store, "genzi-ab", "open")

@@ -195,7 +195,7 @@ def test_admin_bad_uploads_are_refused_with_the_reason(admin, tmp_path, rows, me
 def test_admin_other_bad_input(admin, tmp_path):
     with pytest.raises(AppError, match="upload a zip"):
         create(admin, slug="empty")
-    with pytest.raises(AppError, match="need at least as many catch items|need as many image items"):
+    with pytest.raises(AppError, match="need at least as many catch items|need as many image or GLB items"):
         create(admin, slug="checks", files=[pairs_zip(tmp_path)], attention_checks=9)
     with pytest.raises(AppError, match="no input has hoi runs"):
         create(admin, slug="runs", source="runs")

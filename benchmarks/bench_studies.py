@@ -64,6 +64,8 @@ def serve(folder: str, db_url: str, slug: str, items: int, ready, stop, cpu) -> 
             durations.append(time.perf_counter() - start)
 
     studio.study.respond_payload = timed  # looked up at each request: the route's thread calls this wrapper
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     models = Path(folder) / "models"
     models.mkdir(exist_ok=True)
     settings = StudioSettings(models_dir=models, db_url=db_url, data_dir=Path(folder) / "data")
@@ -84,6 +86,7 @@ class Connection:
     def __init__(self, host: str, port: int, times: dict):
         self.host, self.port, self.times = host, port, times
         self.reader = self.writer = None
+        self.cookies: dict[str, str] = {}  # kept and sent back, as a browser does
 
     async def request(self, method: str, path: str, body: dict | None = None,
                       headers: dict | None = None) -> tuple[int, bytes]:
@@ -94,6 +97,8 @@ class Connection:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(data)}"]
         lines += ["Content-Type: application/json"] if body is not None else []
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        lines += ["Cookie: " + "; ".join(f"{name}={value}" for name, value in self.cookies.items())] \
+            if self.cookies else []
         message = ("\r\n".join(lines) + "\r\n\r\n").encode() + data
         reused = self.writer is not None
         try:
@@ -119,6 +124,9 @@ class Connection:
             length = int(value) if name == "content-length" else length
             chunked = chunked or (name == "transfer-encoding" and "chunked" in value)
             close = close or (name == "connection" and value == "close")
+            if name == "set-cookie":
+                cookie, _, _ = line.decode("latin-1").partition(":")[2].strip().partition(";")
+                self.cookies[cookie.split("=", 1)[0]] = cookie.split("=", 1)[1] if "=" in cookie else ""
         payload = await self._chunks() if chunked else await self.reader.readexactly(length)
         if close:
             self.close()

@@ -64,8 +64,6 @@ def serve(folder: str, db_url: str, slug: str, items: int, ready, stop, cpu) -> 
             durations.append(time.perf_counter() - start)
 
     studio.study.respond_payload = timed  # looked up at each request: the route's thread calls this wrapper
-    if os.environ.get("BENCH_SWITCH_INTERVAL"):
-        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     models = Path(folder) / "models"
     models.mkdir(exist_ok=True)
     settings = StudioSettings(models_dir=models, db_url=db_url, data_dir=Path(folder) / "data")

@@ -57,7 +57,7 @@ MAX_ITEMS = 5000
 TIMEOUT_GRACE_S = 2.0  # network slack before an answer past the time limit counts as a timeout
 _RETRIES = 3
 TRIAL_FILES_CACHED = 8192  # trials whose stimulus files are kept in memory per store (about 1 KiB each)
-STUDIES_CACHED = 64  # studies whose fixed facts (texts, settings, items, files) are kept in memory per store
+STUDIES_CACHED = 16  # studies whose fixed facts (texts, settings, items, files) are kept in memory per store
 
 
 class StudyStateError(InputError):
@@ -452,7 +452,8 @@ def _load_facts(store: Store, slug: str) -> StudyFacts:
                       seed=row.seed, link_secret=row.link_secret,
                       regular=tuple(item_id for item_id, is_catch in items if not is_catch),
                       catches=tuple(item_id for item_id, is_catch in items if is_catch),
-                      stimuli=MappingProxyType({item_id: MappingProxyType(roles) for item_id, roles in by_item.items()}))
+                      stimuli=MappingProxyType({item_id: MappingProxyType(roles)
+                                                for item_id, roles in by_item.items()}))
 
 
 # ---- the participant routes' statements -------------------------------------------------------------------

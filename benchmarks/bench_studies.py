@@ -210,7 +210,8 @@ def check_database(db_url: str, folder: str, slug: str, acknowledged: list[str])
     store.close()
     keys = [row.key for row in rows]
     pairs = {(row.participant_id, row.item_id) for row in rows}
-    return {"stored": len(rows), "lost": len(set(acknowledged) - set(keys)), "duplicated_trials": len(keys) - len(set(keys)),
+    return {"stored": len(rows), "lost": len(set(acknowledged) - set(keys)),
+            "duplicated_trials": len(keys) - len(set(keys)),
             "duplicated_items": len(rows) - len(pairs), "finished": finished}
 
 

@@ -118,11 +118,13 @@ def test_broken_model_scrambles_every_mesh_of_a_scene():
 
     from engine.genzi import scenes
 
-    original = check_stimulus("s.glb", genzi_run_files(scenes.builtin_scene("living_room"), 0.0)["scene_and_bodies.glb"])
+    files = genzi_run_files(scenes.builtin_scene("living_room"), 0.0)
+    original = check_stimulus("s.glb", files["scene_and_bodies.glb"])
     broken = broken_model(original, seed=5)
     assert broken.media == "glb" and broken.sha256 != original.sha256
     assert broken_model(original, seed=5).data == broken.data, "reproducible from the seed"
-    before, after = (trimesh.load(io.BytesIO(model.data), file_type="glb", force="scene") for model in (original, broken))
+    before, after = (trimesh.load(io.BytesIO(model.data), file_type="glb", force="scene")
+                     for model in (original, broken))
     assert sorted(before.geometry) == sorted(after.geometry) == ["body00", "body01", "scene"]
     for name, mesh in before.geometry.items():
         tangled = after.geometry[name]

@@ -302,7 +302,7 @@ def test_concurrent_participants_and_double_submits_store_each_answer_once(store
     assert studies.participation(store, "demo") == (people, people)
 
 
-# ---- crash safety (SQLite file, PostgreSQL) ----------------------------------------------------------------------------
+# ---- crash safety (SQLite file, PostgreSQL) ----------------------------------------------------------------
 ROOT = Path(__file__).resolve().parents[2]
 WRITER = """
 import sys

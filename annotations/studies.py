@@ -464,22 +464,22 @@ TRIALS, RESPONSES = models.StudyTrialRow.__table__, models.StudyResponseRow.__ta
 
 class HotStatements:
     """The statements of join, trial and respond, built once per dialect with bind parameters (SQLAlchemy
-    Core: no ORM objects, no per-call construction). A response is three to five statements in one
-    transaction: the participant and the study's state, the participant's trials with their answers, the
-    insert, and the next trial marked shown (and the participant finished after the last)."""
+    Core: no ORM objects, no per-call construction). A response is two to four statements in one
+    transaction: the participant's trials with their answers and the study's state (one read), the insert,
+    and the next trial marked shown (and the participant finished after the last)."""
 
     def __init__(self, dialect: str):
         s, p, t, r = STUDIES, PARTICIPANTS, TRIALS, RESPONSES
-        head = (select(p.c.id, s.c.state).select_from(p.join(s, s.c.id == p.c.study_id))
-                .where(p.c.token == bindparam("token"), p.c.study_id == bindparam("study")))
-        self.head = head
+        progress = (select(p.c.id.label("participant_id"), s.c.state, t.c.id, t.c.key, t.c.position, t.c.item_id,
+                           t.c.swapped, t.c.shown_at, r.c.id.label("response_id"), r.c.choice, r.c.seconds)
+                    .select_from(t.join(p, p.c.id == t.c.participant_id).join(s, s.c.id == p.c.study_id)
+                                 .outerjoin(r, r.c.trial_id == t.c.id))
+                    .where(p.c.token == bindparam("token"), p.c.study_id == bindparam("study"))
+                    .order_by(t.c.position))
+        self.progress = progress
         # On PostgreSQL one participant's writes (a double click) take turns on their row; SQLite writers
         # are serialised by BEGIN IMMEDIATE already.
-        self.head_locked = head if dialect == "sqlite" else head.with_for_update(of=p)
-        self.progress = (select(t.c.id, t.c.key, t.c.position, t.c.item_id, t.c.swapped, t.c.shown_at,
-                                r.c.id.label("response_id"), r.c.choice, r.c.seconds)
-                         .select_from(t.outerjoin(r, r.c.trial_id == t.c.id))
-                         .where(t.c.participant_id == bindparam("participant")).order_by(t.c.position))
+        self.progress_locked = progress if dialect == "sqlite" else progress.with_for_update(of=p)
         self.state = select(s.c.state).where(s.c.id == bindparam("study"))
         planned = select(func.count()).where(t.c.participant_id == p.c.id).scalar_subquery()
         answered = select(func.count()).where(r.c.participant_id == p.c.id).scalar_subquery()
@@ -632,7 +632,7 @@ def current_trial(store: Store, slug: str, token: str) -> TrialView | None:
     facts = study_facts(store, slug)
     sql = hot_statements(store.dialect)
     with store.transaction() as connection:
-        _, state, trials = _head_and_progress(connection, sql.head, facts, token)
+        _, state, trials = _progress(connection, sql.progress, facts, token)
         _check_accepting(state)
     trial = _first_open(trials)
     if trial is None:
@@ -657,14 +657,13 @@ class _Trial(NamedTuple):
     seconds: float | None
 
 
-def _head_and_progress(connection, head, facts: StudyFacts, token) -> tuple[int, str, list[_Trial]]:
-    """The participant's id, the study's state, and the participant's trials in order with their answers."""
-    found = connection.execute(head, {"token": token, "study": facts.id}).first() if _valid_token(token) else None
-    if found is None:
+def _progress(connection, statement, facts: StudyFacts, token) -> tuple[int, str, list[_Trial]]:
+    """The participant's id, the study's state, and the participant's trials in order with their answers (one
+    read; every participant has at least one trial, so no row means no such participant in this study)."""
+    rows = connection.execute(statement, {"token": token, "study": facts.id}).all() if _valid_token(token) else []
+    if not rows:
         raise TrialError("unknown participant; reopen the link you were given")
-    participant_id, state = found
-    rows = connection.execute(hot_statements(connection.dialect.name).progress, {"participant": participant_id})
-    return participant_id, state, [_Trial(*row) for row in rows]
+    return rows[0].participant_id, rows[0].state, [_Trial(*row[2:]) for row in rows]
 
 
 def _first_open(trials):
@@ -723,7 +722,7 @@ def _client_seconds(value) -> float | None:
 def _respond_once(store: Store, facts: StudyFacts, token, trial_key, choice, ratings, client) -> ResponseReceipt:
     sql = hot_statements(store.dialect)
     with store.transaction(write=True) as connection:
-        participant_id, state, trials = _head_and_progress(connection, sql.head_locked, facts, token)
+        participant_id, state, trials = _progress(connection, sql.progress_locked, facts, token)
         index = next((number for number, trial in enumerate(trials) if trial.key == trial_key), None)
         if index is None:
             raise TrialError(_foreign_trial_message(connection, sql, trial_key))

@@ -16,6 +16,11 @@ mixed in. The participant page only ever sees opaque trial keys; which side is w
 Rules: one response per item per participant; responses only to the participant's current trial (a
 repeat of an answered trial returns the first receipt); paused and closed studies accept nothing; a
 participant who reloads resumes at the same trial. Files live under ``<data dir>/studies/<slug>/``.
+
+The participant routes are the hot path (``HotStatements``, SQLAlchemy Core): a study's fixed facts (texts,
+settings, items and files: nothing changes them after creation) are read once per store and kept in memory,
+only its state is read each time; a join reads, plans outside the write transaction, then inserts; a reload
+of a trial already shown only reads; a response is one transaction of two to four statements.
 """
 from __future__ import annotations
 

@@ -16,9 +16,15 @@ mixed in. The participant page only ever sees opaque trial keys; which side is w
 Rules: one response per item per participant; responses only to the participant's current trial (a
 repeat of an answered trial returns the first receipt); paused and closed studies accept nothing; a
 participant who reloads resumes at the same trial. Files live under ``<data dir>/studies/<slug>/``.
+
+The participant routes are the hot path (``HotStatements``, SQLAlchemy Core): a study's fixed facts (texts,
+settings, items and files: nothing changes them after creation) are read once per store and kept in memory,
+only its state is read each time; a join reads, plans outside the write transaction, then inserts; a reload
+of a trial already shown only reads; a response is one transaction of two to four statements.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -28,13 +34,14 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 from urllib.parse import urlencode, urlparse
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -55,6 +62,7 @@ MAX_ITEMS = 5000
 TIMEOUT_GRACE_S = 2.0  # network slack before an answer past the time limit counts as a timeout
 _RETRIES = 3
 TRIAL_FILES_CACHED = 8192  # trials whose stimulus files are kept in memory per store (about 1 KiB each)
+STUDIES_CACHED = 16  # studies whose fixed facts (texts, settings, items, files) are kept in memory per store
 
 
 class StudyStateError(InputError):
@@ -344,6 +352,160 @@ def recruitment_link(store: Store, slug: str, base_url: str, pid: str | None = N
     return f"{base}?{urlencode(query)}"
 
 
+# ---- what never changes, in memory ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    """Everything about a study but its state: fixed at creation (nothing edits a study's texts, settings or
+    items afterwards), so each store keeps it in memory and the participant routes never read it again.
+
+    regular, catches: item ids (regular items, attention checks), ascending; stimuli: item id -> role -> file.
+    """
+
+    id: int
+    slug: str
+    title: str
+    config: StudyConfig
+    seed: int
+    link_secret: str
+    regular: tuple[int, ...]
+    catches: tuple[int, ...]
+    stimuli: Mapping[int, Mapping[str, Stimulus]]
+
+
+@dataclass(frozen=True)
+class _TrialFiles:
+    """A trial's stimuli by role ("a", "b", "reference") and its swap: fixed once the trial exists."""
+
+    slug: str
+    swapped: bool
+    by_role: Mapping[str, Stimulus]
+
+    def file(self, slot: str) -> Stimulus:
+        role = slot if slot == "reference" else ("a" if (slot == "left") != self.swapped else "b")
+        found = self.by_role.get(role)
+        if found is None:
+            raise TrialError("this trial has no reference image")
+        return found
+
+
+class _LeastRecentlyUsed:
+    """A bounded, thread-safe map whose values never change once stored (least recently used leave first)."""
+
+    def __init__(self, size: int):
+        self.size, self._entries, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+class _Memory:
+    """One store's memory: study facts by slug, and trial files by trial key (for the stimulus route)."""
+
+    def __init__(self):
+        self.studies = _LeastRecentlyUsed(STUDIES_CACHED)
+        self.trials = _LeastRecentlyUsed(TRIAL_FILES_CACHED)
+
+
+_CACHES: "weakref.WeakKeyDictionary[Store, _Memory]" = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _memory(store: Store) -> _Memory:
+    with _CACHES_LOCK:
+        memory = _CACHES.get(store)
+        if memory is None:
+            memory = _CACHES[store] = _Memory()
+        return memory
+
+
+def study_facts(store: Store, slug: str) -> StudyFacts:
+    """The study's fixed facts: from memory after the first call (three reads then)."""
+    memory = _memory(store)
+    found = memory.studies.get(slug) if isinstance(slug, str) else None
+    if found is None:
+        found = _load_facts(store, slug)
+        memory.studies.put(slug, found)
+    return found
+
+
+def _load_facts(store: Store, slug: str) -> StudyFacts:
+    with store.session() as session:
+        row = _study_row(session, slug)
+        items = session.execute(select(models.StudyItemRow.id, models.StudyItemRow.is_catch)
+                                .where(models.StudyItemRow.study_id == row.id)
+                                .order_by(models.StudyItemRow.id)).all()
+        stimuli = session.scalars(select(models.StudyStimulusRow).join(
+            models.StudyItemRow, models.StudyItemRow.id == models.StudyStimulusRow.item_id)
+            .where(models.StudyItemRow.study_id == row.id)).all()
+    by_item: dict[int, dict[str, Stimulus]] = {}
+    for stimulus in stimuli:
+        by_item.setdefault(stimulus.item_id, {})[stimulus.role] = _stimulus(store, stimulus)
+    return StudyFacts(id=row.id, slug=row.slug, title=row.title, config=StudyConfig.from_json(row.config),
+                      seed=row.seed, link_secret=row.link_secret,
+                      regular=tuple(item_id for item_id, is_catch in items if not is_catch),
+                      catches=tuple(item_id for item_id, is_catch in items if is_catch),
+                      stimuli=MappingProxyType({item_id: MappingProxyType(roles)
+                                                for item_id, roles in by_item.items()}))
+
+
+# ---- the participant routes' statements -------------------------------------------------------------------
+
+STUDIES, PARTICIPANTS = models.StudyRow.__table__, models.StudyParticipantRow.__table__
+TRIALS, RESPONSES = models.StudyTrialRow.__table__, models.StudyResponseRow.__table__
+
+
+class HotStatements:
+    """The statements of join, trial and respond, built once per dialect with bind parameters (SQLAlchemy
+    Core: no ORM objects, no per-call construction). A response is two to four statements in one
+    transaction: the participant's trials with their answers and the study's state (one read), the insert,
+    and the next trial marked shown (and the participant finished after the last)."""
+
+    def __init__(self, dialect: str):
+        s, p, t, r = STUDIES, PARTICIPANTS, TRIALS, RESPONSES
+        progress = (select(p.c.id.label("participant_id"), s.c.state, t.c.id, t.c.key, t.c.position, t.c.item_id,
+                           t.c.swapped, t.c.shown_at, r.c.id.label("response_id"), r.c.choice, r.c.seconds)
+                    .select_from(t.join(p, p.c.id == t.c.participant_id).join(s, s.c.id == p.c.study_id)
+                                 .outerjoin(r, r.c.trial_id == t.c.id))
+                    .where(p.c.token == bindparam("token"), p.c.study_id == bindparam("study"))
+                    .order_by(t.c.position))
+        self.progress = progress
+        # On PostgreSQL one participant's writes (a double click) take turns on their row; SQLite writers
+        # are serialised by BEGIN IMMEDIATE already.
+        self.progress_locked = progress if dialect == "sqlite" else progress.with_for_update(of=p)
+        self.state = select(s.c.state).where(s.c.id == bindparam("study"))
+        planned = select(func.count()).where(t.c.participant_id == p.c.id).scalar_subquery()
+        answered = select(func.count()).where(r.c.participant_id == p.c.id).scalar_subquery()
+        self.by_pid = (select(p.c.id, p.c.session, p.c.token, p.c.seed, p.c.completed_at,
+                              planned.label("planned"), answered.label("answered"))
+                       .where(p.c.study_id == bindparam("study"), p.c.external_id == bindparam("pid")))
+        self.trial_owner = select(t.c.participant_id).where(t.c.key == bindparam("key"))
+        self.insert_participant = insert(p).returning(p.c.id)
+        self.insert_trials = insert(t)
+        self.insert_response = insert(r).returning(r.c.id)
+        self.mark_shown = (update(t).where(t.c.id == bindparam("trial"), t.c.shown_at.is_(None))
+                           .values(shown_at=bindparam("now")))
+        self.mark_completed = (update(p).where(p.c.id == bindparam("participant"))
+                               .values(completed_at=bindparam("now")))
+
+
+@functools.lru_cache(maxsize=None)
+def hot_statements(dialect: str) -> HotStatements:
+    return HotStatements(dialect)
+
+
 # ---- participants -----------------------------------------------------------------------------------------
 
 
@@ -369,12 +531,19 @@ def join(store: Store, slug: str, pid: str, session: str, signature: str | None 
          create: bool = True) -> Participant | None:
     """The participant with this id, created with their plan on first sight (a reload finds the same one).
 
-    With ``create=False`` an unknown participant gives None (the page asks for consent first).
+    With ``create=False`` an unknown participant gives None (the page asks for consent first). A returning
+    participant is only read; a new one is planned outside the write transaction, which then holds one state
+    check and two inserts.
     """
     pid, session = _participant_id(pid, "participant id"), _participant_id(session or pid, "session id")
+    facts = study_facts(store, slug)
+    if facts.config.signed_links:
+        expected = link_signature(facts.link_secret, slug, pid, session)
+        if not isinstance(signature, str) or not hmac.compare_digest(signature.encode(), expected.encode()):
+            raise StudyStateError("this link is not valid for this study; open the exact link you were given")
     for attempt in range(_RETRIES):
         try:
-            return _join_once(store, slug, pid, session, signature, create)
+            return _join_once(store, facts, pid, session, create)
         except IntegrityError:  # the same pid joined from two tabs at once: the other request created them
             if attempt == _RETRIES - 1:
                 raise
@@ -388,86 +557,59 @@ def _participant_id(value, name: str) -> str:
         raise InputError(f"the link's {name} must be 1-128 printable characters") from None
 
 
-def _join_once(store: Store, slug: str, pid: str, session_id: str, signature: str | None,
-               create: bool) -> Participant | None:
-    with store.session(write=True) as session:
-        study_row = _study_row(session, slug)
-        config = StudyConfig.from_json(study_row.config)
-        if config.signed_links:
-            expected = link_signature(study_row.link_secret, slug, pid, session_id)
-            if not isinstance(signature, str) or not hmac.compare_digest(signature.encode(), expected.encode()):
-                raise StudyStateError("this link is not valid for this study; open the exact link you were given")
-        row = session.scalar(select(models.StudyParticipantRow)
-                             .where(models.StudyParticipantRow.study_id == study_row.id,
-                                    models.StudyParticipantRow.external_id == pid))
-        _check_accepting(study_row, resuming=row is not None)
-        if row is None and not create:
-            return None
-        if row is None:
-            row, total = _new_participant(session, study_row, config, pid, session_id)
-            return _participant_from_row(session, row, counts=(total, 0))
-        return _participant_from_row(session, row)
+def _join_once(store: Store, facts: StudyFacts, pid: str, session_id: str, create: bool) -> Participant | None:
+    sql = hot_statements(store.dialect)
+    with store.transaction() as connection:
+        state = connection.execute(sql.state, {"study": facts.id}).scalar_one()
+        found = connection.execute(sql.by_pid, {"study": facts.id, "pid": pid}).first()
+    _check_accepting(state, resuming=found is not None)
+    if found is not None:
+        return Participant(id=found.id, study_id=facts.id, external_id=pid, session=found.session,
+                           token=found.token, seed=found.seed, num_trials=found.planned, num_answered=found.answered,
+                           completed=found.completed_at is not None)
+    if not create:
+        return None
+    seed = participant_seed(facts.seed, pid)
+    config = facts.config
+    plan = plan_trials(facts.regular, facts.catches, config.items_per_participant or len(facts.regular),
+                       config.attention_checks, seed)
+    token = secrets.token_urlsafe(24)
+    with store.transaction(write=True) as connection:
+        _check_accepting(connection.execute(sql.state, {"study": facts.id}).scalar_one(), resuming=False)
+        participant_id = connection.execute(sql.insert_participant, {
+            "study_id": facts.id, "external_id": pid, "session": session_id, "token": token, "seed": seed,
+            "created_at": utcnow()}).scalar_one()
+        connection.execute(sql.insert_trials, [
+            {"key": secrets.token_urlsafe(16), "participant_id": participant_id, "item_id": item_id,
+             "position": position, "swapped": bool(swapped)} for position, (item_id, swapped) in enumerate(plan)])
+    return Participant(id=participant_id, study_id=facts.id, external_id=pid, session=session_id, token=token,
+                       seed=seed, num_trials=len(plan), num_answered=0, completed=False)
 
 
-def _check_accepting(row: models.StudyRow, resuming: bool = True) -> None:
-    if row.state == "closed":
+def _check_accepting(state: str, resuming: bool = True) -> None:
+    if state == "closed":
         raise StudyStateError("this study is closed and accepts no more answers. Thank you for your interest")
-    if row.state == "paused":
+    if state == "paused":
         raise StudyStateError("this study is paused; please come back later" if resuming else
                               "this study is paused and takes no new participants now; please come back later")
 
 
-def _new_participant(session: Session, study_row: models.StudyRow, config: StudyConfig, pid: str,
-                     session_id: str) -> tuple[models.StudyParticipantRow, int]:
-    """A new participant and their planned trials; with the number of trials."""
-    items = session.execute(select(models.StudyItemRow.id, models.StudyItemRow.is_catch)
-                            .where(models.StudyItemRow.study_id == study_row.id)
-                            .order_by(models.StudyItemRow.id)).all()
-    regular = [item_id for item_id, is_catch in items if not is_catch]
-    catches = [item_id for item_id, is_catch in items if is_catch]
-    seed = participant_seed(study_row.seed, pid)
-    plan = plan_trials(regular, catches, config.items_per_participant or len(regular), config.attention_checks, seed)
-    row = models.StudyParticipantRow(study_id=study_row.id, external_id=pid, session=session_id,
-                                     token=secrets.token_urlsafe(24), seed=seed, created_at=utcnow())
-    session.add(row)
-    session.flush()
-    # One multi-row INSERT (no ORM objects to track): joins hold the write lock as briefly as possible.
-    session.execute(insert(models.StudyTrialRow),
-                    [{"key": secrets.token_urlsafe(16), "participant_id": row.id, "item_id": item_id,
-                      "position": position, "swapped": bool(swapped)}
-                     for position, (item_id, swapped) in enumerate(plan)])
-    return row, len(plan)
-
-
-def _participant_from_row(session: Session, row: models.StudyParticipantRow,
-                          counts: tuple[int, int] | None = None) -> Participant:
-    """``counts``: (trials, answered) when the caller knows them (a participant just created), else two reads."""
-    if counts is None:
-        counts = (session.scalar(select(func.count()).where(models.StudyTrialRow.participant_id == row.id)),
-                  session.scalar(select(func.count()).where(models.StudyResponseRow.participant_id == row.id)))
-    total, answered = counts
-    return Participant(id=row.id, study_id=row.study_id, external_id=row.external_id, session=row.session,
-                       token=row.token, seed=row.seed, num_trials=total, num_answered=answered,
-                       completed=row.completed_at is not None)
-
-
 def participant(store: Store, slug: str, token: str) -> Participant:
+    facts = study_facts(store, slug)
     with store.session() as session:
-        study_row = _study_row(session, slug)
-        return _participant_from_row(session, _participant_row(session, study_row, token))
+        row = session.scalar(select(models.StudyParticipantRow).where(models.StudyParticipantRow.token == token)) \
+            if _valid_token(token) else None
+        if row is None or row.study_id != facts.id:
+            raise TrialError("unknown participant; reopen the link you were given")
+        total = session.scalar(select(func.count()).where(models.StudyTrialRow.participant_id == row.id))
+        answered = session.scalar(select(func.count()).where(models.StudyResponseRow.participant_id == row.id))
+        return Participant(id=row.id, study_id=row.study_id, external_id=row.external_id, session=row.session,
+                           token=row.token, seed=row.seed, num_trials=total, num_answered=answered,
+                           completed=row.completed_at is not None)
 
 
-def _participant_row(session: Session, study_row: models.StudyRow, token,
-                     store: Store | None = None) -> models.StudyParticipantRow:
-    """The token's participant; with ``store``, locked until the end of the transaction (PostgreSQL), so that
-    one participant's writes (a double click) take turns and the second sees the first's answer."""
-    row = None
-    if isinstance(token, str) and 0 < len(token) <= 64:
-        statement = select(models.StudyParticipantRow).where(models.StudyParticipantRow.token == token)
-        row = session.scalar(store.lock_for_update(statement) if store is not None else statement)
-    if row is None or row.study_id != study_row.id:
-        raise TrialError("unknown participant; reopen the link you were given")
-    return row
+def _valid_token(token) -> bool:
+    return isinstance(token, str) and 0 < len(token) <= 64
 
 
 def participant_trials(store: Store, slug: str, pid: str) -> list[tuple[int, int, bool]]:
@@ -490,40 +632,54 @@ def participant_trials(store: Store, slug: str, pid: str) -> list[tuple[int, int
 
 
 def current_trial(store: Store, slug: str, token: str) -> TrialView | None:
-    """The participant's first unanswered trial (None when they are done); the first call marks it shown."""
-    with store.session(write=True) as session:
-        study_row = _study_row(session, slug)
-        person = _participant_row(session, study_row, token, store)
-        _check_accepting(study_row)
-        return _current_view(session, *_progress(session, person.id), store=store, slug=slug)
-
-
-def _progress(session: Session, participant_id: int) -> tuple[list[models.StudyTrialRow], set[int]]:
-    """The participant's trials in order, and the ids of those answered (two indexed reads)."""
-    trials = session.scalars(select(models.StudyTrialRow).where(models.StudyTrialRow.participant_id == participant_id)
-                             .order_by(models.StudyTrialRow.position)).all()
-    answered = set(session.scalars(select(models.StudyResponseRow.trial_id)
-                                   .where(models.StudyResponseRow.participant_id == participant_id)))
-    return list(trials), answered
-
-
-def _first_open(trials: list[models.StudyTrialRow], answered: set[int]) -> models.StudyTrialRow | None:
-    return next((trial for trial in trials if trial.id not in answered), None)
-
-
-def _current_view(session: Session, trials: list[models.StudyTrialRow], answered: set[int], *, store: Store,
-                  slug: str) -> TrialView | None:
-    """The first open trial as the page sees it; its stimulus files are remembered for the stimulus route."""
-    trial = _first_open(trials, answered)
+    """The participant's first unanswered trial (None when they are done). Only its first showing writes
+    (its ``shown_at``, the server's clock); a reload of a trial already shown is two reads."""
+    facts = study_facts(store, slug)
+    sql = hot_statements(store.dialect)
+    with store.transaction() as connection:
+        _, state, trials = _progress(connection, sql.progress, facts, token)
+        _check_accepting(state)
+    trial = _first_open(trials)
     if trial is None:
         return None
     if trial.shown_at is None:
-        trial.shown_at = utcnow()
-    rows = session.scalars(select(models.StudyStimulusRow)
-                           .where(models.StudyStimulusRow.item_id == trial.item_id)).all()
-    files = _TrialFiles(slug, trial.swapped, MappingProxyType({row.role: _stimulus(store, row) for row in rows}))
-    _trial_files_cache(store).put(trial.key, files)
-    return TrialView(key=trial.key, position=trial.position + 1, total=len(trials), media=files.by_role["a"].media,
+        with store.transaction(write=True) as connection:
+            connection.execute(sql.mark_shown, {"trial": trial.id, "now": utcnow()})
+    return _view(store, facts, trial, len(trials))
+
+
+class _Trial(NamedTuple):
+    """One trial of a participant's plan with its answer, if any (``response_id`` None: open)."""
+
+    id: int
+    key: str
+    position: int
+    item_id: int
+    swapped: bool
+    shown_at: datetime | None
+    response_id: int | None
+    choice: str | None
+    seconds: float | None
+
+
+def _progress(connection, statement, facts: StudyFacts, token) -> tuple[int, str, list[_Trial]]:
+    """The participant's id, the study's state, and the participant's trials in order with their answers (one
+    read; every participant has at least one trial, so no row means no such participant in this study)."""
+    rows = connection.execute(statement, {"token": token, "study": facts.id}).all() if _valid_token(token) else []
+    if not rows:
+        raise TrialError("unknown participant; reopen the link you were given")
+    return rows[0].participant_id, rows[0].state, [_Trial(*row[2:]) for row in rows]
+
+
+def _first_open(trials):
+    return next((trial for trial in trials if trial.response_id is None), None)
+
+
+def _view(store: Store, facts: StudyFacts, trial, total: int) -> TrialView:
+    """A trial as the page sees it; its files are remembered for the stimulus route."""
+    files = _TrialFiles(facts.slug, trial.swapped, facts.stimuli[trial.item_id])
+    _memory(store).trials.put(trial.key, files)
+    return TrialView(key=trial.key, position=trial.position + 1, total=total, media=files.by_role["a"].media,
                      has_reference="reference" in files.by_role)
 
 
@@ -536,9 +692,10 @@ def respond(store: Store, slug: str, token: str, trial_key: str, choice: str, *,
         raise PayloadError(f"the choice must be one of {models.STUDY_CHOICES}, got {str(choice)[:20]!r}")
     ratings = tuple(_likert_value(value) for value in (likert_left, likert_right))
     client = _client_seconds(client_seconds)
+    facts = study_facts(store, slug)
     for attempt in range(_RETRIES):
         try:
-            return _respond_once(store, slug, token, trial_key, choice, ratings, client)
+            return _respond_once(store, facts, token, trial_key, choice, ratings, client)
         except IntegrityError:  # the same trial answered twice at once: the first one won
             if attempt == _RETRIES - 1:
                 raise
@@ -567,46 +724,59 @@ def _client_seconds(value) -> float | None:
     return seconds
 
 
-def _respond_once(store, slug, token, trial_key, choice, ratings, client) -> ResponseReceipt:
-    with store.session(write=True) as session:
-        study_row = _study_row(session, slug)
-        person = _participant_row(session, study_row, token, store)
-        trial = _trial_row(session, trial_key)
-        if trial is None:
-            raise TrialError("this trial does not exist; reload the page")
-        if trial.participant_id != person.id:
-            raise TrialError("this trial belongs to another participant; reload the page")
-        _check_accepting(study_row)
-        trials, answered = _progress(session, person.id)
-        if trial.id in answered:
-            earlier = session.scalar(select(models.StudyResponseRow)
-                                     .where(models.StudyResponseRow.trial_id == trial.id))
-            return _receipt(trial, earlier, duplicate=True, next_trial=_current_view(session, trials, answered,
-                                                                                    store=store, slug=slug))
-        if _first_open(trials, answered) is not trial or trial.shown_at is None:
+def _respond_once(store: Store, facts: StudyFacts, token, trial_key, choice, ratings, client) -> ResponseReceipt:
+    sql = hot_statements(store.dialect)
+    with store.transaction(write=True) as connection:
+        participant_id, state, trials = _progress(connection, sql.progress_locked, facts, token)
+        index = next((number for number, trial in enumerate(trials) if trial.key == trial_key), None)
+        if index is None:
+            raise TrialError(_foreign_trial_message(connection, sql, trial_key))
+        _check_accepting(state)
+        trial, now = trials[index], utcnow()
+        if trial.response_id is not None:
+            return _receipt(store, facts, connection, trials, index, (trial.response_id, trial.choice, trial.seconds),
+                            duplicate=True, now=now, participant_id=participant_id)
+        if _first_open(trials) is not trial or trial.shown_at is None:
             raise TrialError("answer the trial on the screen (the page is out of date); reload the page")
-        config = StudyConfig.from_json(study_row.config)
-        now = utcnow()
+        config = facts.config
         seconds = (now - trial.shown_at).total_seconds()
         if config.time_limit_s is not None and seconds > config.time_limit_s + TIMEOUT_GRACE_S:
             choice, ratings = "timeout", (None, None)
         _check_ratings(config, choice, ratings)
-        row = models.StudyResponseRow(trial_id=trial.id, participant_id=person.id, choice=choice,
-                                      likert_left=ratings[0], likert_right=ratings[1], seconds=seconds,
-                                      client_seconds=client, created_at=now)
-        session.add(row)
-        session.flush()
-        answered.add(trial.id)
-        next_trial = _current_view(session, trials, answered, store=store, slug=slug)
-        if next_trial is None:
-            person.completed_at = now
-        return _receipt(trial, row, duplicate=False, next_trial=next_trial)
+        response_id = connection.execute(sql.insert_response, {
+            "trial_id": trial.id, "participant_id": participant_id,
+            "choice": choice, "likert_left": ratings[0], "likert_right": ratings[1], "seconds": seconds,
+            "client_seconds": client, "created_at": now}).scalar_one()
+        trials[index] = trial._replace(response_id=response_id, choice=choice, seconds=seconds)
+        return _receipt(store, facts, connection, trials, index, (response_id, choice, seconds), duplicate=False,
+                        now=now, participant_id=participant_id)
 
 
-def _trial_row(session: Session, trial_key) -> models.StudyTrialRow | None:
-    if not isinstance(trial_key, str) or not 0 < len(trial_key) <= 64:
-        return None
-    return session.scalar(select(models.StudyTrialRow).where(models.StudyTrialRow.key == trial_key))
+def _foreign_trial_message(connection, sql: HotStatements, trial_key) -> str:
+    """Why a trial key is not one of this participant's (one read, on the refusal path only)."""
+    owner = connection.execute(sql.trial_owner, {"key": trial_key}).first() \
+        if isinstance(trial_key, str) and 0 < len(trial_key) <= 64 else None
+    if owner is None:
+        return "this trial does not exist; reload the page"
+    return "this trial belongs to another participant; reload the page"
+
+
+def _receipt(store: Store, facts: StudyFacts, connection, trials: list[_Trial], index: int, answer: tuple,
+             *, duplicate: bool, now, participant_id: int) -> ResponseReceipt:
+    """The receipt, with the next trial marked shown (or the participant marked finished after the last)."""
+    sql = hot_statements(store.dialect)
+    following = _first_open(trials)
+    if following is not None:
+        if following.shown_at is None:
+            connection.execute(sql.mark_shown, {"trial": following.id, "now": now})
+        next_trial = _view(store, facts, following, len(trials))
+    else:
+        next_trial = None
+        if not duplicate:
+            connection.execute(sql.mark_completed, {"participant": participant_id, "now": now})
+    response_id, choice, seconds = answer
+    return ResponseReceipt(response_id=response_id, trial_key=trials[index].key, choice=choice, seconds=seconds,
+                           duplicate=duplicate, completed=following is None, next_trial=next_trial)
 
 
 def _check_ratings(config: StudyConfig, choice: str, ratings: tuple[int | None, int | None]) -> None:
@@ -629,59 +799,7 @@ def _check_ratings(config: StudyConfig, choice: str, ratings: tuple[int | None, 
         raise PayloadError(f"this study asks for {wanted}")
 
 
-def _receipt(trial: models.StudyTrialRow, row: models.StudyResponseRow, *, duplicate: bool,
-             next_trial: TrialView | None) -> ResponseReceipt:
-    return ResponseReceipt(response_id=row.id, trial_key=trial.key, choice=row.choice, seconds=row.seconds,
-                           duplicate=duplicate, completed=next_trial is None, next_trial=next_trial)
-
-
-@dataclass(frozen=True)
-class _TrialFiles:
-    """A trial's stimuli by role ("a", "b", "reference") and its swap: fixed once the trial exists."""
-
-    slug: str
-    swapped: bool
-    by_role: Mapping[str, Stimulus]
-
-    def file(self, slot: str) -> Stimulus:
-        role = slot if slot == "reference" else ("a" if (slot == "left") != self.swapped else "b")
-        found = self.by_role.get(role)
-        if found is None:
-            raise TrialError("this trial has no reference image")
-        return found
-
-
-class _LeastRecentlyUsed:
-    """A bounded, thread-safe map from trial key to its files (trials, items and stimuli never change)."""
-
-    def __init__(self, size: int):
-        self.size, self._entries, self._lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key: str) -> _TrialFiles | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
-
-    def put(self, key: str, files: _TrialFiles) -> None:
-        with self._lock:
-            self._entries[key] = files
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-
-_CACHES: "weakref.WeakKeyDictionary[Store, _LeastRecentlyUsed]" = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
-
-
-def _trial_files_cache(store: Store) -> _LeastRecentlyUsed:
-    with _CACHES_LOCK:
-        cache = _CACHES.get(store)
-        if cache is None:
-            cache = _CACHES[store] = _LeastRecentlyUsed(TRIAL_FILES_CACHED)
-        return cache
+# ---- stimulus files ---------------------------------------------------------------------------------------
 
 
 def _check_stimulus_request(trial_key, slot: str) -> None:
@@ -693,7 +811,7 @@ def cached_stimulus_file(store: Store, slug: str, trial_key: str, slot: str) -> 
     """``stimulus_file`` from memory without touching the database, or None when the trial is not remembered
     (every trial shown by this process is: its files are noted when the trial is handed out)."""
     _check_stimulus_request(trial_key, slot)
-    files = _trial_files_cache(store).get(trial_key)
+    files = _memory(store).trials.get(trial_key)
     if files is None:
         return None
     if files.slug != slug:
@@ -717,7 +835,7 @@ def stimulus_file(store: Store, slug: str, trial_key: str, slot: str) -> Stimulu
     if not rows:
         raise TrialError("no such trial")
     files = _TrialFiles(slug, rows[0][1], MappingProxyType({row.role: _stimulus(store, row) for row, _ in rows}))
-    _trial_files_cache(store).put(trial_key, files)
+    _memory(store).trials.put(trial_key, files)
     return files.file(slot)
 
 

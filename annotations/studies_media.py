@@ -2,7 +2,8 @@
 
 ``check_stimulus(name, data)`` accepts a file by its suffix *and* its content (images through the store's
 image checks; videos and GLB by their container headers) or raises ``InputError`` naming the file and what
-is accepted. ``broken_render(image)`` makes the obviously wrong side of an attention check from a real image.
+is accepted. ``broken_stimulus`` makes the obviously wrong side of an attention check from a real image (tiles
+shuffled) or GLB model (meshes scrambled).
 """
 from __future__ import annotations
 
@@ -85,10 +86,43 @@ def _check_glb(name: str, data: bytes) -> None:
         raise InputError(f"file {shown} is not a readable GLB model (its JSON chunk does not parse)") from None
 
 
+def broken_stimulus(stimulus: CheckedStimulus, seed: int) -> CheckedStimulus:
+    """The obviously wrong side of a catch trial made from a real stimulus: an image's tiles shuffled and inverted
+    (``broken_render``), or a GLB's meshes scrambled (``broken_model``). Videos are refused."""
+    if stimulus.media == "glb":
+        return broken_model(stimulus, seed)
+    return broken_render(stimulus, seed)
+
+
+def broken_model(model: CheckedStimulus, seed: int) -> CheckedStimulus:
+    """A GLB of ``model`` whose every mesh keeps its faces but gets its vertices in a shuffled order: each triangle
+    then joins random points of the surface, a spiky tangle in place of the scene and the people."""
+    import trimesh
+
+    if model.media != "glb":
+        raise InputError("broken_model takes a GLB stimulus")
+    try:
+        scene = trimesh.load(io.BytesIO(model.data), file_type="glb", force="scene")
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise InputError(f"the GLB cannot be read to make an attention check from it ({error})") from None
+    rng = np.random.default_rng(seed)
+    meshes = [geometry for geometry in scene.geometry.values() if isinstance(geometry, trimesh.Trimesh)
+              and len(geometry.vertices) >= 3 and len(geometry.faces)]
+    if not meshes:
+        raise InputError("the GLB holds no triangle mesh to break for an attention check")
+    for mesh in meshes:
+        order = rng.permutation(len(mesh.vertices))
+        colours = mesh.visual.vertex_colors[order] if mesh.visual.kind == "vertex" else None
+        mesh.vertices = np.asarray(mesh.vertices)[order]
+        if colours is not None:
+            mesh.visual.vertex_colors = colours
+    return check_stimulus("broken.glb", scene.export(file_type="glb"))
+
+
 def broken_render(image: CheckedStimulus, seed: int) -> CheckedStimulus:
     """A PNG of ``image`` cut into an 8x8 grid with the tiles shuffled: the obviously wrong side of a catch trial."""
     if image.media != "image":
-        raise InputError("attention checks are made from image items; add catch items for videos or GLB by hand")
+        raise InputError("attention checks are made from image or GLB items; add catch items for videos by hand")
     with Image.open(io.BytesIO(image.data)) as opened:
         pixels = np.asarray(opened.convert("RGB"))
     height, width = (pixels.shape[0] // BROKEN_TILES) * BROKEN_TILES, (pixels.shape[1] // BROKEN_TILES) * BROKEN_TILES

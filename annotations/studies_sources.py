@@ -10,12 +10,25 @@ themselves). Two layouts are accepted:
 
 Every problem is collected and reported at once (``StudyRejected``); nothing is created from a rejected upload.
 Runs are paired by ``group_key`` (the same input): the newest run of method A against the newest of method B.
+``run_pairings`` lists what the studio's runs offer: per kind, each two methods with runs on the same inputs:
+
+- hoi: "interactvlm-hoi (<human contacts> / <object contacts>)" against "baseline: silhouette only (no
+  contacts)" (the HOI tab saves both for one photo); stimuli: the first image (the render), or ``fit.glb``;
+- contact / affordance: any two methods saved with ``save_run`` on the same image (the contact tab does not
+  save runs yet, so InteractVLM against the category prior comes from runs saved by a script, or an upload);
+- genzi: the GenZI tab saves method "genzi" (group: the scene, the point and the prompt). Method B is any other
+  run of kind "genzi" on the same scene, point and prompt: a GenZI variant (other settings, e.g. fewer views or
+  one inpainting stage) or a baseline's placements, saved with ``save_run(kind="genzi", method="<its name>",
+  group_key=studio.genzi.group_key(scene, point, prompt), files={"scene_and_bodies.glb": ...})``. The stimulus is
+  the run's ``scene_and_bodies.glb`` (the scene with the generated bodies), shown as an orbitable 3D model.
 """
 from __future__ import annotations
 
 import csv
 import io
+from itertools import combinations
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Mapping
 
@@ -25,7 +38,7 @@ from annotations.runs import list_runs
 from annotations.store import Store
 from annotations.studies import ItemSpec
 from annotations.studies_media import (GLB_SUFFIXES, IMAGE_SUFFIXES, STIMULUS_SUFFIXES, VIDEO_SUFFIXES,
-                                       broken_render, check_stimulus)
+                                       broken_stimulus, check_stimulus)
 from engine.errors import InputError
 
 REFERENCE_FOLDER = "reference"
@@ -178,6 +191,38 @@ def _matched_items(files, by_folder, folder_a: str, folder_b: str, limits) -> li
     return items
 
 
+@dataclass(frozen=True)
+class RunPairing:
+    """Two methods of one run kind that share inputs: ``inputs`` is how many items a study of them would have."""
+
+    kind: str
+    method_a: str
+    method_b: str
+    inputs: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}: {self.method_a}  vs  {self.method_b}  ({self.inputs} input{'s' * (self.inputs != 1)})"
+
+
+def run_pairings(store: Store, kind: str | None = None) -> list[RunPairing]:
+    """Every pair of methods with runs of the same kind on the same inputs (``group_key``), most inputs first.
+    Method A is the studio's own method, B the baseline or variant: names starting with "baseline" go to B,
+    and a method named after its kind (GenZI's "genzi") to A."""
+    groups: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for run in list_runs(store, kind=kind, limit=MAX_RUNS):
+        if run.group_key is not None:
+            groups[(run.kind, run.method)].add(run.group_key)
+    pairings = []
+    for (kind_a, first), (kind_b, second) in combinations(sorted(groups), 2):
+        shared = len(groups[(kind_a, first)] & groups[(kind_b, second)]) if kind_a == kind_b else 0
+        if shared:
+            a, b = sorted((first, second), key=lambda method: (method.lower().startswith("baseline"),
+                                                                method != kind_a, method))
+            pairings.append(RunPairing(kind_a, a, b, shared))
+    return sorted(pairings, key=lambda pairing: (-pairing.inputs, pairing.kind, pairing.method_a, pairing.method_b))
+
+
 def items_from_runs(store: Store, kind: str, method_a: str, method_b: str, file_name: str | None = None,
                     reference_name: str | None = None) -> list[ItemSpec]:
     """One item per input (``group_key``) that has a run of both methods: their newest runs, side by side.
@@ -232,13 +277,14 @@ def _run_file(run, name: str):
 
 
 def with_catch_items(items: list[ItemSpec], count: int, seed: int) -> list[ItemSpec]:
-    """``items`` plus ``count`` attention checks: image items against a broken render of themselves."""
-    images = [item for item in items if not item.is_catch and item.a.media == "image"]
-    if count > len(images):
-        raise InputError(f"{count} attention checks need as many image items to break; the study has {len(images)}")
-    catches = [ItemSpec(name=f"check-{index + 1}", a=item.a, b=broken_render(item.a, seed + index), is_catch=True,
+    """``items`` plus ``count`` attention checks: image or GLB items against a broken copy of themselves."""
+    breakable = [item for item in items if not item.is_catch and item.a.media in ("image", "glb")]
+    if count > len(breakable):
+        raise InputError(f"{count} attention checks need as many image or GLB items to break; the study has "
+                         f"{len(breakable)} (make catch items for videos by hand: the pairs CSV's catch column)")
+    catches = [ItemSpec(name=f"check-{index + 1}", a=item.a, b=broken_stimulus(item.a, seed + index), is_catch=True,
                         reference=item.reference, source={"attention_check_from": item.name})
-               for index, item in enumerate(images[:count])]
+               for index, item in enumerate(breakable[:count])]
     taken = {item.name for item in items}
     clash = [item.name for item in catches if item.name in taken]
     if clash:

@@ -138,15 +138,14 @@ def join_payload(store, slug: str, body: dict) -> dict:
         raise InputError("open this page with the link you were given (it carries your participant id)")
     person = studies.join(store, slug, pid, session, signature if isinstance(signature, str) else None,
                           create=body.get("consent") is True)
-    study = studies.study(store, slug)
-    texts = study_texts(study)
+    texts = study_texts(studies.study_facts(store, slug))
     if person is None:
         return {"needs_consent": True, **texts}
     return {"token": person.token, "answered": person.num_answered, "total": person.num_trials, **texts}
 
 
 def study_texts(study) -> dict:
-    """What the page shows around the trials: never the methods' names."""
+    """What the page shows around the trials (``study``: a Study or StudyFacts): never the methods' names."""
     config = study.config
     return {"title": study.title, "question": config.question, "consent": config.consent,
             "instructions": config.instructions, "likert": config.likert, "likert_question": config.likert_question,
@@ -166,7 +165,7 @@ def trial_json(slug: str, view: TrialView) -> dict:
 
 
 def completion(store, slug: str) -> dict:
-    config = studies.study(store, slug).config
+    config = studies.study_facts(store, slug).config
     return {"completion_code": config.completion_code, "redirect_url": config.redirect_url}
 
 

@@ -15,7 +15,7 @@ from annotations import studies
 from annotations.files import read_zip
 from annotations.models import RUN_KINDS, STUDY_STATES
 from annotations.studies_export import response_rows, rows_csv, rows_jsonl, summary_json
-from annotations.studies_sources import items_from_runs, items_from_upload, with_catch_items
+from annotations.studies_sources import items_from_runs, items_from_upload, run_pairings, with_catch_items
 from annotations.study_stats import analyse, power_plan
 from engine.errors import InputError
 from studio import study_plots
@@ -89,6 +89,19 @@ def design_items(studio: Studio, form: dict, config: studies.StudyConfig) -> lis
     if form["make_checks"] and config.attention_checks:
         items = with_catch_items(items, config.attention_checks, seed=_number(form["seed"], "seed", empty=0) or 0)
     return items
+
+
+def run_pair_choices(studio: Studio) -> list[str]:
+    """The run picker's entries: each two methods with runs on the same inputs (HOI, GenZI, ...), in words."""
+    return [pairing.label for pairing in run_pairings(studio.store)]
+
+
+def run_pair_fields(studio: Studio, label: str) -> tuple[str, str, str]:
+    """(run kind, method A, method B) of a picker entry."""
+    for pairing in run_pairings(studio.store):
+        if pairing.label == label:
+            return pairing.kind, pairing.method_a, pairing.method_b
+    raise InputError("that pair of runs is no longer there; press 'Find run pairs' again")
 
 
 def create_from_form(studio: Studio, form: dict) -> str:
@@ -228,6 +241,10 @@ def build_studies_tab(studio: Studio) -> None:
                 folder_a = gr.Textbox(label="folder of A (default: method A's name)")
                 folder_b = gr.Textbox(label="folder of B (default: method B's name)")
             with gr.Row():
+                run_pairs = gr.Dropdown([], label="pairs in the studio's runs (picks the kind and both methods)",
+                                        elem_id="study-run-pairs")
+                find_pairs = gr.Button("Find run pairs", elem_id="study-find-pairs")
+            with gr.Row():
                 run_kind = gr.Dropdown(list(RUN_KINDS), value="hoi", label="run kind")
                 run_file = gr.Textbox(label="run file to show (default: first image, video or GLB)")
                 reference_file = gr.Textbox(label="run file used as the reference image (optional)")
@@ -292,6 +309,26 @@ def build_studies_tab(studio: Studio) -> None:
         return report, gr.Dropdown(choices=study_choices(studio), value=str(values[0]).strip())
 
     create.click(on_create, inputs=design, outputs=[created, chosen], api_name="study_create", **lane)
+
+    @user_errors
+    def on_find_pairs():
+        choices = run_pair_choices(studio)
+        if not choices:
+            raise InputError("no two methods have runs on the same input yet (HOI saves its fit and the "
+                             "silhouette-only baseline together; GenZI needs a second method on the same scene, "
+                             "point and prompt)")
+        return gr.Dropdown(choices=choices, value=choices[0])
+
+    @user_errors
+    def on_pick_pair(label):
+        if not label:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        kind, a, b = run_pair_fields(studio, label)
+        return "runs", kind, a, b
+
+    find_pairs.click(on_find_pairs, outputs=[run_pairs], api_name="study_run_pairs", **lane)
+    run_pairs.change(on_pick_pair, inputs=[run_pairs], outputs=[source, run_kind, method_a, method_b],
+                     api_name="study_pick_run_pair", **lane)
     apply_state.click(user_errors(lambda s, value: change_state(studio, s, value)), inputs=[chosen, state],
                       outputs=[state_report], api_name="study_state", **lane)
 

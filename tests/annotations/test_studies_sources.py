@@ -3,6 +3,7 @@ every bad upload refused with a message naming the problem (unbalanced pairs, mi
 from __future__ import annotations
 
 import io
+import types
 import zipfile
 
 import numpy as np
@@ -12,7 +13,7 @@ from study_fixtures import glb, png, write_pairs_zip
 
 from annotations.files import read_zip
 from annotations.runs import save_run
-from annotations.studies_media import BROKEN_TILES, broken_render, check_stimulus
+from annotations.studies_media import BROKEN_TILES, broken_model, broken_render, check_stimulus
 from annotations.studies_sources import (StudyRejected, items_from_runs, items_from_upload, with_catch_items)
 from engine.errors import InputError
 
@@ -106,8 +107,36 @@ def test_broken_render_is_a_shuffled_inverted_copy():
                                  .reshape(-1, 6 * 8 * 3).tolist())
     assert tiles(pixels) == tiles(shuffled), "the same tiles, inverted"
     assert not np.array_equal(pixels, shuffled), "in other places"
-    with pytest.raises(InputError, match="image items"):
+    with pytest.raises(InputError, match="image or GLB items"):
         broken_render(check_stimulus("x.glb", glb()), 0)
+
+
+def test_broken_model_scrambles_every_mesh_of_a_scene():
+    """The catch side of a GLB item: the same meshes (names, faces, the same vertices) with the vertices in
+    another order, so that the triangles become long spikes across the scene."""
+    import trimesh
+
+    from engine.genzi import scenes
+
+    files = genzi_run_files(scenes.builtin_scene("living_room"), 0.0)
+    original = check_stimulus("s.glb", files["scene_and_bodies.glb"])
+    broken = broken_model(original, seed=5)
+    assert broken.media == "glb" and broken.sha256 != original.sha256
+    assert broken_model(original, seed=5).data == broken.data, "reproducible from the seed"
+    before, after = (trimesh.load(io.BytesIO(model.data), file_type="glb", force="scene")
+                     for model in (original, broken))
+    assert sorted(before.geometry) == sorted(after.geometry) == ["body00", "body01", "scene"]
+    for name, mesh in before.geometry.items():
+        tangled = after.geometry[name]
+        assert np.array_equal(tangled.faces, mesh.faces)
+        assert np.allclose(np.sort(tangled.vertices, axis=0), np.sort(mesh.vertices, axis=0))
+        assert not np.allclose(tangled.vertices, mesh.vertices)
+    edge = lambda mesh: float(np.linalg.norm(np.diff(mesh.vertices[mesh.faces], axis=1), axis=2).mean())
+    assert edge(after.geometry["scene"]) > 3 * edge(before.geometry["scene"]), "long spikes across the room"
+    with pytest.raises(InputError, match="no triangle mesh"):
+        broken_model(check_stimulus("x.glb", glb()), 0)
+    with pytest.raises(InputError, match="takes a GLB"):
+        broken_model(check_stimulus("a.png", png(1)), 0)
 
 
 def test_generated_attention_checks():
@@ -115,7 +144,7 @@ def test_generated_attention_checks():
     checked = with_catch_items(items, 2, seed=4)
     catches = [item for item in checked if item.is_catch]
     assert [c.name for c in catches] == ["check-1", "check-2"] and catches[0].a.data == items[0].a.data
-    with pytest.raises(InputError, match="need as many image items"):
+    with pytest.raises(InputError, match="need as many image or GLB items"):
         with_catch_items(items, 4, seed=0)
 
 
@@ -147,3 +176,81 @@ def test_a_zip_with_traversal_is_refused(tmp_path):
         archive.writestr("../a/0.png", png(1))
     with pytest.raises(InputError, match="'..'"):
         read_zip(path)
+
+
+def genzi_run_files(scene, offset: float) -> dict[str, bytes]:
+    """What the GenZI tab keeps of a generation, made the tab's way: the scene with two (tetrahedral) bodies as
+    one GLB (``studio.genzi.scene_with_bodies_glb``) and the metrics."""
+    from studio.genzi import scene_with_bodies_glb
+
+    tetra = np.array([[0, 0, 0], [0.3, 0, 0], [0, 1.6, 0], [0, 0, 0.3]], dtype=np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    bodies = [tetra + np.array([offset, 0.45, -1.35], dtype=np.float32), tetra + np.array([offset + 0.5, 0.0, 0.0])]
+    return {"scene_and_bodies.glb": scene_with_bodies_glb(scene, bodies, faces),
+            "metrics.json": b'{"clip_mean": 0.3}', "genzi_bodies.npz": b"not shown"}
+
+
+def test_genzi_runs_pair_into_orbitable_scene_items(store):
+    """GenZI runs as stimuli: two methods on the same scene, point and prompt (the tab's group key) pair up, the
+    run picker offers them (GenZI's own method as A), and each side shows that run's scene-with-bodies GLB."""
+    import trimesh
+
+    from annotations.studies import (StudyConfig, create_study, current_trial, join, participant_trials, set_state,
+                                     stimulus_file)
+    from annotations.studies_sources import run_pairings
+    from engine.genzi import scenes
+    from studio.genzi import group_key
+    from studio.study_admin import run_pair_choices, run_pair_fields
+
+    scene = scenes.builtin_scene("living_room")
+    point = scenes.BUILTIN_POINTS["living_room"]
+    groups = [group_key(scene, point, prompt) for prompt in ("sitting on the sofa", "reading a book")]
+    variant = "genzi: one inpainting stage"
+    runs = {}
+    for number, group in enumerate(groups):
+        runs[("genzi", group)] = save_run(store, kind="genzi", method="genzi", inputs={"prompt": number},
+                                          group_key=group, files=genzi_run_files(scene, 0.1 * number))
+        runs[(variant, group)] = save_run(store, kind="genzi", method=variant, inputs={"prompt": number},
+                                          group_key=group, files=genzi_run_files(scene, 1.0 + 0.1 * number))
+    save_run(store, kind="genzi", method=variant, inputs={}, group_key=group_key(scene, point, "alone"),
+             files=genzi_run_files(scene, 2.0))  # no GenZI run of this prompt: no item
+    save_run(store, kind="hoi", method="baseline: silhouette only (no contacts)", inputs={}, group_key="img",
+             files={"render.png": png(1)})
+    save_run(store, kind="hoi", method="interactvlm-hoi (painted / prior)", inputs={}, group_key="img",
+             files={"render.png": png(2)})
+
+    pairings = run_pairings(store)
+    assert [(p.kind, p.method_a, p.method_b, p.inputs) for p in pairings] == [
+        ("genzi", "genzi", variant, 2),
+        ("hoi", "interactvlm-hoi (painted / prior)", "baseline: silhouette only (no contacts)", 1)]
+    studio = types.SimpleNamespace(store=store)
+    assert run_pair_choices(studio)[0] == "genzi: genzi  vs  genzi: one inpainting stage  (2 inputs)"
+    assert run_pair_fields(studio, run_pair_choices(studio)[0]) == ("genzi", "genzi", variant)
+    with pytest.raises(InputError, match="no longer there"):
+        run_pair_fields(studio, "genzi: genzi  vs  something else  (1 input)")
+
+    items = items_from_runs(store, "genzi", "genzi", variant)
+    assert sorted(item.name for item in items) == sorted(f"genzi-{group[:16]}" for group in groups)
+    for item in items:
+        group = item.source["group_key"]
+        assert item.a.media == item.b.media == "glb"
+        assert item.a.data == runs[("genzi", group)].files["scene_and_bodies.glb"].read_bytes()
+        assert item.b.data == runs[(variant, group)].files["scene_and_bodies.glb"].read_bytes()
+        assert item.source["runs"] == {"a": runs[("genzi", group)].id, "b": runs[(variant, group)].id}
+    loaded = trimesh.load(io.BytesIO(items[0].a.data), file_type="glb")
+    assert sorted(loaded.geometry) == ["body00", "body01", "scene"]
+    assert len(loaded.geometry["scene"].faces) == len(scene.faces)
+
+    checked = with_catch_items(items, 1, seed=2)
+    assert checked[-1].is_catch and checked[-1].a.media == checked[-1].b.media == "glb"
+    assert checked[-1].a.data == items[0].a.data and checked[-1].b.data != items[0].a.data
+    create_study(store, slug="genzi-ab", title="People in rooms", method_a="genzi", method_b=variant, items=items,
+                 config=StudyConfig(likert="chosen"), seed=3)
+    set_state(store, "genzi-ab", "open")
+    person = join(store, "genzi-ab", "P1", "S1")
+    trial = current_trial(store, "genzi-ab", person.token)
+    assert trial.media == "glb" and not trial.has_reference
+    shown = {slot: stimulus_file(store, "genzi-ab", trial.key, slot).path.read_bytes() for slot in ("left", "right")}
+    swapped = participant_trials(store, "genzi-ab", "P1")[0][2]
+    item = next(item for item in items if item.a.data in shown.values())
+    assert (shown["left"], shown["right"]) == ((item.b.data, item.a.data) if swapped else (item.a.data, item.b.data))

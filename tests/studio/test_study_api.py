@@ -182,6 +182,28 @@ def test_admin_designs_runs_and_analyses_a_study(studio_server, admin, http, tmp
     assert summary_json["analysis"]["kept"]["preference"]["share"] == 1.0
 
 
+def test_admin_picks_a_pair_of_methods_from_the_runs_and_builds_a_study_from_it(studio_server, admin):
+    from annotations.runs import list_runs, save_run
+
+    store = studio_server.studio.store
+    ours, baseline = "interactvlm-hoi (picker test)", "baseline: picker test"
+    for number in range(3):
+        save_run(store, kind="hoi", method=ours, inputs={}, group_key=f"picker-{number}",
+                 files={"render.png": png(200 + number)})
+        save_run(store, kind="hoi", method=baseline, inputs={}, group_key=f"picker-{number}",
+                 files={"render.png": png(300 + number)})
+    label = f"hoi: {ours}  vs  {baseline}  (3 inputs)"
+    picked = admin.predict(api_name="/study_run_pairs")
+    assert picked == label or label in str(picked)
+    assert admin.predict(label, api_name="/study_pick_run_pair") == ("runs", "hoi", ours, baseline)
+    with pytest.raises(AppError, match="not in the list of choices"):  # gradio checks against the listed pairs
+        admin.predict("hoi: a  vs  b  (1 input)", api_name="/study_pick_run_pair")
+    report, _ = create(admin, slug="picked", source="runs", run_kind="hoi", method_a=ours, method_b=baseline)
+    assert "with 3 items" in report
+    assert {item.source["runs"]["a"] for item in studies.study_items(store, "picked")} == \
+        {run.id for run in list_runs(store, kind="hoi") if run.method == ours}
+
+
 @pytest.mark.parametrize("rows, message", [
     ([("one", "a/0.png", "", "", "")], "has no B file"),
     ([("one", "a/0.png", "b/7.png", "", "")], "is missing from the upload"),
@@ -195,7 +217,7 @@ def test_admin_bad_uploads_are_refused_with_the_reason(admin, tmp_path, rows, me
 def test_admin_other_bad_input(admin, tmp_path):
     with pytest.raises(AppError, match="upload a zip"):
         create(admin, slug="empty")
-    with pytest.raises(AppError, match="need at least as many catch items|need as many image items"):
+    with pytest.raises(AppError, match="need at least as many catch items|need as many image or GLB items"):
         create(admin, slug="checks", files=[pairs_zip(tmp_path)], attention_checks=9)
     with pytest.raises(AppError, match="no input has hoi runs"):
         create(admin, slug="runs", source="runs")

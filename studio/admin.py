@@ -18,6 +18,7 @@ from annotations.export import ExportFilters, export_interactvlm, export_trainin
 from annotations.files import safe_member_name
 from annotations.vocabulary import normalise_labels
 from engine import rll
+from engine.body.topology import BODY_PREFERENCE, TOPOLOGY_VERTEX_COUNTS, installed_topologies
 from engine.errors import InputError
 from studio import exports
 from studio.context import STORE_LANE, Studio, user_errors
@@ -49,13 +50,17 @@ def stage_upload(studio: Studio, paths: list, folder: Path) -> Path:
     return folder / (zips + manifests)[0] if zips or manifests else folder
 
 
-def import_upload(studio: Studio, paths, labels: str, topology: str, redundancy) -> str:
+def import_upload(studio: Studio, paths, labels: str, topology: str, redundancy, force: bool = False) -> str:
+    """Import an uploaded batch; tasks on a body this server cannot show are refused unless ``force``."""
+    if topology not in TOPOLOGY_VERTEX_COUNTS:
+        raise InputError(f"choose a body topology: {', '.join(BODY_PREFERENCE)}")
     defaults = BatchDefaults(labels=normalise_labels([item for item in str(labels or "").split("|") if item.strip()],
                                                      studio.store.config.max_labels) if labels else (),
                              topology=topology, redundancy=int(redundancy or 3))
     with tempfile.TemporaryDirectory() as folder:
         source = stage_upload(studio, list(paths or []), Path(folder))
-        report = import_batch(studio.store, source, defaults=defaults)
+        report = import_batch(studio.store, source, defaults=defaults, models_dir=studio.settings.models_dir,
+                              force=bool(force))
     return (f"Imported batch {report.batch_id} (<code>{html.escape(report.name)}</code>): {report.num_tasks} tasks, "
             f"{report.num_images} images ({report.new_images} new).")
 
@@ -165,8 +170,13 @@ def build_admin(studio: Studio) -> gr.Blocks:
             files = gr.File(label="a .zip, or tasks.csv / tasks.jsonl with its images", file_count="multiple",
                             elem_id="import-files")
             labels = gr.Textbox(label="labels for images without a manifest (separated by |)", elem_id="import-labels")
-            topology = gr.Dropdown(["smplh-6890", "smplx-10475", "openbody-v1"], value="smplh-6890",
-                                   label="body topology", elem_id="import-topology")
+            installed = installed_topologies(studio.settings.models_dir)
+            topology = gr.Dropdown([(f"{name} (installed)" if name in installed else f"{name} (file missing)", name)
+                                    for name in BODY_PREFERENCE], value=installed[0],
+                                   label="body topology (default: the best body installed)", elem_id="import-topology")
+            force = gr.Checkbox(False, elem_id="import-force",
+                                label="import even tasks on a body this server cannot show (nobody can paint them "
+                                      "until its file is installed)")
             redundancy = gr.Number(3, precision=0, minimum=1, maximum=50, label="annotators per task")
             run_import = gr.Button("Import", variant="primary", elem_id="import")
             import_report = gr.HTML(elem_id="import-report")
@@ -202,9 +212,9 @@ def build_admin(studio: Studio) -> gr.Blocks:
         quality = [summary, annotator_table, task_table, agreement_plot, gold_plot, flow_plot]
 
         @user_errors
-        def on_import(paths, label_text, topology_value, redundancy_value, progress=gr.Progress()):
+        def on_import(paths, label_text, topology_value, redundancy_value, force_value, progress=gr.Progress()):
             progress(0.1, desc="checking every row")
-            return import_upload(studio, paths, label_text, topology_value, redundancy_value)
+            return import_upload(studio, paths, label_text, topology_value, redundancy_value, force_value)
 
         @user_errors
         def on_export(agreement_value, qualified, flagged, annotators_value, source_value, format_value,
@@ -214,7 +224,7 @@ def build_admin(studio: Studio) -> gr.Blocks:
             return export_zip(studio, agreement_value, qualified, flagged, annotators_value, source_value, progress,
                               format_value)
 
-        run_import.click(on_import, inputs=[files, labels, topology, redundancy], outputs=[import_report],
+        run_import.click(on_import, inputs=[files, labels, topology, redundancy, force], outputs=[import_report],
                          api_name="import_batch", **lane)
         show_quality = user_errors(lambda: dashboard(studio))
         refresh.click(show_quality, outputs=quality, api_name="quality", **lane)

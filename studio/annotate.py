@@ -21,7 +21,8 @@ import numpy as np
 
 from annotations import workflow
 from annotations.domain import Assignment, Task
-from engine.contact.prior import PRIOR_SOURCE, predict_category_prior
+from engine.body.topology import missing_body_file
+from engine.contact.prior import OBJECT_PARTS, PRIOR_SOURCE, predict_category_prior
 from engine.errors import InputError
 from studio.context import STORE_LANE, Studio, user_errors
 from studio.crowd import client_address, session_digest, start_identity
@@ -32,6 +33,9 @@ from studio.painter import READ_JS, counts_html, painter_component, payload_json
 WORKER_JS = "() => window.location.search || ''"
 CHECK_LANE = "painter-check"
 log = logging.getLogger("studio.security")
+# The flag dropdown: (what the annotator reads, what is stored); "other" takes the typed reason.
+FLAG_CHOICES = [(workflow.FLAG_REASON_WORDS[reason], reason) for reason in workflow.FLAG_REASONS] + [
+    ("Something else (type it below)", "other")]
 NO_TASK = "No task is waiting for you right now. Thank you! Come back later or close this page."
 
 
@@ -49,6 +53,7 @@ class Session:
     kind: str | None = None
     topology: str | None = None
     labels: tuple[str, ...] = ()
+    seed: dict | None = None  # the prediction the painter opened with (``seed_info``), stored with the submission
 
 
 def start_session(studio: Studio, worker: str, username: str | None, *, signature: str = "",
@@ -71,26 +76,84 @@ def worker_from_link(value) -> tuple[str, str]:
 
 def open_task(session: Session, assignment: Assignment | None) -> Session:
     if assignment is None:
-        return replace(session, assignment_id=None, task_id=None, kind=None, topology=None, labels=())
+        return replace(session, assignment_id=None, task_id=None, kind=None, topology=None, labels=(), seed=None)
     task = assignment.task
     return replace(session, assignment_id=assignment.id, task_id=task.id, kind=task.kind, topology=task.topology,
-                   labels=task.labels)
+                   labels=task.labels, seed=None)
+
+
+# Object painter words: what to paint for each affordance, "{object}" being the task's object class.
+AFFORDANCE_PHRASES = {
+    "grasp": "where a hand would grasp the {object}", "contain": "where the {object} holds what it contains",
+    "lift": "where hands would hold the {object} to lift it", "open": "what a hand would touch to open the {object}",
+    "lay": "where a person would lie on the {object}", "sit": "where a person would sit on the {object}",
+    "support": "where the {object} would bear a person's weight",
+    "wrapgrasp": "where a hand would wrap around the {object}", "pour": "where liquid would pour out of the {object}",
+    "move": "where hands would hold the {object} to move it", "display": "where the {object} shows its picture",
+    "push": "where a hand would push the {object}", "listen": "where the {object} would touch the ear to listen",
+    "wear": "where the {object} would touch the body when worn", "press": "where a finger would press the {object}",
+    "cut": "the part of the {object} that cuts", "stab": "the part of the {object} that stabs",
+    "pull": "where a hand would pull the {object}", "ride": "where a person would sit or stand to ride the {object}",
+    "play": "where hands would touch the {object} to play it", "carry": "where hands would hold the {object} to carry it",
+}
+
+
+def affordance_words(affordance: str, object_class: str | None) -> str:
+    """The object painter's instruction, e.g. "where a person would sit on the chair" (escaped HTML)."""
+    phrase = AFFORDANCE_PHRASES.get(affordance, f"where a person would {affordance} the {{object}}")
+    return html.escape(phrase).replace("{object}", f"<b>{html.escape(object_class or 'object')}</b>")
+
+
+def body_available(studio: Studio, task: Task) -> bool:
+    """Whether the server can show the task's body (always true for object tasks)."""
+    return task.kind != "human_contact" or missing_body_file(task.topology, studio.settings.models_dir) is None
+
+
+def prior_version() -> str:
+    """The category prior's version: the hash of its table (a changed table is a new version)."""
+    import hashlib
+    import json
+
+    table = json.dumps({label: dict(parts) for label, parts in OBJECT_PARTS.items()}, sort_keys=True)
+    return "table-" + hashlib.sha256(table.encode()).hexdigest()[:12]
 
 
 def pre_annotation(studio: Studio, task: Task) -> tuple[dict[str, np.ndarray], str]:
-    """The task's stored prediction, else the category prior on the task's body; and where it came from."""
+    """The task's stored prediction, else the category prior on the task's body; and where it came from.
+    Nothing ("none") when the task's body is not installed: the page still works, for Skip and Flag."""
     if task.prediction is not None:
         return dict(task.prediction.layers), task.prediction.model_name
-    if task.kind != "human_contact":
+    if task.kind != "human_contact" or not body_available(studio, task):
         return {}, "none"
     body = studio.body(task.topology)
     return {label: predict_category_prior(body, label).probabilities for label in task.labels}, PRIOR_SOURCE
+
+
+def seed_info(task: Task, source: str) -> dict | None:
+    """What seeded the painting (recorded with the submission; the export's manifest carries it):
+    model name, version and where the prediction came from."""
+    if task.prediction is not None:
+        origin = "studio demo" if task.pool == "demo" or task.prediction.model_version == "studio demo" \
+            else "imported with the task"
+        return {"model_name": task.prediction.model_name, "model_version": task.prediction.model_version,
+                "source": origin}
+    if source == PRIOR_SOURCE:
+        return {"model_name": PRIOR_SOURCE, "model_version": prior_version(),
+                "source": "computed by the studio for the painter"}
+    return None
 
 
 def mesh_url(task: Task) -> str:
     if task.kind == "human_contact":
         return f"/studio/mesh/body/{task.topology}.json"
     return f"/studio/mesh/task/{task.id}.json"
+
+
+def reason_words(stored: str) -> str:
+    """A stored flag reason in words (not escaped)."""
+    if stored.startswith(workflow.OTHER_REASON):
+        return stored[len(workflow.OTHER_REASON):]
+    return workflow.FLAG_REASON_WORDS.get(stored, stored)
 
 
 def no_worker_message(request) -> str:
@@ -109,13 +172,16 @@ def task_view(studio: Studio, session: Session, assignment: Assignment | None, m
         return session, None, NO_TASK, progress, "", message
     task = assignment.task
     prediction, source = pre_annotation(studio, task)
+    session = replace(session, seed=seed_info(task, source))
     image = str(task.image.path)  # the stored file: Gradio copies it into its cache atomically
     if task.kind == "human_contact":
         what = "contact with " + ", ".join(f"<b>{html.escape(label)}</b>" for label in task.labels)
     else:
-        what = (f"where a person would <b>{html.escape(task.labels[0])}</b> on the "
-                f"<b>{html.escape(task.object_class or 'object')}</b>")
+        what = affordance_words(task.labels[0], task.object_class)
     text = f"<div id='task-text'>Task {task.id}: paint {what}. Pre-annotation: {html.escape(source)}.</div>"
+    if not body_available(studio, task):
+        text += ("<div id='task-unavailable'>This task's body is not installed on this server, so it cannot be "
+                 "painted. Please press <b>Skip</b> (or <b>Flag</b> it).</div>")
     payload = payload_json(mesh_url=mesh_url(task), kind=task.kind, topology=task.topology, task_id=task.id,
                            labels=task.labels, prediction=prediction)
     return session, image, text, progress, payload, message
@@ -136,10 +202,14 @@ def layers_for_store(session: Session, painting) -> dict:
 def submit_painting(studio: Studio, session: Session, painted: str) -> tuple[Session, str]:
     if session.task_id is None:
         raise InputError("there is no open task to submit; ask for the next one")
+    if session.kind == "human_contact" and missing_body_file(session.topology, studio.settings.models_dir):
+        raise InputError("this task's body is not installed on this server, so it cannot be painted; "
+                         "press Skip or Flag")
     painting = painting_for(session, painted)
+    info = {"client": "studio", **({"seed": session.seed} if session.seed else {})}
     receipt = workflow.submit(studio.store, session.annotator_id, session.task_id, layers_for_store(session, painting),
                               f"studio-assignment-{session.assignment_id}", seconds_spent=painting.seconds,
-                              client_info={"client": "studio"}, topology=session.topology)
+                              client_info=info, topology=session.topology)
     done = session.done + (0 if receipt.duplicate else 1)
     return replace(session, done=done), f"Submitted task {receipt.task_id}" + (" (already stored)" if receipt.duplicate else "")
 
@@ -179,9 +249,11 @@ def build_annotate(studio: Studio) -> gr.Blocks:
                 submit = gr.Button("Submit", variant="primary", elem_id="submit", interactive=False)
                 with gr.Row():
                     skip = gr.Button("Skip", elem_id="skip", interactive=False)
-                    reason = gr.Dropdown(list(workflow.FLAG_REASONS), value=workflow.FLAG_REASONS[0],
-                                         label="flag reason", elem_id="flag-reason", interactive=False)
+                    reason = gr.Dropdown(FLAG_CHOICES, value=workflow.FLAG_REASONS[0], label="flag reason",
+                                         elem_id="flag-reason", interactive=False)
                     flag = gr.Button("Flag", elem_id="flag", interactive=False)
+                typed_reason = gr.Textbox("", label="or type the reason (choose 'Something else')", max_length=
+                                          workflow.MAX_TYPED_REASON, elem_id="flag-typed", interactive=False)
         outputs = [session, image, task_text, progress, payload, status]
         lane = {"concurrency_id": STORE_LANE, "concurrency_limit": studio.settings.store_concurrency}
 
@@ -207,10 +279,11 @@ def build_annotate(studio: Studio) -> gr.Blocks:
             return _advance(studio, state, f"Skipped task {state.task_id}")
 
         @user_errors
-        def on_flag(flag_reason, state, request: gr.Request):
+        def on_flag(flag_reason, typed, state, request: gr.Request):
             state = _require(state, request)
-            workflow.flag(studio.store, state.annotator_id, _require_task(state), flag_reason)
-            return _advance(studio, state, f"Flagged task {state.task_id} ({html.escape(str(flag_reason))})")
+            stored = workflow.flag_reason(str(flag_reason or ""), str(typed or ""))
+            workflow.flag(studio.store, state.annotator_id, _require_task(state), stored)
+            return _advance(studio, state, f"Flagged task {state.task_id} ({html.escape(reason_words(stored))})")
 
         @user_errors
         def on_sync(painted_json, state, request: gr.Request):
@@ -220,14 +293,15 @@ def build_annotate(studio: Studio) -> gr.Blocks:
         # enabled exactly when there is a task.
         def on_task_changed(payload_value):
             active = gr.update(interactive=bool(payload_value))
-            return "", active, active, active, active
+            return "", active, active, active, active, active
 
-        payload.change(on_task_changed, inputs=[payload], outputs=[server_counts, submit, skip, flag, reason],
+        payload.change(on_task_changed, inputs=[payload],
+                       outputs=[server_counts, submit, skip, flag, reason, typed_reason],
                        api_name="task_changed", api_visibility="private", show_progress="hidden")
         page.load(on_start, inputs=[worker], outputs=outputs, js=WORKER_JS, api_name="start_session", **lane)
         submit.click(on_submit, inputs=[painted, session], outputs=outputs, js=READ_JS, api_name="submit", **lane)
         skip.click(on_skip, inputs=[session], outputs=outputs, api_name="skip", **lane)
-        flag.click(on_flag, inputs=[reason, session], outputs=outputs, api_name="flag", **lane)
+        flag.click(on_flag, inputs=[reason, typed_reason, session], outputs=outputs, api_name="flag", **lane)
         # The check never touches the store, so it has its own lane and never waits behind submits; a stroke
         # that ends while the previous check runs is checked right after it (always_last), never dropped.
         sync.click(on_sync, inputs=[painted, session], outputs=[server_counts], js=READ_JS, api_name="check_painting",

@@ -38,7 +38,8 @@ DEFAULT_TOPOLOGY = "smplh-6890"
 MANIFEST_NAMES = ("tasks.jsonl", "tasks.csv")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 COLUMNS = ("image", "labels", "kind", "topology", "redundancy", "priority", "gold", "gold_answer", "prediction",
-           "model_name", "model_version", "parameters", "object", "object_class", "source", "licence", "provenance")
+           "model_name", "model_version", "parameters", "object", "object_class", "source", "licence", "provenance",
+           "original_name")
 MAX_ROWS = 100_000
 MAX_MANIFEST_BYTES = 64 * 2**20
 MAX_OBJECT_POINTS = 100_000
@@ -145,12 +146,14 @@ def add_task(store: Store, image: bytes, image_name: str, *, labels, kind: str =
              topology: str = DEFAULT_TOPOLOGY, prediction: Mapping | None = None, model_name: str | None = None,
              model_version: str | None = None, object_points: np.ndarray | None = None,
              object_faces: np.ndarray | None = None, object_class: str | None = None, redundancy: int = 1,
-             priority: int = 0, source: str | None = None, pool: str = "crowd") -> int:
+             priority: int = 0, source: str | None = None, pool: str = "crowd",
+             prediction_source: str | None = None) -> int:
     """One task made in the studio (a demo prediction to correct); checked exactly like a batch row.
 
     ``prediction``: label -> per-vertex (or per-point) values. ``pool``: "demo" keeps the task away from
-    every crowd annotator (``next_task`` serves only "crowd") until an admin promotes it. Returns the new
-    task's id.
+    every crowd annotator (``next_task`` serves only "crowd") until an admin promotes it.
+    ``prediction_source``: where the prediction came from (e.g. "studio demo"), kept in its parameters and
+    exported with every submission it seeded. Returns the new task's id.
     """
     if pool not in models.POOLS:
         raise InputError(f"pool must be one of {models.POOLS}, got {pool!r}")
@@ -159,7 +162,8 @@ def add_task(store: Store, image: bytes, image_name: str, *, labels, kind: str =
            "redundancy": redundancy, "priority": priority, "source": source}
     if prediction is not None:
         row.update(prediction={label: np.asarray(values) for label, values in prediction.items()},
-                   model_name=model_name, model_version=model_version)
+                   model_name=model_name, model_version=model_version,
+                   parameters={"source": prediction_source} if prediction_source else {})
     if object_points is not None:
         buffer = io.BytesIO()
         np.savez(buffer, points=object_points, **({"faces": object_faces} if object_faces is not None else {}))
@@ -278,7 +282,8 @@ def plan_row(row: dict, read_file, defaults: BatchDefaults, config) -> PlannedTa
     else:
         raise InputError(f"kind must be human_contact or object_affordance, got {kind!r}")
     return PlannedTask(
-        image=image, original_name=Path(str(row["image"])).name[:255], kind=kind, labels=labels, topology=topology,
+        image=image, original_name=optional_text(row.get("original_name"), 255) or Path(str(row["image"])).name[:255],
+        kind=kind, labels=labels, topology=topology,
         redundancy=bounded_int(row.get("redundancy", defaults.redundancy), "redundancy", 1, MAX_REDUNDANCY),
         priority=bounded_int(row.get("priority", defaults.priority), "priority", -10**6, 10**6),
         gold=parse_bool(row.get("gold", False)), object=obj,

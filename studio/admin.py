@@ -81,7 +81,8 @@ def dashboard(studio: Studio) -> tuple:
     flow = pd.DataFrame({"minutes ago": starts / 60.0, "submissions per minute": counts})
     agreement = tasks.dropna(subset=["kappa"]).assign(task=lambda frame: frame["task"].astype(str))
     gold = annotators.dropna(subset=["gold accuracy (IoU)"])
-    summary = (f"<p id='qc-summary'><b>{report.total_submissions}</b> submissions from <b>{len(report.annotators)}</b> "
+    submitted = sum(a.submissions > 0 for a in report.annotators)  # not everyone who merely opened the page
+    summary = (f"<p id='qc-summary'><b>{report.total_submissions}</b> submissions from <b>{submitted}</b> "
                f"annotators on <b>{len(report.tasks)}</b> tasks; <b>{int(counts[-10:].sum())}</b> in the last 10 min.</p>")
     return summary, annotators, tasks, agreement, gold, flow
 
@@ -109,18 +110,19 @@ def review_task(studio: Studio, task_id) -> tuple[list, str]:
 
 
 def render_layers(studio: Studio, task, values: np.ndarray, colours: list[str]) -> np.ndarray:
-    """(H, 2W, 3) uint8: the front and back views of the task's body or object coloured by (L, V) values."""
+    """(H, 2W, 3) uint8: the front and back views of the task's body (whole, uncropped) or object coloured by
+    (L, V) values."""
     if task.kind == "human_contact":
         body = studio.body(task.topology)
-        vertices, faces, preset = body.vitruvian_vertices(), body.faces, "body"
+        vertices, faces, preset, shown = body.vitruvian_vertices(), body.faces, "body_whole", (0, 1)
         rgb = exports.blend_vertex_colours(values, colours)
     else:
         vertices, faces = studio.store.object_geometry(task.object_id)
-        preset = "object_mesh" if faces is not None else "object_points"
+        preset, shown = ("object_mesh" if faces is not None else "object_points"), (0, 2)
         rgb = exports.heat_colours(values[0])
     views = rll.render_views(vertices, faces, preset=preset, resolution=REVIEW_RESOLUTION, topology=task.topology,
                              vertex_colours=rgb.astype(np.float32))
-    return np.concatenate([views.images[0], views.images[2]], 1)
+    return np.concatenate([views.images[shown[0]], views.images[shown[1]]], 1)
 
 
 def _optional_number(value, name: str) -> float | None:

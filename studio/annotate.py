@@ -133,8 +133,7 @@ def seed_info(task: Task, source: str) -> dict | None:
     """What seeded the painting (recorded with the submission; the export's manifest carries it):
     model name, version and where the prediction came from."""
     if task.prediction is not None:
-        origin = "studio demo" if task.pool == "demo" or task.prediction.model_version == "studio demo" \
-            else "imported with the task"
+        origin = str((task.prediction.parameters or {}).get("source") or "imported with the task")
         return {"model_name": task.prediction.model_name, "model_version": task.prediction.model_version,
                 "source": origin}
     if source == PRIOR_SOURCE:

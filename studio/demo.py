@@ -160,7 +160,7 @@ class ContactDemo:
         task_id = batch.add_task(self.studio.store, Path(run.image_path).read_bytes(), Path(run.image_path).name,
                                  labels=labels, topology=run.topology, prediction=prediction,
                                  model_name=run.source, model_version="studio demo", source="studio demo",
-                                 pool="demo")
+                                 pool="demo", prediction_source="studio demo: contact tab")
         return hand_to_new_worker(self.studio, task_id, browser, request)
 
 

@@ -1,4 +1,5 @@
-"""``/admin``: the lab's console (admin login required). Import, live QC, per-task review, export for training."""
+"""``/admin``: the lab's console (admin login required). Import, live QC, the task list (filters, priority,
+retire, promote, and each task's review on selecting its row), export for training."""
 from __future__ import annotations
 
 import html
@@ -11,7 +12,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from annotations import review
+from annotations import review, task_admin
 from annotations.batch import BatchDefaults, import_batch
 from annotations.errors import UnknownTaskError
 from annotations.export import ExportFilters, export_interactvlm, export_training_data
@@ -93,6 +94,8 @@ def _rounded(value: float) -> float | None:
 
 def review_task(studio: Studio, task_id) -> tuple[list, str]:
     """Each annotator's layers and the aggregate, rendered side by side, with a caption per image."""
+    if task_id is None:
+        raise InputError("select a task in the list first")
     task_id = _task_id(task_id)
     task = studio.store.task(task_id)
     entries = review.load_task_annotations(studio.store, task_ids=[task_id])
@@ -125,6 +128,66 @@ def render_layers(studio: Studio, task, values: np.ndarray, colours: list[str]) 
     return np.concatenate([views.images[shown[0]], views.images[shown[1]]], 1)
 
 
+ANY = "any"
+COLUMNS = ["task", "batch", "status", "kind", "labels", "topology", "priority", "submissions", "redundancy", "flags",
+           "kappa", "image"]
+
+
+def batch_choices(studio: Studio) -> list:
+    return [("any batch", ANY)] + [(f"{batch_id}: {name} ({count} tasks)", str(batch_id))
+                                   for batch_id, name, count in task_admin.batches(studio.store)]
+
+
+def topology_choices(studio: Studio) -> list[str]:
+    return [ANY] + task_admin.topologies(studio.store)
+
+
+def task_filters(batch, status, topology, min_kappa, max_kappa) -> task_admin.TaskFilters:
+    """The list's filters from the form ("any" or empty: no filter)."""
+    chosen = lambda value: None if value in (None, "", ANY) else str(value)
+    batch_id = chosen(batch)
+    if batch_id is not None and not (batch_id.isdigit() and len(batch_id) < 10):
+        raise InputError("choose a batch from the list")
+    topology = chosen(topology)
+    if topology is not None and len(topology) > 64:
+        raise InputError("choose a topology from the list")
+    return task_admin.TaskFilters(batch_id=int(batch_id) if batch_id else None, status=chosen(status),
+                                  topology=topology,
+                                  min_kappa=_optional_number(min_kappa, "the lowest agreement"),
+                                  max_kappa=_optional_number(max_kappa, "the highest agreement"))
+
+
+def tasks_frame(studio: Studio, batch=ANY, status=ANY, topology=ANY, min_kappa="", max_kappa="") -> pd.DataFrame:
+    """The filtered task list (newest first, at most ``task_admin.MAX_LISTED`` rows)."""
+    rows = task_admin.list_tasks(studio.store, task_filters(batch, status, topology, min_kappa, max_kappa))
+    return pd.DataFrame([[t.task_id, f"{t.batch_id}: {t.batch_name}" if t.batch_id else "", t.status, t.kind,
+                          ", ".join(t.labels), t.topology, t.priority, t.submissions, t.redundancy, t.flags, t.kappa,
+                          t.image_name] for t in rows], columns=COLUMNS)
+
+
+def priority_action(studio: Studio, task_id: int, priority) -> str:
+    value = task_admin.set_priority(studio.store, task_id, priority)
+    return f"Task {task_id} now has priority {value}."
+
+
+def retire_action(studio: Studio, task_id: int, _priority=None) -> str:
+    task_admin.retire_task(studio.store, task_id)
+    return f"Task {task_id} is retired: nobody is handed it again (its submissions stay)."
+
+
+def retire_batch_action(studio: Studio, task_id: int, _priority=None) -> str:
+    batch_id = studio.store.task(task_id).batch_id
+    if batch_id is None:
+        raise InputError(f"task {task_id} belongs to no batch")
+    count = task_admin.retire_batch(studio.store, batch_id)
+    return f"Batch {batch_id} is retired ({count} task(s) retired now)."
+
+
+def promote_action(studio: Studio, task_id: int, _priority=None) -> str:
+    task = task_admin.promote_demo_task(studio.store, task_id)
+    return f"Task {task.id} is in the crowd queue now."
+
+
 def _optional_number(value, name: str) -> float | None:
     if value is None or str(value).strip() == "":
         return None
@@ -138,7 +201,7 @@ def _task_id(value) -> int:
     try:
         task_id = int(value)
     except (TypeError, ValueError):
-        raise InputError("enter a task id (a whole number)") from None
+        raise InputError("select a task in the list first") from None
     if task_id < 1:
         raise UnknownTaskError(f"no task with id {task_id}")
     return task_id
@@ -192,11 +255,30 @@ def build_admin(studio: Studio) -> gr.Blocks:
             task_table = gr.Dataframe(label="tasks", interactive=False, elem_id="qc-tasks")
             refresh = gr.Button("Refresh", elem_id="qc-refresh")
             timer = gr.Timer(REFRESH_SECONDS)
-        with gr.Tab("Review"):
-            task_id = gr.Number(label="task id", precision=0, elem_id="review-task")
-            show = gr.Button("Show", elem_id="review-show")
+        with gr.Tab("Tasks"):
+            with gr.Row():
+                batch_filter = gr.Dropdown(batch_choices(studio), value=ANY, label="batch", elem_id="tasks-batch",
+                                           allow_custom_value=True)  # batches come and go; checked on use
+                status_filter = gr.Dropdown([ANY, *task_admin.STATUSES], value=ANY, label="status",
+                                            elem_id="tasks-status")
+                topology_filter = gr.Dropdown(topology_choices(studio), value=ANY, label="topology",
+                                              elem_id="tasks-topology", allow_custom_value=True)
+                min_kappa = gr.Textbox("", label="agreement (kappa) at least", elem_id="tasks-min-kappa")
+                max_kappa = gr.Textbox("", label="agreement (kappa) at most", elem_id="tasks-max-kappa")
+            list_button = gr.Button("Show tasks", elem_id="tasks-show")
+            task_list = gr.Dataframe(label="tasks (select a row to review it and act on it)", interactive=False,
+                                     elem_id="task-list")
+            task_id = gr.Number(label="selected task", precision=0, interactive=False, elem_id="review-task")
+            with gr.Row():
+                priority = gr.Number(0, precision=0, label="priority (higher is served first)", elem_id="task-priority")
+                set_priority = gr.Button("Set priority", elem_id="task-set-priority")
+                retire = gr.Button("Retire this task", elem_id="task-retire")
+                retire_all = gr.Button("Retire its whole batch", elem_id="task-retire-batch")
+                promote_listed = gr.Button("Promote this demo task to the crowd", elem_id="task-promote")
+            task_status = gr.Markdown(elem_id="task-action-status")
             review_info = gr.HTML(elem_id="review-info-box")
-            gallery = gr.Gallery(label="each annotator's layers (front | back) and the aggregate", columns=3)
+            gallery = gr.Gallery(label="each annotator's layers (front | back) and the aggregate", columns=3,
+                                 elem_id="review-gallery")
         with gr.Tab("Export"):
             source = gr.Radio(["consensus", "gold"], value="consensus", label="source")
             export_format = gr.Radio(["studio", "interactvlm"], value="studio", elem_id="export-format",
@@ -232,8 +314,36 @@ def build_admin(studio: Studio) -> gr.Blocks:
         refresh.click(show_quality, outputs=quality, api_name="quality", **lane)
         timer.tick(show_quality, outputs=quality, api_name="quality_tick", api_visibility="private", **lane)
         page.load(show_quality, outputs=quality, api_name="quality_on_load", api_visibility="private", **lane)
-        show.click(user_errors(lambda value: review_task(studio, value)), inputs=[task_id],
-                   outputs=[gallery, review_info], api_name="review_task", **lane)
+        filters = [batch_filter, status_filter, topology_filter, min_kappa, max_kappa]
+        show_tasks = user_errors(lambda *values: tasks_frame(studio, *values))
+        list_button.click(show_tasks, inputs=filters, outputs=[task_list], api_name="task_list", **lane)
+
+        def on_select(table, event: gr.SelectData):
+            row = event.row_value if event is not None else None
+            if not row:
+                raise gr.Error("select a task row")
+            return int(row[0]), int(row[COLUMNS.index("priority")])
+
+        task_list.select(on_select, inputs=[task_list], outputs=[task_id, priority], api_visibility="private",
+                         api_name="select_task").then(
+            user_errors(lambda value: review_task(studio, value)), inputs=[task_id], outputs=[gallery, review_info],
+            api_name="review_task", **lane)
+
+        def act(action):
+            @user_errors
+            def run(selected, priority_value, *values):
+                message = action(studio, _task_id(selected), priority_value)
+                return message, tasks_frame(studio, *values)
+            return run
+
+        for button, action, name in ((set_priority, priority_action, "set_priority"), (retire, retire_action, "retire_task"),
+                                     (retire_all, retire_batch_action, "retire_batch"),
+                                     (promote_listed, promote_action, "promote_listed")):
+            button.click(act(action), inputs=[task_id, priority, *filters], outputs=[task_status, task_list],
+                         api_name=name, **lane)
+        refresh_choices = lambda: (gr.update(choices=batch_choices(studio)), gr.update(choices=topology_choices(studio)))
+        page.load(refresh_choices, outputs=[batch_filter, topology_filter], api_name="task_filters",
+                  api_visibility="private", **lane)
         run_export.click(on_export, inputs=[min_agreement, only_qualified, include_flagged, min_annotators, source,
                                             export_format],
                          outputs=[export_file], api_name="export", **lane)

@@ -157,9 +157,7 @@ def reason_words(stored: str) -> str:
 
 def no_worker_message(request) -> str:
     """What a page opened without ``?worker=`` says: the link to open, absolute (Markdown makes it a link)."""
-    url = getattr(request, "url", None)
-    base = f"{url.scheme}://{url.netloc}" if url is not None and url.netloc else ""
-    example = f"{base}/annotate?worker=YOUR_ID"
+    example = f"{site_base(request)}/annotate?worker=YOUR_ID"
     return (f"This page needs your worker id. Open the link your study gave you, or <{example}> with "
             "YOUR_ID replaced by your id.")
 
@@ -264,25 +262,26 @@ def build_annotate(studio: Studio) -> gr.Blocks:
                 return None, None, NO_TASK, "", "", no_worker_message(request)
             state = start_session(studio, worker_id, getattr(request, "username", None), signature=sig,
                                   browser=session_digest(request), address=client_address(request))
-            return _advance(studio, state, "")
+            return _advance(studio, state, "", request)
 
         @user_errors
         def on_submit(painted_json, state, request: gr.Request):
             state, message = submit_painting(studio, _require(state, request), painted_json)
-            return _advance(studio, state, message)
+            return _advance(studio, state, message, request)
 
         @user_errors
         def on_skip(state, request: gr.Request):
             state = _require(state, request)
             workflow.skip(studio.store, state.annotator_id, _require_task(state))
-            return _advance(studio, state, f"Skipped task {state.task_id}")
+            return _advance(studio, state, f"Skipped task {state.task_id}", request)
 
         @user_errors
         def on_flag(flag_reason, typed, state, request: gr.Request):
             state = _require(state, request)
             stored = workflow.flag_reason(str(flag_reason or ""), str(typed or ""))
             workflow.flag(studio.store, state.annotator_id, _require_task(state), stored)
-            return _advance(studio, state, f"Flagged task {state.task_id} ({html.escape(reason_words(stored))})")
+            return _advance(studio, state, f"Flagged task {state.task_id} ({html.escape(reason_words(stored))})",
+                            request)
 
         @user_errors
         def on_sync(painted_json, state, request: gr.Request):
@@ -327,12 +326,29 @@ def _require_task(state: Session) -> int:
     return state.task_id
 
 
-def _advance(studio: Studio, state: Session, message: str):
+def _advance(studio: Studio, state: Session, message: str, request=None):
     """Show the annotator's open assignment, or claim the next task (None when nothing is left).
 
-    A demo visitor only ever gets the demo task it made, never the crowd queue."""
+    A demo visitor only ever gets the demo task it made, never the crowd queue: once it is done, a thank-you
+    and the link back to the demo."""
     if state.demo:
         assignment = workflow.open_assignment(studio.store, state.annotator_id)
+        if assignment is None:
+            return (open_task(state, None), None, demo_thanks(request), f"**{state.done}** done this session", "",
+                    message)
     else:
         assignment = workflow.next_task(studio.store, state.annotator_id)
     return task_view(studio, open_task(state, assignment), assignment, message)
+
+
+def site_base(request) -> str:
+    """``scheme://host[:port]`` as the browser addressed this server ("" without a request)."""
+    url = getattr(request, "url", None) if request is not None else None
+    return f"{url.scheme}://{url.netloc}" if url is not None and url.netloc else ""
+
+
+def demo_thanks(request) -> str:
+    """What a demo visitor reads after painting their own task: thanks, and an absolute link back to the demo."""
+    back = html.escape(site_base(request) + "/", quote=True)
+    return ("<div id='demo-thanks'><b>Thank you!</b> Your painting is saved; the lab may use it to improve the "
+            f"model. <a id='back-to-demo' href='{back}'>Back to the demo</a></div>")

@@ -158,7 +158,8 @@ def add_task(store: Store, image: bytes, image_name: str, *, labels, kind: str =
     if pool not in models.POOLS:
         raise InputError(f"pool must be one of {models.POOLS}, got {pool!r}")
     files = {"image" + Path(image_name).suffix.lower(): image}
-    row = {"image": next(iter(files)), "labels": list(labels), "kind": kind, "topology": topology,
+    row = {"image": next(iter(files)), "original_name": Path(image_name).name[:255] or None, "labels": list(labels),
+           "kind": kind, "topology": topology,
            "redundancy": redundancy, "priority": priority, "source": source}
     if prediction is not None:
         row.update(prediction={label: np.asarray(values) for label, values in prediction.items()},

@@ -49,6 +49,7 @@ def test_each_filter_narrows_the_list(store):
     row = {item.task_id: item for item in list_tasks(store)}
     assert (row[1].kappa, row[1].submissions, row[1].batch_name, row[4].kappa) == (1.0, 2, "one", None)
     assert row[2].kappa < 0 and row[5].pool == "demo"
+    assert row[5].image_name == "demo.png", "a studio-made task keeps the file name it was given"
 
 
 def test_bad_filters_are_refused_in_words():

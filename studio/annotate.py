@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import json
 import logging
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qs
@@ -33,6 +34,96 @@ from studio.painter import READ_JS, counts_html, painter_component, payload_json
 WORKER_JS = "() => window.location.search || ''"
 CHECK_LANE = "painter-check"
 log = logging.getLogger("studio.security")
+# The task image beside the painter at every size. Wide screens: its own column, sticky while the page scrolls.
+# Narrow screens (phones): a thumbnail fixed in a corner above the painter, tap to enlarge or shrink, so the image
+# and the painter are both on screen and nothing needs a scroll in the middle of a stroke. Zoom: the wheel or
+# two fingers zoom around the pointer, one finger or the mouse pans, a double click resets.
+IMAGE_CSS = """
+#task-row { align-items: flex-start; }
+#image-column { position: sticky; top: 8px; align-self: flex-start; }
+#task-image { overflow: hidden; touch-action: none; }
+#task-image img { transform-origin: 0 0; will-change: transform; }
+@media (max-width: 760px) {
+  #task-row { flex-wrap: wrap !important; }
+  #task-row > * { min-width: 100% !important; }
+  #image-column { position: static; }
+  #task-image { position: fixed !important; top: 8px; right: 8px; width: 38vw !important; max-height: 32vh;
+                z-index: 60; box-shadow: 0 2px 10px rgba(0,0,0,.35); background: #fff; border-radius: 6px; }
+  #task-image.task-image-large { width: 92vw !important; max-height: 70vh; }
+}
+"""
+IMAGE_JS = """
+if (!document.getElementById('task-image-style')) {
+  const style = document.createElement('style');
+  style.id = 'task-image-style';
+  style.textContent = %s;
+  document.head.appendChild(style);
+}
+if (!window.studioImageZoom) {
+  const zoom = window.studioImageZoom = { scale: 1, x: 0, y: 0, pointers: new Map(), moved: false };
+  const host = () => document.getElementById('task-image');
+  const picture = () => host() && host().querySelector('img');
+  const apply = () => {
+    const img = picture();
+    if (!img) return;
+    img.style.transform = `translate(${zoom.x}px, ${zoom.y}px) scale(${zoom.scale})`;
+    host().dataset.zoom = zoom.scale.toFixed(3);
+  };
+  const zoomAt = (clientX, clientY, factor) => {
+    const img = picture();
+    if (!img) return;
+    const box = host().getBoundingClientRect();
+    const px = clientX - box.left, py = clientY - box.top;
+    const scale = Math.min(8, Math.max(1, zoom.scale * factor));
+    zoom.x = scale === 1 ? 0 : px - (px - zoom.x) * (scale / zoom.scale);
+    zoom.y = scale === 1 ? 0 : py - (py - zoom.y) * (scale / zoom.scale);
+    zoom.scale = scale;
+    apply();
+  };
+  zoom.reset = () => { zoom.scale = 1; zoom.x = 0; zoom.y = 0; apply(); };
+  const inImage = (event) => event.target instanceof Element && event.target.closest('#task-image') && picture();
+  document.addEventListener('wheel', (event) => {
+    if (!inImage(event)) return;
+    event.preventDefault();
+    zoomAt(event.clientX, event.clientY, Math.exp(-event.deltaY * 0.0015));
+  }, { passive: false });
+  document.addEventListener('pointerdown', (event) => {
+    if (!inImage(event)) return;
+    zoom.pointers.set(event.pointerId, [event.clientX, event.clientY]);
+    zoom.moved = false;
+  });
+  document.addEventListener('pointermove', (event) => {
+    const last = zoom.pointers.get(event.pointerId);
+    if (!last) return;
+    const points = [...zoom.pointers.values()];
+    if (zoom.pointers.size === 2) {
+      const other = points.find((p) => p !== last);
+      const before = Math.hypot(last[0] - other[0], last[1] - other[1]);
+      const after = Math.hypot(event.clientX - other[0], event.clientY - other[1]);
+      if (before > 0) zoomAt((event.clientX + other[0]) / 2, (event.clientY + other[1]) / 2, after / before);
+    } else if (zoom.scale > 1) {
+      zoom.x += event.clientX - last[0];
+      zoom.y += event.clientY - last[1];
+      apply();
+    }
+    if (Math.hypot(event.clientX - last[0], event.clientY - last[1]) > 2) zoom.moved = true;
+    zoom.pointers.set(event.pointerId, [event.clientX, event.clientY]);
+  });
+  const release = (event) => {
+    if (!zoom.pointers.delete(event.pointerId)) return;
+    if (event.type === 'pointerup' && !zoom.moved && zoom.pointers.size === 0 && inImage(event)
+        && window.matchMedia('(max-width: 760px)').matches) {
+      host().classList.toggle('task-image-large');  // a tap on a phone enlarges or shrinks the thumbnail
+    }
+  };
+  document.addEventListener('pointerup', release);
+  document.addEventListener('pointercancel', release);
+  document.addEventListener('dblclick', (event) => { if (inImage(event)) zoom.reset(); });
+  document.addEventListener('load', (event) => {  // a new task's image starts unzoomed
+    if (event.target instanceof HTMLImageElement && event.target.closest('#task-image')) zoom.reset();
+  }, true);
+}
+""" % json.dumps(IMAGE_CSS)
 # The flag dropdown: (what the annotator reads, what is stored); "other" takes the typed reason.
 FLAG_CHOICES = [(workflow.FLAG_REASON_WORDS[reason], reason) for reason in workflow.FLAG_REASONS] + [
     ("Something else (type it below)", "other")]
@@ -96,6 +187,31 @@ AFFORDANCE_PHRASES = {
     "pull": "where a hand would pull the {object}", "ride": "where a person would sit or stand to ride the {object}",
     "play": "where hands would touch the {object} to play it", "carry": "where hands would hold the {object} to carry it",
 }
+
+
+# Where the surface to paint usually faces on an object (metres, Y up, its front towards +Z): the painter opens
+# looking from there. Other affordances: from the front, a little above and to the side.
+AFFORDANCE_VIEWS = {"sit": (0.0, 1.0, 1.0), "lay": (0.0, 1.2, 1.0), "support": (0.0, 1.0, 1.0), "ride": (0.3, 1.0, 1.0),
+                    "contain": (0.0, 1.5, 1.0), "pour": (0.5, 0.8, 1.0), "display": (0.0, 0.2, 1.0)}
+DEFAULT_OBJECT_VIEW = (0.4, 0.5, 1.0)
+
+
+def object_view(affordance: str, points: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+    """(3,) unit direction from the object's centre to the painter's opening camera: towards the predicted
+    surface (the values' weighted centroid) when a prediction marks one, else the affordance's usual side.
+    Never straight up or down (the camera keeps Y up)."""
+    points = np.asarray(points, dtype=np.float64)
+    direction = np.asarray(AFFORDANCE_VIEWS.get(affordance, DEFAULT_OBJECT_VIEW), dtype=np.float64)
+    if values is not None and len(values) == len(points) and float(np.sum(values)) > 0:
+        weights = np.clip(np.asarray(values, dtype=np.float64), 0, None)
+        offset = weights @ points / weights.sum() - points.mean(0)
+        extent = float(np.ptp(points, axis=0).max()) or 1.0
+        if np.linalg.norm(offset) > 0.05 * extent:  # the prediction marks one side of the object
+            direction = offset / np.linalg.norm(offset) + np.array([0.0, 0.3, 0.0])
+    direction = direction / np.linalg.norm(direction)
+    if abs(direction[1]) > 0.9:
+        direction = direction + np.array([0.0, 0.0, 0.6])
+    return direction / np.linalg.norm(direction)
 
 
 def affordance_words(affordance: str, object_class: str | None) -> str:
@@ -179,8 +295,11 @@ def task_view(studio: Studio, session: Session, assignment: Assignment | None, m
     if not body_available(studio, task):
         text += ("<div id='task-unavailable'>This task's body is not installed on this server, so it cannot be "
                  "painted. Please press <b>Skip</b> (or <b>Flag</b> it).</div>")
+    view = None
+    if task.kind == "object_affordance":
+        view = object_view(task.labels[0], studio.store.object_points(task.object_id), prediction.get(task.labels[0]))
     payload = payload_json(mesh_url=mesh_url(task), kind=task.kind, topology=task.topology, task_id=task.id,
-                           labels=task.labels, prediction=prediction)
+                           labels=task.labels, prediction=prediction, view=view)
     return session, image, text, progress, payload, message
 
 
@@ -231,15 +350,17 @@ def build_annotate(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="Interaction Studio: annotate") as page:
         gr.Markdown("# Paint the contact\nPaint every body region that touches each listed object. Left-drag paints, "
                     "right-drag turns the body, the wheel zooms. Switch layers for each object; *Part* fills a whole "
-                    "body part with one click.")
+                    "body part with one click. The image zooms with the wheel or two fingers (double click resets); "
+                    "on a phone, tap it to enlarge it.")
         session = gr.State(None)
         worker = gr.Textbox(visible="hidden", elem_id="worker-id")
-        with gr.Row():
-            with gr.Column(scale=2):
+        gr.HTML("", js_on_load=IMAGE_JS, elem_id="task-image-zoom", padding=False)
+        with gr.Row(elem_id="task-row"):
+            with gr.Column(scale=2, min_width=240):
                 _, payload, painted, sync = painter_component()
                 server_counts = gr.HTML(elem_id="server-counts")
-            with gr.Column(scale=1):
-                image = gr.Image(label="image", interactive=False, elem_id="task-image")
+            with gr.Column(scale=1, min_width=120, elem_id="image-column"):
+                image = gr.Image(label="image", interactive=False, elem_id="task-image", buttons=["fullscreen"])
                 task_text = gr.HTML(elem_id="task-info")
                 progress = gr.Markdown(elem_id="progress")
                 status = gr.Markdown(elem_id="status")

@@ -3,10 +3,11 @@ model tokens; a visitor's "Paint instead" ends in a thank-you; the admin's task 
 retires; a task on a body the server cannot show can still be skipped and flagged."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from annotations import batch, models, workflow
-from test_browser import open_demo, png_bytes
+from test_browser import front_vertices, open_annotator, open_demo, png_bytes, project, touch_drag
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -130,4 +131,97 @@ def test_a_task_on_a_missing_body_can_be_skipped_and_flagged_in_the_page(browser
         reasons = dict(session.query(models.AssignmentRow.task_id, models.AssignmentRow.flag_reason)
                        .filter(models.AssignmentRow.task_id.in_(stuck)).all())
     assert reasons == {stuck[0]: None, stuck[1]: workflow.FLAG_REASONS[0]}
+    context.close()
+
+
+def boxes(page) -> tuple[dict, dict]:
+    return page.locator("#task-image").bounding_box(), page.locator("#studio-painter canvas").first.bounding_box()
+
+
+def inside(box: dict, viewport: dict) -> bool:
+    return box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 1 \
+        and box["y"] + box["height"] <= viewport["height"] + 1
+
+
+def test_the_task_image_is_beside_the_painter_and_zooms(browser, studio_server):
+    store = studio_server.studio.store
+    task_id = batch.add_task(store, png_bytes(70, size=(240, 320)), "wide.png", labels=["chair"],
+                             topology="openbody-v1", redundancy=1, priority=3000)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    open_annotator(page, studio_server.url, "w-image-desk", task_id)
+    page.wait_for_selector("#task-image img", timeout=30000)
+    image, canvas = boxes(page)
+    assert image["x"] >= canvas["x"] + canvas["width"] - 1, "the image sits to the right of the painter"
+    assert image["y"] < canvas["y"] + canvas["height"] and image["y"] + image["height"] > canvas["y"]
+    centre = (image["x"] + image["width"] / 2, image["y"] + image["height"] / 2)
+    page.mouse.move(*centre)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function("() => Number(document.getElementById('task-image').dataset.zoom) > 1.5")
+    page.mouse.dblclick(*centre)
+    page.wait_for_function("() => Number(document.getElementById('task-image').dataset.zoom) === 1")
+    context.close()
+
+
+def test_on_a_phone_image_and_painter_share_the_screen_and_the_stroke_survives(browser, studio_server):
+    store = studio_server.studio.store
+    mesh = studio_server.studio.body_mesh_json("openbody-v1")
+    zero = np.zeros(len(mesh["vertices"]) // 3, dtype=np.float32)  # no pre-annotation: the stroke is all there is
+    task_id = batch.add_task(store, png_bytes(71), "phone.png", labels=["chair"], topology="openbody-v1",
+                             redundancy=1, priority=3001, prediction={"chair": zero}, model_name="test zero")
+    viewport = {"width": 390, "height": 844}
+    context = browser.new_context(viewport=viewport, has_touch=True, is_mobile=True, device_scale_factor=2)
+    page = context.new_page()
+    open_annotator(page, studio_server.url, "w-image-phone", task_id)
+    page.wait_for_selector("#task-image img", timeout=30000)
+    image, canvas = boxes(page)
+    assert inside(image, viewport), "the image is on screen"
+    visible = min(canvas["y"] + canvas["height"], viewport["height"]) - max(canvas["y"], 0)
+    assert visible > 250 and canvas["width"] > 0.75 * viewport["width"], "and so is the painter, as wide as the page"
+    cdp = context.new_cdp_session(page)
+    camera = page.evaluate("window.studioPainter.camera()")
+    screen, _ = project(mesh, camera)
+    front = front_vertices(mesh)
+    shown = front & (screen[:, 1] > image["y"] + image["height"] + 10) & (screen[:, 1] < viewport["height"] - 10)
+    start = screen[shown].mean(0)
+    touch_drag(page, cdp, [start - [30, 0]], [start + [30, 0]])
+    page.wait_for_function("() => window.studioPainter.state().counts.chair > 0", timeout=15000)
+    painted = page.evaluate("window.studioPainter.state()")["counts"]["chair"]
+    # Look at the image: tap to enlarge it, pinch to zoom, tap to shrink it; the stroke is still there.
+    centre = np.asarray([image["x"] + image["width"] / 2, image["y"] + image["height"] / 2])
+    page.touchscreen.tap(*centre)
+    page.wait_for_function("() => document.getElementById('task-image').classList.contains('task-image-large')")
+    large = page.locator("#task-image").bounding_box()
+    assert large["width"] > 2 * image["width"] and inside(large, viewport)
+    middle = np.asarray([large["x"] + large["width"] / 2, large["y"] + large["height"] / 2])
+    touch_drag(page, cdp, [middle - [20, 0], middle + [20, 0]], [middle - [80, 0], middle + [80, 0]])
+    page.wait_for_function("() => Number(document.getElementById('task-image').dataset.zoom) > 1.5")
+    page.touchscreen.tap(large["x"] + 10, large["y"] + 10)
+    page.wait_for_function("() => !document.getElementById('task-image').classList.contains('task-image-large')")
+    assert page.evaluate("window.studioPainter.state()")["counts"]["chair"] == painted
+    page.click("#submit")
+    page.wait_for_function(f"() => document.querySelector('#status')?.innerText.includes('Submitted task {task_id}')",
+                           timeout=30000)
+    context.close()
+
+
+def test_an_object_task_opens_looking_at_its_functional_surface(browser, studio_server, picture):
+    """"Sit" on the built-in chair: the painter opens from above the seat, not from the front."""
+    from annotations.batch import add_task
+    from engine.objects import builtin_object
+
+    store = studio_server.studio.store
+    chair = builtin_object("chair")
+    task_id = add_task(store, png_bytes(72), "chair.png", labels=["sit"], kind="object_affordance",
+                       object_points=chair.vertices, object_faces=chair.faces, object_class="chair", priority=3002)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    open_annotator(page, studio_server.url, "w-object-view", task_id)
+    assert "where a person would sit on the chair" in page.inner_text("#task-text")
+    camera = page.evaluate("window.studioPainter.camera()")
+    matrix = np.asarray(camera["viewProjection"], dtype=np.float64).reshape(4, 4).T
+    centre = chair.vertices.mean(0)
+    above, in_front = centre + [0, 1, 0], centre + [0, 0, 1]
+    depth = lambda point: (matrix @ np.append(point, 1.0))[3]  # clip w: the distance along the view
+    assert depth(above) < depth(centre) and depth(in_front) < depth(centre), "the camera looks down and from the front"
     context.close()

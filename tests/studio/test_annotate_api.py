@@ -351,3 +351,8 @@ def test_a_task_on_a_body_the_server_cannot_show_can_be_skipped_and_flagged(stud
     assert answer[4].startswith(f"Flagged task {unshowable[1]}")
     assert statuses(store, unshowable[1]) == {worker: ("flagged", "image_unusable")}
     assert count_submissions(store, unshowable[0]) == 0
+    import httpx
+
+    mesh = httpx.get(f"{studio_server.url}/studio/mesh/body/smplh-6890.json", timeout=30)
+    assert mesh.status_code == 404 and "not installed on this server" in mesh.text
+    assert str(studio_server.models_dir) not in mesh.text, "the 404 says it in words, without the server path"

@@ -10,22 +10,36 @@ from tqdm import tqdm
 from engine.errors import InputError, MissingAssetError
 
 
+def store_options(default) -> argparse.ArgumentParser:
+    """--db and --data, accepted before the subcommand and after it (``default``: SUPPRESS on the
+    subcommands, so that a value given before the subcommand is not overwritten)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--db", default=default, help="SQLAlchemy URL (default: $STUDIO_DB or sqlite under var/)")
+    options.add_argument("--data", default=default, help="folder for stored images and objects (default: var/annotations)")
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m annotations", description=__doc__)
-    parser.add_argument("--db", help="SQLAlchemy URL (default: $STUDIO_DB or sqlite under var/)")
-    parser.add_argument("--data", help="folder for stored images and objects (default: var/annotations)")
+    parser = argparse.ArgumentParser(prog="python -m annotations", description=__doc__, parents=[store_options(None)])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="create or upgrade the database schema")
-    batch = commands.add_parser("import", help="import a folder, .zip, .csv, .jsonl or an export folder")
+    common = {"parents": [store_options(argparse.SUPPRESS)]}
+    commands.add_parser("migrate", help="create or upgrade the database schema", **common)
+    batch = commands.add_parser("import", help="import a folder, .zip, .csv, .jsonl or an export folder", **common)
     batch.add_argument("source")
     batch.add_argument("--labels", default="", help="'|'-separated labels for images without a manifest")
-    batch.add_argument("--topology", default="smplh-6890")
+    batch.add_argument("--topology", help="body of the tasks without one (default: the best body installed in "
+                                          "--models: smplh-6890, smplx-10475, smpl-6890, else openbody-v1)")
+    batch.add_argument("--models", help="the server's models folder (default: $STUDIO_MODELS or models/): tasks on "
+                                        "a body whose file is missing there are refused")
+    batch.add_argument("--force", action="store_true",
+                       help="import tasks on a body the server cannot show (no annotator can paint them until "
+                            "its file is installed)")
     batch.add_argument("--redundancy", type=int, default=3)
     batch.add_argument("--priority", type=int, default=0)
     batch.add_argument("--allow-repeat", action="store_true", help="import a batch that was imported before")
-    nxt = commands.add_parser("next", help="assign the next task to a worker and print it as JSON")
+    nxt = commands.add_parser("next", help="assign the next task to a worker and print it as JSON", **common)
     nxt.add_argument("worker")
-    export = commands.add_parser("export", help="write training data (DAMON npz, PIAD txt, manifest)")
+    export = commands.add_parser("export", help="write training data (DAMON npz, PIAD txt, manifest)", **common)
     export.add_argument("out")
     export.add_argument("--format", choices=("studio", "interactvlm"), default="studio",
                         help="'studio': npz + PIAD files + manifest; 'interactvlm': the InteractVLM release's "
@@ -39,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--min-annotators", type=int, default=1)
     export.add_argument("--weighted", action="store_true", help="weight votes by gold accuracy")
     export.add_argument("--models", help="models dir, for the SMPL-X variant through smpl_to_smplx.pkl")
-    commands.add_parser("stats", help="print QC: gold accuracy per annotator, agreement per task")
+    commands.add_parser("stats", help="print QC: gold accuracy per annotator, agreement per task", **common)
     return parser
 
 
@@ -61,10 +75,12 @@ def run(store, args) -> dict:
         return {"migrated": store.url.split("@")[-1]}
     if args.command == "import":
         from annotations.batch import BatchDefaults, import_batch
+        from engine.paths import models_dir
 
         defaults = BatchDefaults(labels=tuple(filter(None, args.labels.split("|"))), topology=args.topology,
                                  redundancy=args.redundancy, priority=args.priority)
-        report = import_batch(store, args.source, defaults=defaults, allow_repeat=args.allow_repeat)
+        report = import_batch(store, args.source, defaults=defaults, allow_repeat=args.allow_repeat,
+                              models_dir=models_dir(args.models), force=args.force)
         return report.__dict__
     if args.command == "next":
         from annotations.workflow import next_task

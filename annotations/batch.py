@@ -5,6 +5,11 @@ in ``COLUMNS`` and documented in the README. A folder or zip without a manifest 
 in it with the labels given by the caller. Every row is checked first (image readable and within
 limits, labels valid, topology known, prediction and gold payloads of the right size); one bad row
 rejects the whole batch with a list of every problem (``BatchRejected``), and nothing is written.
+
+Given the server's models folder (``models_dir``, as the admin page and the CLI give it), a batch whose
+human-contact tasks are on a body the server cannot show (its licensed file is not installed) is
+refused too, naming the file, unless the admin forces it; rows without a topology then get the best
+body installed (``engine.body.topology.best_installed_topology``).
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -25,7 +30,7 @@ from annotations.files import ArchiveLimits, CheckedImage, check_image, read_zip
 from annotations.store import Store, utcnow
 from annotations.vocabulary import normalise_affordance, normalise_labels
 from annotations.workflow import check_known_labels, check_point_values, encode_payload
-from engine.body.topology import num_vertices
+from engine.body.topology import best_installed_topology, installed_topologies, missing_body_file, num_vertices
 from engine.errors import InputError
 from engine.paths import write_atomically
 
@@ -33,7 +38,8 @@ DEFAULT_TOPOLOGY = "smplh-6890"
 MANIFEST_NAMES = ("tasks.jsonl", "tasks.csv")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 COLUMNS = ("image", "labels", "kind", "topology", "redundancy", "priority", "gold", "gold_answer", "prediction",
-           "model_name", "model_version", "parameters", "object", "object_class", "source", "licence", "provenance")
+           "model_name", "model_version", "parameters", "object", "object_class", "source", "licence", "provenance",
+           "original_name")
 MAX_ROWS = 100_000
 MAX_MANIFEST_BYTES = 64 * 2**20
 MAX_OBJECT_POINTS = 100_000
@@ -42,10 +48,13 @@ MAX_REDUNDANCY = 50
 
 @dataclass(frozen=True)
 class BatchDefaults:
-    """Values for columns a row leaves empty. ``labels`` is required for a folder or zip without manifest."""
+    """Values for columns a row leaves empty. ``labels`` is required for a folder or zip without manifest.
+
+    ``topology`` None: the best body installed in the import's models folder (``DEFAULT_TOPOLOGY`` when the
+    import is given none)."""
 
     labels: tuple[str, ...] = ()
-    topology: str = DEFAULT_TOPOLOGY
+    topology: str | None = None
     redundancy: int = 3
     priority: int = 0
 
@@ -89,9 +98,16 @@ class PlannedTask:
 
 
 def import_batch(store: Store, source: Path | str, *, defaults: BatchDefaults = BatchDefaults(),
-                 name: str | None = None, allow_repeat: bool = False) -> BatchReport:
-    """Import a batch atomically; raises ``BatchRejected`` listing every bad row."""
+                 name: str | None = None, allow_repeat: bool = False, models_dir: Path | str | None = None,
+                 force: bool = False) -> BatchReport:
+    """Import a batch atomically; raises ``BatchRejected`` listing every bad row.
+
+    ``models_dir``: the server's models folder; tasks on a body whose file is missing there are refused
+    (every such topology named with its file) unless ``force``. None: no body check (library use)."""
     source = Path(source)
+    if defaults.topology is None:
+        topology = best_installed_topology(models_dir) if models_dir is not None else DEFAULT_TOPOLOGY
+        defaults = replace(defaults, topology=topology)
     read_file, rows = open_source(source, defaults)
     if len(rows) > MAX_ROWS:
         raise BatchRejected([f"{len(rows)} rows; a batch holds at most {MAX_ROWS}"])
@@ -105,28 +121,50 @@ def import_batch(store: Store, source: Path | str, *, defaults: BatchDefaults = 
         raise BatchRejected(problems)
     if not plans:
         raise BatchRejected([f"{source.name}: no rows and no images found"])
+    if models_dir is not None and not force:
+        unshowable = unavailable_bodies(plans, models_dir)
+        if unshowable:
+            raise BatchRejected(unshowable)
     return commit(store, plans, name or source.name, allow_repeat)
+
+
+def unavailable_bodies(plans: list[PlannedTask], models_dir: Path | str) -> list[str]:
+    """One problem per topology whose body file is not installed: no annotator could paint those tasks."""
+    rows: dict[str, list[int]] = {}
+    for number, plan in enumerate(plans, 1):
+        if plan.kind == "human_contact" and missing_body_file(plan.topology, models_dir) is not None:
+            rows.setdefault(plan.topology, []).append(number)
+    installed = ", ".join(installed_topologies(models_dir))
+    return [f"{len(numbers)} task(s) (batch item {', '.join(map(str, numbers[:10]))}"
+            f"{', ...' if len(numbers) > 10 else ''}) are on {topology}, whose body file "
+            f"{missing_body_file(topology, models_dir)} is not installed in the models folder: no annotator could "
+            f"paint them. Install that file, import them on an installed body ({installed}), or force the import."
+            for topology, numbers in rows.items()]
 
 
 def add_task(store: Store, image: bytes, image_name: str, *, labels, kind: str = "human_contact",
              topology: str = DEFAULT_TOPOLOGY, prediction: Mapping | None = None, model_name: str | None = None,
              model_version: str | None = None, object_points: np.ndarray | None = None,
              object_faces: np.ndarray | None = None, object_class: str | None = None, redundancy: int = 1,
-             priority: int = 0, source: str | None = None, pool: str = "crowd") -> int:
+             priority: int = 0, source: str | None = None, pool: str = "crowd",
+             prediction_source: str | None = None) -> int:
     """One task made in the studio (a demo prediction to correct); checked exactly like a batch row.
 
     ``prediction``: label -> per-vertex (or per-point) values. ``pool``: "demo" keeps the task away from
-    every crowd annotator (``next_task`` serves only "crowd") until an admin promotes it. Returns the new
-    task's id.
+    every crowd annotator (``next_task`` serves only "crowd") until an admin promotes it.
+    ``prediction_source``: where the prediction came from (e.g. "studio demo"), kept in its parameters and
+    exported with every submission it seeded. Returns the new task's id.
     """
     if pool not in models.POOLS:
         raise InputError(f"pool must be one of {models.POOLS}, got {pool!r}")
     files = {"image" + Path(image_name).suffix.lower(): image}
-    row = {"image": next(iter(files)), "labels": list(labels), "kind": kind, "topology": topology,
+    row = {"image": next(iter(files)), "original_name": Path(image_name).name[:255] or None, "labels": list(labels),
+           "kind": kind, "topology": topology,
            "redundancy": redundancy, "priority": priority, "source": source}
     if prediction is not None:
         row.update(prediction={label: np.asarray(values) for label, values in prediction.items()},
-                   model_name=model_name, model_version=model_version)
+                   model_name=model_name, model_version=model_version,
+                   parameters={"source": prediction_source} if prediction_source else {})
     if object_points is not None:
         buffer = io.BytesIO()
         np.savez(buffer, points=object_points, **({"faces": object_faces} if object_faces is not None else {}))
@@ -245,7 +283,8 @@ def plan_row(row: dict, read_file, defaults: BatchDefaults, config) -> PlannedTa
     else:
         raise InputError(f"kind must be human_contact or object_affordance, got {kind!r}")
     return PlannedTask(
-        image=image, original_name=Path(str(row["image"])).name[:255], kind=kind, labels=labels, topology=topology,
+        image=image, original_name=optional_text(row.get("original_name"), 255) or Path(str(row["image"])).name[:255],
+        kind=kind, labels=labels, topology=topology,
         redundancy=bounded_int(row.get("redundancy", defaults.redundancy), "redundancy", 1, MAX_REDUNDANCY),
         priority=bounded_int(row.get("priority", defaults.priority), "priority", -10**6, 10**6),
         gold=parse_bool(row.get("gold", False)), object=obj,

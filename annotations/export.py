@@ -13,7 +13,9 @@ Layout of an export folder (every byte is a function of the database: same store
 - ``affordance/<image>_<object>_<affordance>.txt``: PIAD lines ``id class x y z`` + 17 affordance
   values (21 when the affordance is one of LEMON's extras). ``id`` is the line's point index.
 - ``images/``: the images named in the npz and manifest.
-- ``manifest.jsonl``: one line per task with provenance (annotators, agreement, prediction and model).
+- ``manifest.jsonl``: one line per task: the image (``imgname``, ``original_name``: its file name when it was
+  imported or uploaded, ``source``, ``licence``) and provenance (annotators, agreement, and the prediction
+  that seeded the painting: model name, version and source, also per submission).
 - ``export.json``: format, filters, counts, the sha256 of every file and the export's content hash.
 
 ``export_interactvlm`` (``python -m annotations export OUT --format interactvlm``) writes instead the folder the
@@ -274,6 +276,8 @@ def select_tasks(store: Store, filters: ExportFilters) -> list[ExportedTask]:
         tasks = {row.id: row for row in session.scalars(select(models.TaskRow).where(~models.TaskRow.is_gold))}
         images = {row.id: row for row in session.scalars(select(models.ImageRow))}
         predictions = {row.id: row for row in session.scalars(select(models.PredictionRow))}
+        seeds = {(task_id, annotator_id): (info or {}).get("seed") for task_id, annotator_id, info in session.execute(
+            select(models.SubmissionRow.task_id, models.SubmissionRow.annotator_id, models.SubmissionRow.client_info))}
     chosen = []
     for task_id in sorted(set(tasks) & set(annotations)):
         entry = annotations[task_id]
@@ -283,7 +287,8 @@ def select_tasks(store: Store, filters: ExportFilters) -> list[ExportedTask]:
         chosen.append(ExportedTask(task=tasks[task_id], image=images[tasks[task_id].image_id],
                                    labels=aggregate(entry, weights),
                                    provenance=provenance(entry, agreement, predictions.get(tasks[task_id].prediction_id),
-                                                         filters)))
+                                                         filters, [seeds.get((task_id, annotator))
+                                                                   for annotator in entry.annotator_ids])))
     return chosen
 
 
@@ -297,14 +302,33 @@ def keep(entry: TaskAnnotations, agreement: qc.Agreement, flagged: bool, filters
 
 
 def provenance(entry: TaskAnnotations, agreement: qc.Agreement, prediction: models.PredictionRow | None,
-               filters: ExportFilters) -> dict:
+               filters: ExportFilters, seeds: list[dict | None] = ()) -> dict:
+    """Who labelled the task, how much they agreed, and the prediction each painting started from.
+
+    ``prediction``: the task's stored prediction (``source``: where it came from), else the one the painter
+    computed and every submission recorded (the category prior); None when nothing seeded the painting.
+    ``submission_seeds``: per submission, in ``annotators`` order, what its painting started from."""
+    seeds = [clean_seed(seed) for seed in seeds]
+    if prediction is not None:
+        seeded = {"model_name": prediction.model_name, "model_version": prediction.model_version,
+                  "source": str((prediction.parameters or {}).get("source") or "imported with the task")}
+    else:
+        known = list({json.dumps(seed, sort_keys=True): seed for seed in seeds if seed is not None}.values())
+        seeded = known[0] if len(known) == 1 else None
+    if seeded is not None:
+        seeded = {**seeded, "baseline": seeded["model_name"].startswith("baseline:")}
     return {"annotators": len(entry.annotator_ids),
             "agreement": {"fleiss_kappa": finite_or_none(agreement.fleiss_kappa),
                           "mean_pairwise_iou": finite_or_none(agreement.mean_pairwise_iou)},
             "aggregation": "weighted majority" if filters.weighted else "majority",
-            "prediction": None if prediction is None else
-            {"model_name": prediction.model_name, "model_version": prediction.model_version,
-             "baseline": prediction.model_name.startswith("baseline:")}}
+            "prediction": seeded, "submission_seeds": seeds}
+
+
+def clean_seed(seed) -> dict | None:
+    """A recorded seed's three fields as text (client_info is data the studio wrote, checked anyway)."""
+    if not isinstance(seed, dict) or not seed.get("model_name"):
+        return None
+    return {key: str(seed.get(key) or "unknown")[:200] for key in ("model_name", "model_version", "source")}
 
 
 def finite_or_none(value: float) -> float | None:
@@ -403,6 +427,7 @@ def manifest_lines(exported: list[ExportedTask], point_files: dict[int, str]) ->
             where = {"points": point_files[task.id]}
         rows.append({"task_id": task.id, "kind": task.kind, "imgname": image_name(entry.image),
                      "image_sha256": entry.image.sha256, "labels": list(task.labels), "topology": task.topology,
+                     "original_name": entry.image.original_name,
                      "source": entry.image.source, "licence": entry.image.licence, **where,
                      "provenance": entry.provenance})
     return "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()
@@ -460,7 +485,7 @@ def rows_from_export(folder: Path) -> list[tuple[int, dict]]:
         entry = json.loads(line)
         row = {"image": entry["imgname"], "labels": entry["labels"], "kind": entry["kind"], "gold": True,
                "provenance": entry["provenance"], "redundancy": 1}
-        row.update({key: entry[key] for key in ("source", "licence") if entry.get(key) is not None})
+        row.update({key: entry[key] for key in ("source", "licence", "original_name") if entry.get(key) is not None})
         if entry["kind"] == "human_contact":
             row["topology"] = entry["topology"]
             row["gold_answer"] = objectwise_from_npz(folder, entry["npz"], entry["row"], npz_cache)

@@ -17,6 +17,7 @@ ROLES = ("annotator", "admin")
 QUALIFICATIONS = ("pending", "qualified", "disqualified")
 ASSIGNMENT_STATES = ("assigned", "submitted", "skipped", "flagged", "expired")
 POOLS = ("crowd", "demo")  # migration 0005: demo-made tasks are served to nobody but their maker
+RETIRED_POOL = "retired"  # retired by the admin (annotations.task_admin): served to nobody, submissions kept
 LAYER_ENCODINGS = ("ids", "values")  # uint32 vertex ids, or float32 per vertex/point
 
 

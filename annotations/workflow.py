@@ -39,6 +39,12 @@ from annotations.store import TASK_SELECT, Store, task_row_or_error, unknown_tas
 from engine.body.topology import num_vertices
 
 FLAG_REASONS = ("image_unusable", "no_contact_visible")
+# What the annotator reads for each reason; a typed reason is stored as "other: <text>" (within the 64-character
+# column, so at most MAX_TYPED_REASON characters of text).
+FLAG_REASON_WORDS = {"image_unusable": "The image is unusable (broken, blurred, no person or object)",
+                     "no_contact_visible": "No contact is visible in the image"}
+OTHER_REASON = "other: "
+MAX_TYPED_REASON = 64 - len(OTHER_REASON)
 MAX_CLIENT_INFO_BYTES = 4096
 MAX_SECONDS = 24 * 3600.0
 _RETRIES = 3
@@ -362,10 +368,28 @@ def skip(store: Store, annotator_id: int, task_id: int) -> None:
 
 
 def flag(store: Store, annotator_id: int, task_id: int, reason: str) -> None:
-    """Report a task as unusable (``FLAG_REASONS``). Exports can exclude flagged tasks."""
-    if reason not in FLAG_REASONS:
-        raise PayloadError(f"flag reason must be one of {FLAG_REASONS}, got {reason!r}")
+    """Report a task as unusable (``FLAG_REASONS``, or ``flag_reason("other", text)``). Exports can exclude
+    flagged tasks."""
+    if reason not in FLAG_REASONS and not (str(reason).startswith(OTHER_REASON)
+                                           and str(reason) == flag_reason("other", str(reason)[len(OTHER_REASON):])):
+        raise PayloadError(f"flag reason must be one of {FLAG_REASONS} or {OTHER_REASON!r} + your words, got "
+                           f"{str(reason)[:80]!r}")
     _finish_without_submission(store, annotator_id, task_id, "flagged", reason)
+
+
+def flag_reason(choice: str, typed: str = "") -> str:
+    """The stored reason: one of ``FLAG_REASONS``, or "other" with the annotator's words (1 to
+    ``MAX_TYPED_REASON`` printable characters, spaces collapsed)."""
+    if choice in FLAG_REASONS:
+        return choice
+    if choice != "other":
+        raise PayloadError(f"flag reason must be one of {FLAG_REASONS} or 'other', got {str(choice)[:40]!r}")
+    text = " ".join(str(typed or "").split())
+    if not text:
+        raise PayloadError("type the reason for flagging this task")
+    if len(text) > MAX_TYPED_REASON or not text.isprintable():
+        raise PayloadError(f"the reason must be at most {MAX_TYPED_REASON} printable characters")
+    return OTHER_REASON + text
 
 
 def _finish_without_submission(store: Store, annotator_id: int, task_id: int, status: str,

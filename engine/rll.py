@@ -77,6 +77,9 @@ PRESETS: dict[str, ViewPreset] = {
                                                          for n, e, a in _OBJECT_ANGLES),
                               render_dist=OBJECT_RENDER_DIST, colour="bbox"),
     "object_points": ViewPreset("object_points", "points", tuple(View(n, 2, e, a) for n, e, a in _OBJECT_ANGLES)),
+    # Display only (the admin's review thumbnails): the whole body, front and back, centred and scaled like
+    # an object, so no part is cropped on any body.
+    "body_whole": ViewPreset("body_whole", "mesh", (View("front", 1.4, 0, 0, 0, 0.05), View("back", 1.4, 0, 180, 0, 0.05))),
 }
 
 

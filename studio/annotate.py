@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import json
 import logging
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qs
@@ -21,7 +22,8 @@ import numpy as np
 
 from annotations import workflow
 from annotations.domain import Assignment, Task
-from engine.contact.prior import PRIOR_SOURCE, predict_category_prior
+from engine.body.topology import missing_body_file
+from engine.contact.prior import OBJECT_PARTS, PRIOR_SOURCE, predict_category_prior
 from engine.errors import InputError
 from studio.context import STORE_LANE, Studio, user_errors
 from studio.crowd import client_address, session_digest, start_identity
@@ -32,6 +34,99 @@ from studio.painter import READ_JS, counts_html, painter_component, payload_json
 WORKER_JS = "() => window.location.search || ''"
 CHECK_LANE = "painter-check"
 log = logging.getLogger("studio.security")
+# The task image beside the painter at every size. Wide screens: its own column, sticky while the page scrolls.
+# Narrow screens (phones): a thumbnail fixed in a corner above the painter, tap to enlarge or shrink, so the image
+# and the painter are both on screen and nothing needs a scroll in the middle of a stroke. Zoom: the wheel or
+# two fingers zoom around the pointer, one finger or the mouse pans, a double click resets.
+IMAGE_CSS = """
+#task-row { align-items: flex-start; }
+#image-column { position: sticky; top: 8px; align-self: flex-start; }
+#task-image { overflow: hidden; touch-action: none; }
+#task-image img { transform-origin: 0 0; will-change: transform; }
+@media (max-width: 760px) {
+  #task-row { flex-wrap: wrap !important; }
+  #task-row > * { min-width: 100% !important; }
+  #image-column { position: static; }
+  #task-image { position: fixed !important; top: 8px; right: 8px; width: 38vw !important; max-height: 32vh;
+                z-index: 60; box-shadow: 0 2px 10px rgba(0,0,0,.35); background: #fff; border-radius: 6px; }
+  #task-image.task-image-large { width: 92vw !important; max-height: 70vh; }
+}
+"""
+IMAGE_JS = """
+if (!document.getElementById('task-image-style')) {
+  const style = document.createElement('style');
+  style.id = 'task-image-style';
+  style.textContent = %s;
+  document.head.appendChild(style);
+}
+if (!window.studioImageZoom) {
+  const zoom = window.studioImageZoom = { scale: 1, x: 0, y: 0, pointers: new Map(), moved: false };
+  const host = () => document.getElementById('task-image');
+  const picture = () => host() && host().querySelector('img');
+  const apply = () => {
+    const img = picture();
+    if (!img) return;
+    img.style.transform = `translate(${zoom.x}px, ${zoom.y}px) scale(${zoom.scale})`;
+    host().dataset.zoom = zoom.scale.toFixed(3);
+  };
+  const zoomAt = (clientX, clientY, factor) => {
+    const img = picture();
+    if (!img) return;
+    const box = host().getBoundingClientRect();
+    const px = clientX - box.left, py = clientY - box.top;
+    const scale = Math.min(8, Math.max(1, zoom.scale * factor));
+    zoom.x = scale === 1 ? 0 : px - (px - zoom.x) * (scale / zoom.scale);
+    zoom.y = scale === 1 ? 0 : py - (py - zoom.y) * (scale / zoom.scale);
+    zoom.scale = scale;
+    apply();
+  };
+  zoom.reset = () => { zoom.scale = 1; zoom.x = 0; zoom.y = 0; apply(); };
+  const inImage = (event) => event.target instanceof Element && event.target.closest('#task-image') && picture();
+  document.addEventListener('wheel', (event) => {
+    if (!inImage(event)) return;
+    event.preventDefault();
+    zoomAt(event.clientX, event.clientY, Math.exp(-event.deltaY * 0.0015));
+  }, { passive: false });
+  document.addEventListener('pointerdown', (event) => {
+    if (!inImage(event)) return;
+    zoom.pointers.set(event.pointerId, [event.clientX, event.clientY]);
+    zoom.moved = false;
+  });
+  document.addEventListener('pointermove', (event) => {
+    const last = zoom.pointers.get(event.pointerId);
+    if (!last) return;
+    const points = [...zoom.pointers.values()];
+    if (zoom.pointers.size === 2) {
+      const other = points.find((p) => p !== last);
+      const before = Math.hypot(last[0] - other[0], last[1] - other[1]);
+      const after = Math.hypot(event.clientX - other[0], event.clientY - other[1]);
+      if (before > 0) zoomAt((event.clientX + other[0]) / 2, (event.clientY + other[1]) / 2, after / before);
+    } else if (zoom.scale > 1) {
+      zoom.x += event.clientX - last[0];
+      zoom.y += event.clientY - last[1];
+      apply();
+    }
+    if (Math.hypot(event.clientX - last[0], event.clientY - last[1]) > 2) zoom.moved = true;
+    zoom.pointers.set(event.pointerId, [event.clientX, event.clientY]);
+  });
+  const release = (event) => {
+    if (!zoom.pointers.delete(event.pointerId)) return;
+    if (event.type === 'pointerup' && !zoom.moved && zoom.pointers.size === 0 && inImage(event)
+        && window.matchMedia('(max-width: 760px)').matches) {
+      host().classList.toggle('task-image-large');  // a tap on a phone enlarges or shrinks the thumbnail
+    }
+  };
+  document.addEventListener('pointerup', release);
+  document.addEventListener('pointercancel', release);
+  document.addEventListener('dblclick', (event) => { if (inImage(event)) zoom.reset(); });
+  document.addEventListener('load', (event) => {  // a new task's image starts unzoomed
+    if (event.target instanceof HTMLImageElement && event.target.closest('#task-image')) zoom.reset();
+  }, true);
+}
+""" % json.dumps(IMAGE_CSS)
+# The flag dropdown: (what the annotator reads, what is stored); "other" takes the typed reason.
+FLAG_CHOICES = [(workflow.FLAG_REASON_WORDS[reason], reason) for reason in workflow.FLAG_REASONS] + [
+    ("Something else (type it below)", "other")]
 NO_TASK = "No task is waiting for you right now. Thank you! Come back later or close this page."
 
 
@@ -49,6 +144,7 @@ class Session:
     kind: str | None = None
     topology: str | None = None
     labels: tuple[str, ...] = ()
+    seed: dict | None = None  # the prediction the painter opened with (``seed_info``), stored with the submission
 
 
 def start_session(studio: Studio, worker: str, username: str | None, *, signature: str = "",
@@ -71,20 +167,95 @@ def worker_from_link(value) -> tuple[str, str]:
 
 def open_task(session: Session, assignment: Assignment | None) -> Session:
     if assignment is None:
-        return replace(session, assignment_id=None, task_id=None, kind=None, topology=None, labels=())
+        return replace(session, assignment_id=None, task_id=None, kind=None, topology=None, labels=(), seed=None)
     task = assignment.task
     return replace(session, assignment_id=assignment.id, task_id=task.id, kind=task.kind, topology=task.topology,
-                   labels=task.labels)
+                   labels=task.labels, seed=None)
+
+
+# Object painter words: what to paint for each affordance, "{object}" being the task's object class.
+AFFORDANCE_PHRASES = {
+    "grasp": "where a hand would grasp the {object}", "contain": "where the {object} holds what it contains",
+    "lift": "where hands would hold the {object} to lift it", "open": "what a hand would touch to open the {object}",
+    "lay": "where a person would lie on the {object}", "sit": "where a person would sit on the {object}",
+    "support": "where the {object} would bear a person's weight",
+    "wrapgrasp": "where a hand would wrap around the {object}", "pour": "where liquid would pour out of the {object}",
+    "move": "where hands would hold the {object} to move it", "display": "where the {object} shows its picture",
+    "push": "where a hand would push the {object}", "listen": "where the {object} would touch the ear to listen",
+    "wear": "where the {object} would touch the body when worn", "press": "where a finger would press the {object}",
+    "cut": "the part of the {object} that cuts", "stab": "the part of the {object} that stabs",
+    "pull": "where a hand would pull the {object}", "ride": "where a person would sit or stand to ride the {object}",
+    "play": "where hands would touch the {object} to play it", "carry": "where hands would hold the {object} to carry it",
+}
+
+
+# Where the surface to paint usually faces on an object (metres, Y up, its front towards +Z): the painter opens
+# looking from there. Other affordances: from the front, a little above and to the side.
+AFFORDANCE_VIEWS = {"sit": (0.0, 1.0, 1.0), "lay": (0.0, 1.2, 1.0), "support": (0.0, 1.0, 1.0), "ride": (0.3, 1.0, 1.0),
+                    "contain": (0.0, 1.5, 1.0), "pour": (0.5, 0.8, 1.0), "display": (0.0, 0.2, 1.0)}
+DEFAULT_OBJECT_VIEW = (0.4, 0.5, 1.0)
+
+
+def object_view(affordance: str, points: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+    """(3,) unit direction from the object's centre to the painter's opening camera: towards the predicted
+    surface (the values' weighted centroid) when a prediction marks one, else the affordance's usual side.
+    Never straight up or down (the camera keeps Y up)."""
+    points = np.asarray(points, dtype=np.float64)
+    direction = np.asarray(AFFORDANCE_VIEWS.get(affordance, DEFAULT_OBJECT_VIEW), dtype=np.float64)
+    if values is not None and len(values) == len(points) and float(np.sum(values)) > 0:
+        weights = np.clip(np.asarray(values, dtype=np.float64), 0, None)
+        offset = weights @ points / weights.sum() - points.mean(0)
+        extent = float(np.ptp(points, axis=0).max()) or 1.0
+        if np.linalg.norm(offset) > 0.05 * extent:  # the prediction marks one side of the object
+            direction = offset / np.linalg.norm(offset) + np.array([0.0, 0.3, 0.0])
+    direction = direction / np.linalg.norm(direction)
+    if abs(direction[1]) > 0.9:
+        direction = direction + np.array([0.0, 0.0, 0.6])
+    return direction / np.linalg.norm(direction)
+
+
+def affordance_words(affordance: str, object_class: str | None) -> str:
+    """The object painter's instruction, e.g. "where a person would sit on the chair" (escaped HTML)."""
+    phrase = AFFORDANCE_PHRASES.get(affordance, f"where a person would {affordance} the {{object}}")
+    return html.escape(phrase).replace("{object}", f"<b>{html.escape(object_class or 'object')}</b>")
+
+
+def body_available(studio: Studio, task: Task) -> bool:
+    """Whether the server can show the task's body (always true for object tasks)."""
+    return task.kind != "human_contact" or missing_body_file(task.topology, studio.settings.models_dir) is None
+
+
+def prior_version() -> str:
+    """The category prior's version: the hash of its table (a changed table is a new version)."""
+    import hashlib
+    import json
+
+    table = json.dumps({label: dict(parts) for label, parts in OBJECT_PARTS.items()}, sort_keys=True)
+    return "table-" + hashlib.sha256(table.encode()).hexdigest()[:12]
 
 
 def pre_annotation(studio: Studio, task: Task) -> tuple[dict[str, np.ndarray], str]:
-    """The task's stored prediction, else the category prior on the task's body; and where it came from."""
+    """The task's stored prediction, else the category prior on the task's body; and where it came from.
+    Nothing ("none") when the task's body is not installed: the page still works, for Skip and Flag."""
     if task.prediction is not None:
         return dict(task.prediction.layers), task.prediction.model_name
-    if task.kind != "human_contact":
+    if task.kind != "human_contact" or not body_available(studio, task):
         return {}, "none"
     body = studio.body(task.topology)
     return {label: predict_category_prior(body, label).probabilities for label in task.labels}, PRIOR_SOURCE
+
+
+def seed_info(task: Task, source: str) -> dict | None:
+    """What seeded the painting (recorded with the submission; the export's manifest carries it):
+    model name, version and where the prediction came from."""
+    if task.prediction is not None:
+        origin = str((task.prediction.parameters or {}).get("source") or "imported with the task")
+        return {"model_name": task.prediction.model_name, "model_version": task.prediction.model_version,
+                "source": origin}
+    if source == PRIOR_SOURCE:
+        return {"model_name": PRIOR_SOURCE, "model_version": prior_version(),
+                "source": "computed by the studio for the painter"}
+    return None
 
 
 def mesh_url(task: Task) -> str:
@@ -93,11 +264,16 @@ def mesh_url(task: Task) -> str:
     return f"/studio/mesh/task/{task.id}.json"
 
 
+def reason_words(stored: str) -> str:
+    """A stored flag reason in words (not escaped)."""
+    if stored.startswith(workflow.OTHER_REASON):
+        return stored[len(workflow.OTHER_REASON):]
+    return workflow.FLAG_REASON_WORDS.get(stored, stored)
+
+
 def no_worker_message(request) -> str:
     """What a page opened without ``?worker=`` says: the link to open, absolute (Markdown makes it a link)."""
-    url = getattr(request, "url", None)
-    base = f"{url.scheme}://{url.netloc}" if url is not None and url.netloc else ""
-    example = f"{base}/annotate?worker=YOUR_ID"
+    example = f"{site_base(request)}/annotate?worker=YOUR_ID"
     return (f"This page needs your worker id. Open the link your study gave you, or <{example}> with "
             "YOUR_ID replaced by your id.")
 
@@ -109,15 +285,21 @@ def task_view(studio: Studio, session: Session, assignment: Assignment | None, m
         return session, None, NO_TASK, progress, "", message
     task = assignment.task
     prediction, source = pre_annotation(studio, task)
+    session = replace(session, seed=seed_info(task, source))
     image = str(task.image.path)  # the stored file: Gradio copies it into its cache atomically
     if task.kind == "human_contact":
         what = "contact with " + ", ".join(f"<b>{html.escape(label)}</b>" for label in task.labels)
     else:
-        what = (f"where a person would <b>{html.escape(task.labels[0])}</b> on the "
-                f"<b>{html.escape(task.object_class or 'object')}</b>")
+        what = affordance_words(task.labels[0], task.object_class)
     text = f"<div id='task-text'>Task {task.id}: paint {what}. Pre-annotation: {html.escape(source)}.</div>"
+    if not body_available(studio, task):
+        text += ("<div id='task-unavailable'>This task's body is not installed on this server, so it cannot be "
+                 "painted. Please press <b>Skip</b> (or <b>Flag</b> it).</div>")
+    view = None
+    if task.kind == "object_affordance":
+        view = object_view(task.labels[0], studio.store.object_points(task.object_id), prediction.get(task.labels[0]))
     payload = payload_json(mesh_url=mesh_url(task), kind=task.kind, topology=task.topology, task_id=task.id,
-                           labels=task.labels, prediction=prediction)
+                           labels=task.labels, prediction=prediction, view=view)
     return session, image, text, progress, payload, message
 
 
@@ -136,10 +318,14 @@ def layers_for_store(session: Session, painting) -> dict:
 def submit_painting(studio: Studio, session: Session, painted: str) -> tuple[Session, str]:
     if session.task_id is None:
         raise InputError("there is no open task to submit; ask for the next one")
+    if session.kind == "human_contact" and missing_body_file(session.topology, studio.settings.models_dir):
+        raise InputError("this task's body is not installed on this server, so it cannot be painted; "
+                         "press Skip or Flag")
     painting = painting_for(session, painted)
+    info = {"client": "studio", **({"seed": session.seed} if session.seed else {})}
     receipt = workflow.submit(studio.store, session.annotator_id, session.task_id, layers_for_store(session, painting),
                               f"studio-assignment-{session.assignment_id}", seconds_spent=painting.seconds,
-                              client_info={"client": "studio"}, topology=session.topology)
+                              client_info=info, topology=session.topology)
     done = session.done + (0 if receipt.duplicate else 1)
     return replace(session, done=done), f"Submitted task {receipt.task_id}" + (" (already stored)" if receipt.duplicate else "")
 
@@ -164,24 +350,28 @@ def build_annotate(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="Interaction Studio: annotate") as page:
         gr.Markdown("# Paint the contact\nPaint every body region that touches each listed object. Left-drag paints, "
                     "right-drag turns the body, the wheel zooms. Switch layers for each object; *Part* fills a whole "
-                    "body part with one click.")
+                    "body part with one click. The image zooms with the wheel or two fingers (double click resets); "
+                    "on a phone, tap it to enlarge it.")
         session = gr.State(None)
         worker = gr.Textbox(visible="hidden", elem_id="worker-id")
-        with gr.Row():
-            with gr.Column(scale=2):
+        gr.HTML("", js_on_load=IMAGE_JS, elem_id="task-image-zoom", padding=False)
+        with gr.Row(elem_id="task-row"):
+            with gr.Column(scale=2, min_width=240):
                 _, payload, painted, sync = painter_component()
                 server_counts = gr.HTML(elem_id="server-counts")
-            with gr.Column(scale=1):
-                image = gr.Image(label="image", interactive=False, elem_id="task-image")
+            with gr.Column(scale=1, min_width=120, elem_id="image-column"):
+                image = gr.Image(label="image", interactive=False, elem_id="task-image", buttons=["fullscreen"])
                 task_text = gr.HTML(elem_id="task-info")
                 progress = gr.Markdown(elem_id="progress")
                 status = gr.Markdown(elem_id="status")
                 submit = gr.Button("Submit", variant="primary", elem_id="submit", interactive=False)
                 with gr.Row():
                     skip = gr.Button("Skip", elem_id="skip", interactive=False)
-                    reason = gr.Dropdown(list(workflow.FLAG_REASONS), value=workflow.FLAG_REASONS[0],
-                                         label="flag reason", elem_id="flag-reason", interactive=False)
+                    reason = gr.Dropdown(FLAG_CHOICES, value=workflow.FLAG_REASONS[0], label="flag reason",
+                                         elem_id="flag-reason", interactive=False)
                     flag = gr.Button("Flag", elem_id="flag", interactive=False)
+                typed_reason = gr.Textbox("", label="or type the reason (choose 'Something else')", max_length=
+                                          workflow.MAX_TYPED_REASON, elem_id="flag-typed", interactive=False)
         outputs = [session, image, task_text, progress, payload, status]
         lane = {"concurrency_id": STORE_LANE, "concurrency_limit": studio.settings.store_concurrency}
 
@@ -193,24 +383,26 @@ def build_annotate(studio: Studio) -> gr.Blocks:
                 return None, None, NO_TASK, "", "", no_worker_message(request)
             state = start_session(studio, worker_id, getattr(request, "username", None), signature=sig,
                                   browser=session_digest(request), address=client_address(request))
-            return _advance(studio, state, "")
+            return _advance(studio, state, "", request)
 
         @user_errors
         def on_submit(painted_json, state, request: gr.Request):
             state, message = submit_painting(studio, _require(state, request), painted_json)
-            return _advance(studio, state, message)
+            return _advance(studio, state, message, request)
 
         @user_errors
         def on_skip(state, request: gr.Request):
             state = _require(state, request)
             workflow.skip(studio.store, state.annotator_id, _require_task(state))
-            return _advance(studio, state, f"Skipped task {state.task_id}")
+            return _advance(studio, state, f"Skipped task {state.task_id}", request)
 
         @user_errors
-        def on_flag(flag_reason, state, request: gr.Request):
+        def on_flag(flag_reason, typed, state, request: gr.Request):
             state = _require(state, request)
-            workflow.flag(studio.store, state.annotator_id, _require_task(state), flag_reason)
-            return _advance(studio, state, f"Flagged task {state.task_id} ({html.escape(str(flag_reason))})")
+            stored = workflow.flag_reason(str(flag_reason or ""), str(typed or ""))
+            workflow.flag(studio.store, state.annotator_id, _require_task(state), stored)
+            return _advance(studio, state, f"Flagged task {state.task_id} ({html.escape(reason_words(stored))})",
+                            request)
 
         @user_errors
         def on_sync(painted_json, state, request: gr.Request):
@@ -220,14 +412,15 @@ def build_annotate(studio: Studio) -> gr.Blocks:
         # enabled exactly when there is a task.
         def on_task_changed(payload_value):
             active = gr.update(interactive=bool(payload_value))
-            return "", active, active, active, active
+            return "", active, active, active, active, active
 
-        payload.change(on_task_changed, inputs=[payload], outputs=[server_counts, submit, skip, flag, reason],
+        payload.change(on_task_changed, inputs=[payload],
+                       outputs=[server_counts, submit, skip, flag, reason, typed_reason],
                        api_name="task_changed", api_visibility="private", show_progress="hidden")
         page.load(on_start, inputs=[worker], outputs=outputs, js=WORKER_JS, api_name="start_session", **lane)
         submit.click(on_submit, inputs=[painted, session], outputs=outputs, js=READ_JS, api_name="submit", **lane)
         skip.click(on_skip, inputs=[session], outputs=outputs, api_name="skip", **lane)
-        flag.click(on_flag, inputs=[reason, session], outputs=outputs, api_name="flag", **lane)
+        flag.click(on_flag, inputs=[reason, typed_reason, session], outputs=outputs, api_name="flag", **lane)
         # The check never touches the store, so it has its own lane and never waits behind submits; a stroke
         # that ends while the previous check runs is checked right after it (always_last), never dropped.
         sync.click(on_sync, inputs=[painted, session], outputs=[server_counts], js=READ_JS, api_name="check_painting",
@@ -254,12 +447,29 @@ def _require_task(state: Session) -> int:
     return state.task_id
 
 
-def _advance(studio: Studio, state: Session, message: str):
+def _advance(studio: Studio, state: Session, message: str, request=None):
     """Show the annotator's open assignment, or claim the next task (None when nothing is left).
 
-    A demo visitor only ever gets the demo task it made, never the crowd queue."""
+    A demo visitor only ever gets the demo task it made, never the crowd queue: once it is done, a thank-you
+    and the link back to the demo."""
     if state.demo:
         assignment = workflow.open_assignment(studio.store, state.annotator_id)
+        if assignment is None:
+            return (open_task(state, None), None, demo_thanks(request), f"**{state.done}** done this session", "",
+                    message)
     else:
         assignment = workflow.next_task(studio.store, state.annotator_id)
     return task_view(studio, open_task(state, assignment), assignment, message)
+
+
+def site_base(request) -> str:
+    """``scheme://host[:port]`` as the browser addressed this server ("" without a request)."""
+    url = getattr(request, "url", None) if request is not None else None
+    return f"{url.scheme}://{url.netloc}" if url is not None and url.netloc else ""
+
+
+def demo_thanks(request) -> str:
+    """What a demo visitor reads after painting their own task: thanks, and an absolute link back to the demo."""
+    back = html.escape(site_base(request) + "/", quote=True)
+    return ("<div id='demo-thanks'><b>Thank you!</b> Your painting is saved; the lab may use it to improve the "
+            f"model. <a id='back-to-demo' href='{back}'>Back to the demo</a></div>")

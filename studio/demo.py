@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import io
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from studio.resources import header_pixels
 from studio.uploads import EXAMPLES, accept_upload
 
 AFFORDANCE_MODEL = "interactvlm-oafford"
+PREVIEW_SIZE = 512
 OPEN_JS = "(url) => { if (url) window.open(url, '_blank'); return []; }"
 UPLOAD_CHOICE = "my upload"
 
@@ -130,7 +132,8 @@ class ContactDemo:
         smplx = [result.smplx_probabilities for result in results]
         npz = exports.write_bytes(folder, "contact.npz", exports.contact_npz(
             list(run.labels), run.probabilities, run.topology, run.source,
-            np.stack(smplx) if all(item is not None for item in smplx) else None, Path(run.image_path).name))
+            np.stack(smplx) if all(item is not None for item in smplx) else None, Path(run.image_path).name,
+            answers=[result.answer for result in results]))
         grid = exports.write_bytes(folder, "views.png", exports.png_bytes(exports.overlay_grid(
             self.body_views(run.topology, results[0].view_masks.shape[-1]),
             np.stack([result.view_masks for result in results]), colours)))
@@ -160,7 +163,7 @@ class ContactDemo:
         task_id = batch.add_task(self.studio.store, Path(run.image_path).read_bytes(), Path(run.image_path).name,
                                  labels=labels, topology=run.topology, prediction=prediction,
                                  model_name=run.source, model_version="studio demo", source="studio demo",
-                                 pool="demo")
+                                 pool="demo", prediction_source="studio demo: contact tab")
         return hand_to_new_worker(self.studio, task_id, browser, request)
 
 
@@ -203,7 +206,7 @@ def answer_html(run: ContactRun, results, colours: list[str]) -> str:
     for result, label, colour in zip(results, run.labels, colours):
         parts = ", ".join(html.escape(part) for part in result.parts) or "no part"
         rows.append(f'<li><span style="color:{colour}">&#9632;</span> <b>{html.escape(label)}</b>: '
-                    f'{html.escape(result.answer)} <i>(contacted parts: {parts})</i></li>')
+                    f'{html.escape(exports.visible_text(result.answer))} <i>(contacted parts: {parts})</i></li>')
     return "<ul id='contact-answers'>" + "".join(rows) + "</ul>"
 
 
@@ -271,7 +274,8 @@ class AffordanceDemo:
         glb = exports.write_bytes(folder, "affordance.glb", exports.coloured_glb(
             geometry.vertices, geometry.faces, exports.heat_colours(result.values)))
         npz = exports.write_bytes(folder, "affordance.npz", exports.affordance_npz(result, geometry.vertices))
-        text = (f"<p id='affordance-answer'>{html.escape(result.answer)}</p>" + source_html(result.source))
+        text = (f"<p id='affordance-answer'>{html.escape(exports.visible_text(result.answer))}</p>"
+                + source_html(result.source))
         return str(glb), text, [str(npz), str(glb)]
 
     def paint_instead(self, image, choice, upload, object_label, affordance, request=None) -> str:
@@ -288,8 +292,32 @@ class AffordanceDemo:
 
 
 def example_rows() -> list[list]:
+    """[image file, labels, the same image for the thumbnail column] per example."""
     rows = [["person_chair.png", ["chair"]], ["person_bottle.png", ["bottle"]], ["person_bowl.png", ["bowl", "chair"]]]
-    return [[str(EXAMPLES / name), labels] for name, labels in rows if (EXAMPLES / name).exists()]
+    return [[str(EXAMPLES / name), labels, str(EXAMPLES / name)] for name, labels in rows if (EXAMPLES / name).exists()]
+
+
+def preview_image(studio: Studio, image) -> np.ndarray | None:
+    """The visitor's image (upload or example) as shown beside the form: checked like a prediction's input,
+    upright (EXIF), at most ``PREVIEW_SIZE`` pixels a side; None without an image."""
+    from PIL import Image, ImageOps
+
+    if not image:
+        return None
+    with decoding(studio, image):
+        data = checked_image(studio, image)
+        with Image.open(io.BytesIO(data)) as picture:
+            shown = ImageOps.exif_transpose(picture).convert("RGB")
+            shown.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
+            return np.asarray(shown)
+
+
+def labels_hint(studio: Studio) -> str:
+    """The label box's hint, true to what Predict will do with this server's models."""
+    if human_contact_model(studio.engine) == "category-prior":
+        return ("object labels (pick or type at least one: without an InteractVLM checkpoint the category-prior "
+                "baseline predicts from the label alone)")
+    return "object labels (pick or type; none = binary contact with anything, predicted by the model)"
 
 
 def build_demo(studio: Studio) -> gr.Blocks:
@@ -314,10 +342,11 @@ def contact_tab(demo: ContactDemo, gpu: dict) -> None:
         with gr.Column():
             image = gr.File(label="image (JPEG, PNG, WEBP or BMP)", file_types=[".jpg", ".jpeg", ".png", ".webp", ".bmp"],
                             elem_id="contact-image")
+            preview = gr.Image(label="your image", interactive=False, elem_id="contact-preview", height=260)
             labels = gr.Dropdown(list(OBJECT_LABELS), multiselect=True, allow_custom_value=True, value=["chair"],
-                                 label="object labels (pick or type; none = contact with anything)", elem_id="labels")
+                                 label=labels_hint(demo.studio), elem_id="labels")
             predict = gr.Button("Predict contact", variant="primary", elem_id="predict-contact")
-            gr.Examples(example_rows(), inputs=[image, labels])
+            gr.Examples(example_rows(), inputs=[image, labels, preview], elem_id="contact-examples")
         with gr.Column():
             viewer = gr.Model3D(label="contact on the body (one colour per object)", elem_id="contact-3d")
             source = gr.HTML(elem_id="contact-source")
@@ -342,6 +371,8 @@ def contact_tab(demo: ContactDemo, gpu: dict) -> None:
 
     predict.click(on_predict, inputs=[image, labels], outputs=[run, viewer, grid, answers, source, downloads],
                   api_name="predict_contact", **gpu)
+    image.change(user_errors(lambda value: preview_image(demo.studio, value)), inputs=[image], outputs=[preview],
+                 api_name="contact_preview", api_visibility="private", **gpu)
     correct.click(on_correct, inputs=[run], outputs=[link], api_name="correct_contact").then(
         lambda url: link_html(url, "Open the painter", "correct-anchor"), inputs=[link], outputs=[link_box],
         api_name="correct_link", api_visibility="private").then(
@@ -354,6 +385,7 @@ def affordance_tab(demo: AffordanceDemo, gpu: dict) -> None:
         with gr.Column():
             image = gr.File(label="image", file_types=[".jpg", ".jpeg", ".png", ".webp", ".bmp"],
                             elem_id="affordance-image")
+            preview = gr.Image(label="your image", interactive=False, elem_id="affordance-preview", height=260)
             names = list(builtin_object_names())
             choice = gr.Dropdown(names + [UPLOAD_CHOICE], value=names[0], label="object", elem_id="object-choice")
             upload = gr.File(label="or upload a mesh / point cloud (.obj .ply .off .stl .glb .npy .npz .txt)",
@@ -363,8 +395,9 @@ def affordance_tab(demo: AffordanceDemo, gpu: dict) -> None:
                                 label="object label", elem_id="object-label")
             affordance = gr.Dropdown(list(AFFORDANCES), value="sit", label="affordance", elem_id="affordance")
             with gr.Row():
-                predict = gr.Button("Predict affordance", variant="primary", elem_id="predict-affordance",
-                                    interactive=not demo.missing_files())
+                predict = gr.Button("Predict affordance" if not demo.missing_files() else
+                                    "Predict affordance (no affordance checkpoint installed)", variant="primary",
+                                    elem_id="predict-affordance", interactive=not demo.missing_files())
                 paint = gr.Button("Paint instead", elem_id="paint-affordance")
         with gr.Column():
             viewer = gr.Model3D(label="affordance on the object", elem_id="affordance-3d")
@@ -392,3 +425,5 @@ def affordance_tab(demo: AffordanceDemo, gpu: dict) -> None:
         api_name="paint_link", api_visibility="private").then(
         None, inputs=[link], js=OPEN_JS, api_name="open_affordance_painter", api_visibility="private")
     choice.change(on_choice, inputs=[choice], outputs=[label], api_name="object_label_for")
+    image.change(user_errors(lambda value: preview_image(demo.studio, value)), inputs=[image], outputs=[preview],
+                 api_name="affordance_preview", api_visibility="private", **gpu)

@@ -8,12 +8,15 @@ The contact npz (one file per request) holds:
     topology        () str      body topology id (``smplh-6890``, ``openbody-v1``, ...)
     source          () str      checkpoint name, or ``baseline: category prior``
     probabilities_smplx (L, 10475) float32, only when the SMPL -> SMPL-X map is installed
+    answers         (L,) str    the model's raw text answer per label, special tokens ([SEG] ...) included
+                                (the page shows them without the tokens: ``visible_text``)
 It loads with plain ``np.load`` (no pickles).
 """
 from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,8 @@ import trimesh
 from engine.paths import write_atomically
 
 CONTACT_THRESHOLD = 0.5
+# Model tokens a visitor must never read: [SEG]-style segmentation tokens, the image placeholder, sequence markers.
+_MODEL_TOKENS = re.compile(r"\[/?[A-Z]*SEG\]|<image>|<im_(?:start|end|patch)>|</?s>|<\|[a-z_]+\|>")
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#800000",
            "#808000", "#000075", "#469990")
 SUPPORTING_COLOUR = "#bfa100"
@@ -72,7 +77,7 @@ def coloured_glb(vertices: np.ndarray, faces: np.ndarray | None, rgb: np.ndarray
 
 
 def contact_npz(labels: list[str], probabilities: np.ndarray, topology: str, source: str,
-                probabilities_smplx: np.ndarray | None = None, imgname: str = "") -> bytes:
+                probabilities_smplx: np.ndarray | None = None, imgname: str = "", answers: list[str] | None = None) -> bytes:
     """The documented contact npz (see the module docstring) as bytes."""
     contact = probabilities >= CONTACT_THRESHOLD
     objectwise = {label: np.flatnonzero(row).tolist() for label, row in zip(labels, contact)}
@@ -82,17 +87,28 @@ def contact_npz(labels: list[str], probabilities: np.ndarray, topology: str, sou
               "topology": np.array(topology), "source": np.array(source)}
     if probabilities_smplx is not None:
         arrays["probabilities_smplx"] = probabilities_smplx.astype(np.float32)
+    if answers is not None:
+        arrays["answers"] = np.array([str(answer) for answer in answers], dtype=str)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
 
 
+def visible_text(answer: str) -> str:
+    """A model answer as a visitor reads it: without model tokens, spaces tidied (the npz keeps the raw text)."""
+    text = _MODEL_TOKENS.sub(" ", str(answer or ""))
+    text = re.sub(r"\s+([.,;:!?])", r"\1", " ".join(text.split()))
+    return text or "(no text answer)"
+
+
 def affordance_npz(result, points: np.ndarray) -> bytes:
-    """``values`` (P,) float32 in [0, 1] on ``points`` (P, 3), with the object label, affordance, kind and source."""
+    """``values`` (P,) float32 in [0, 1] on ``points`` (P, 3), with the object label, affordance, kind, source and
+    the model's raw ``answer`` (special tokens included)."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, values=result.values.astype(np.float32), points=np.asarray(points, dtype=np.float32),
                         object_label=np.array(result.object_label), affordance=np.array(result.affordance or ""),
-                        kind=np.array(result.kind), source=np.array(result.source))
+                        kind=np.array(result.kind), source=np.array(result.source),
+                        answer=np.array(str(getattr(result, "answer", "") or "")))
     return buffer.getvalue()
 
 

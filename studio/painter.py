@@ -81,8 +81,9 @@ def painter_component() -> tuple[gr.HTML, gr.Textbox, gr.Textbox, gr.Button]:
 
 
 def payload_json(*, mesh_url: str, kind: str, topology: str, task_id: int | None, labels, layers=None,
-                 prediction: Mapping[str, np.ndarray] | None = None) -> str:
-    """The JSON ``painter.load`` takes. ``layers`` default to the prediction thresholded at 0.5."""
+                 prediction: Mapping[str, np.ndarray] | None = None, view=None) -> str:
+    """The JSON ``painter.load`` takes. ``layers`` default to the prediction thresholded at 0.5. ``view``: an
+    optional direction (3,) from the mesh's centre towards the opening camera (default: the front, +Z)."""
     prediction = dict(prediction or {})
     if layers is None:
         layers = {label: np.flatnonzero(np.asarray(values) >= CONTACT_THRESHOLD) for label, values in prediction.items()}
@@ -91,7 +92,8 @@ def payload_json(*, mesh_url: str, kind: str, topology: str, task_id: int | None
         "colours": label_colours(labels),
         "layers": {label: np.asarray(ids, dtype=np.int64).tolist() for label, ids in layers.items()},
         "prediction": {label: np.round(np.asarray(values, dtype=np.float64), 3).tolist()
-                       for label, values in prediction.items()}})
+                       for label, values in prediction.items()},
+        **({"view": np.round(np.asarray(view, dtype=np.float64), 4).tolist()} if view is not None else {})})
 
 
 def read_painting(text: str, labels: tuple[str, ...], topology: str, count: int | None = None) -> Painting:

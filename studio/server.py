@@ -25,7 +25,7 @@ from annotations.store import MAX_ID
 from engine.errors import InputError, MissingAssetError
 from studio.admin import build_admin
 from studio.annotate import build_annotate
-from studio.context import Studio, mesh_json
+from studio.context import Studio, mesh_json, public_message
 from studio.crowd import session_digest
 from studio.demo import build_demo
 from studio.genzi import add_scene_routes
@@ -198,7 +198,7 @@ def add_mesh_routes(app: FastAPI, studio: Studio) -> None:
         try:
             return JSONResponse(studio.body_mesh_json(topology), headers={"Cache-Control": "max-age=3600"})
         except (InputError, MissingAssetError) as error:
-            raise HTTPException(404, str(error)) from None
+            raise HTTPException(404, public_message(error)) from None  # a missing body file: no server path
 
     @app.get("/studio/mesh/task/{task_id}.json")
     def task_mesh(task_id: str, request: Request) -> JSONResponse:

@@ -18,7 +18,7 @@ from engine.body import openbody
 from engine.body.files import load_arrays
 from engine.body.parts import DEFAULT_PART_NAMES, body_ancestor, parts_from_dominant_joint, read_segmentation
 from engine.body.skeleton import BODY_JOINT_NAMES, BODY_PARENTS, vitruvian_body_pose
-from engine.body.topology import TOPOLOGY_VERTEX_COUNTS
+from engine.body.topology import BODY_FILES, TOPOLOGY_VERTEX_COUNTS
 from engine.errors import InputError, MissingAssetError
 from engine.paths import cache_dir, models_dir as default_models_dir, write_atomically
 
@@ -145,11 +145,11 @@ class SmplFamilySpec:
 
 
 SMPL_FAMILY: dict[str, SmplFamilySpec] = {
-    "smplx": SmplFamilySpec("smplx", "smplx-10475", 55, 21, ("body/smplx/SMPLX_NEUTRAL.npz", "body/smplx/SMPLX_NEUTRAL.pkl"),
+    "smplx": SmplFamilySpec("smplx", "smplx-10475", 55, 21, BODY_FILES["smplx-10475"],
                             "Register at smpl-x.is.tue.mpg.de and download the SMPL-X model files."),
-    "smplh": SmplFamilySpec("smplh", "smplh-6890", 52, 21, ("body/smplh/SMPLH_NEUTRAL.pkl", "body/smplh/SMPLH_NEUTRAL.npz"),
+    "smplh": SmplFamilySpec("smplh", "smplh-6890", 52, 21, BODY_FILES["smplh-6890"],
                             "Register at mano.is.tue.mpg.de and download the extended SMPL+H model."),
-    "smpl": SmplFamilySpec("smpl", "smpl-6890", 24, 23, ("body/smpl/SMPL_NEUTRAL.pkl",),
+    "smpl": SmplFamilySpec("smpl", "smpl-6890", 24, 23, BODY_FILES["smpl-6890"],
                            "Register at smpl.is.tue.mpg.de and download the neutral SMPL model."),
 }
 _MODEL_KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table")

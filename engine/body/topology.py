@@ -22,6 +22,15 @@ TOPOLOGY_VERTEX_COUNTS: dict[str, int] = {
     "openbody-v1": OPENBODY_NUM_VERTICES,
 }
 SMPL_TO_SMPLX_FILE = "body/smpl_to_smplx.pkl"
+# The licensed file each SMPL-family topology loads from (accepted names, first preferred); the open body
+# (openbody-v1) is built in. ``engine.body.model.SMPL_FAMILY`` reads its file lists from here.
+BODY_FILES: dict[str, tuple[str, ...]] = {
+    "smplx-10475": ("body/smplx/SMPLX_NEUTRAL.npz", "body/smplx/SMPLX_NEUTRAL.pkl"),
+    "smplh-6890": ("body/smplh/SMPLH_NEUTRAL.pkl", "body/smplh/SMPLH_NEUTRAL.npz"),
+    "smpl-6890": ("body/smpl/SMPL_NEUTRAL.pkl",),
+}
+# Best first: SMPL-H is the topology of DAMON and the InteractVLM contact release; the open body always works.
+BODY_PREFERENCE = ("smplh-6890", "smplx-10475", "smpl-6890", "openbody-v1")
 _SAME_VERTICES = {frozenset(("smpl-6890", "smplh-6890"))}  # SMPL-H's body is SMPL's mesh
 
 
@@ -90,3 +99,24 @@ class TopologyMap:
         else:
             raise InputError(f"no conversion from {source} to {target}; this map converts SMPL/SMPL-H <-> SMPL-X only")
         return np.asarray(out).reshape((out.shape[0],) + array.shape[1:])
+
+
+def missing_body_file(topology: str, models_dir: Path | str) -> str | None:
+    """None when ``topology``'s body can be shown from ``models_dir``; else the file (relative to the models
+    dir) to install. Torch-free: only looks for the file, as the doctor does. Object topologies
+    (``points-N``) need no body."""
+    if topology.startswith("points-") or topology == "openbody-v1":
+        return None
+    num_vertices(topology)
+    files = BODY_FILES[topology]
+    return None if any((Path(models_dir) / relative).is_file() for relative in files) else files[0]
+
+
+def installed_topologies(models_dir: Path | str) -> tuple[str, ...]:
+    """Every body topology whose file is installed, best first (the open body always last)."""
+    return tuple(topology for topology in BODY_PREFERENCE if missing_body_file(topology, models_dir) is None)
+
+
+def best_installed_topology(models_dir: Path | str) -> str:
+    """The default body for new tasks: the best one installed (``openbody-v1`` without licensed files)."""
+    return installed_topologies(models_dir)[0]

@@ -386,13 +386,23 @@ def train(options: TrainOptions, progress: Callable[[int, int, float], None] | N
     return TrainingRun(Trainer(options, progress)).run()
 
 
+def image_root(images: Path | None) -> Path | None:
+    """``--images`` as the npz's ``imgname`` entries need it. A studio export names its images
+    ``images/<sha256>.<ext>`` relative to the export folder, so the export's own ``images/`` folder given
+    as ``--images`` means the export folder (else the prefix would be doubled: ``images/images/...``)."""
+    if images is not None and images.name == "images" and (images.parent / "export.json").is_file():
+        return images.parent
+    return images
+
+
 def parse_args(argv=None) -> TrainOptions:
     parser = argparse.ArgumentParser(prog="python -m engine.contact.train", description=__doc__.split("\n\n")[0])
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--human-data", type=Path, help="DAMON hot_dca_*.npz or a store export's contact_<topology>.npz")
     data.add_argument("--affordance-data", type=Path, help="PIAD/LEMON JSONL manifest or a store export folder")
     parser.add_argument("--binary", action="store_true", help="train binary contact (ignore per-object labels)")
-    parser.add_argument("--images", type=Path, help="image root for imgname entries (default: the npz's folder)")
+    parser.add_argument("--images", type=Path, help="image root for imgname entries (default: the npz's folder; a "
+                                                    "studio export's folder or its images/ folder both work)")
     parser.add_argument("--out", type=Path, required=True, help="run folder; becomes a models dir with the best model")
     parser.add_argument("--preset", default="tiny", help="model preset when not fine-tuning (tiny, tiny-oafford, ...)")
     parser.add_argument("--init", type=Path, help="released-layout folder to fine-tune")
@@ -407,7 +417,7 @@ def parse_args(argv=None) -> TrainOptions:
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     args = parser.parse_args(argv)
     return TrainOptions(out=args.out, human_data=args.human_data, affordance_data=args.affordance_data,
-                        semantic=not args.binary, image_root=args.images, preset=args.preset, init=args.init,
+                        semantic=not args.binary, image_root=image_root(args.images), preset=args.preset, init=args.init,
                         clip=args.clip, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                         val_fraction=args.val_fraction, val_every=args.val_every, save_every=args.save_every,
                         seed=args.seed, device=args.device, gradient_checkpointing=args.gradient_checkpointing,

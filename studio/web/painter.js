@@ -378,7 +378,19 @@ function parsePayload(payload) {
     colours: obj(payload.colours, 'colours'),
     layers: obj(payload.layers, 'layers'),
     prediction: obj(payload.prediction, 'prediction'),
+    view: viewDirection(payload.view),
   };
+}
+
+/** The payload's optional `view`: the direction [x, y, z] from the mesh's centre towards the camera (the side that
+ * shows the surface to paint); null keeps the front view. */
+function viewDirection(value) {
+  if (value == null) return null;
+  if (!Array.isArray(value) || value.length !== 3 || !value.every((v) => Number.isFinite(v))) {
+    fail('payload view must be three finite numbers');
+  }
+  const length = Math.hypot(value[0], value[1], value[2]);
+  return length > 1e-9 ? value.map((v) => v / length) : null;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -598,7 +610,10 @@ export function createPainter(container, options = {}) {
     controls.maxDistance = mesh.radius * 30;
     controls.target.set(mesh.center[0], mesh.center[1], mesh.center[2]);
     camera.up.set(0, 1, 0);
-    camera.position.set(mesh.center[0], mesh.center[1], mesh.center[2] + distance);
+    const along = (st.payload && st.payload.view) || [0, 0, 1]; // from the centre towards the camera
+    const reach = distance + mesh.radius * (along[2] === 1 ? 0 : 0.5); // a turned view sees the depth too
+    camera.position.set(mesh.center[0] + along[0] * reach, mesh.center[1] + along[1] * reach,
+                        mesh.center[2] + along[2] * reach);
     camera.lookAt(controls.target);
     updateCamera();
   }

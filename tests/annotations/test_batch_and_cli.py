@@ -133,7 +133,7 @@ def test_cli_import_next_export_stats_migrate(tmp_path, capsys):
     base = ["--db", db, "--data", str(tmp_path / "data")]
     assert main(base + ["migrate"]) == 0
     assert "cli.db" in json.loads(capsys.readouterr().out)["migrated"]
-    assert main(base + ["import", str(folder)]) == 0
+    assert main(base + ["import", str(folder), "--models", str(tmp_path / "no-models")]) == 0
     assert json.loads(capsys.readouterr().out)["num_tasks"] == 1
     assert main(base + ["next", "worker-7"]) == 0
     assignment = json.loads(capsys.readouterr().out)
@@ -157,3 +157,68 @@ def test_cli_runs_as_a_module(tmp_path):
                              "migrate"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "m.db" in json.loads(result.stdout)["migrated"]
+
+
+# ---- bodies the server cannot show ----------------------------------------------------------------------
+def install_body(models_dir: Path, relative: str) -> Path:
+    """A stand-in body file: the import only looks for the file, as the doctor does."""
+    (models_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+    (models_dir / relative).write_bytes(b"licensed file")
+    return models_dir
+
+
+def test_tasks_on_a_body_that_is_not_installed_are_refused_naming_the_file(store, tmp_path):
+    folder = write_batch(tmp_path / "b", [{"image": "img0.png", "labels": ["chair"], "topology": "smplh-6890"},
+                                          {"image": "img1.png", "labels": ["cup"], "topology": "smplx-10475"},
+                                          {"image": "img2.png", "labels": ["cup"], "topology": "openbody-v1"}])
+    models_dir = tmp_path / "models"
+    with pytest.raises(BatchRejected) as caught:
+        import_batch(store, folder, models_dir=models_dir)
+    problems = caught.value.problems
+    assert len(problems) == 2 and nothing_written(store)
+    assert "smplh-6890" in problems[0] and "body/smplh/SMPLH_NEUTRAL.pkl" in problems[0] and "item 1)" in problems[0]
+    assert "body/smplx/SMPLX_NEUTRAL.npz" in problems[1] and "installed body (openbody-v1)" in problems[1]
+    install_body(models_dir, "body/smplx/SMPLX_NEUTRAL.pkl")  # the second accepted name counts too
+    with pytest.raises(BatchRejected, match="SMPLH_NEUTRAL.pkl") as caught:
+        import_batch(store, folder, models_dir=models_dir)
+    assert len(caught.value.problems) == 1
+    report = import_batch(store, folder, models_dir=models_dir, force=True)
+    assert report.num_tasks == 3
+    assert [store.task(task_id).topology for task_id in store.task_ids()] == ["smplh-6890", "smplx-10475", "openbody-v1"]
+
+
+def test_the_default_topology_is_the_best_body_installed(store, tmp_path):
+    folder = write_batch(tmp_path / "b", [{"image": "img0.png", "labels": ["chair"]}])
+    models_dir = tmp_path / "models"
+    import_batch(store, folder, models_dir=models_dir)
+    install_body(models_dir, "body/smplx/SMPLX_NEUTRAL.npz")
+    import_batch(store, folder, models_dir=models_dir, allow_repeat=True)
+    install_body(models_dir, "body/smplh/SMPLH_NEUTRAL.npz")
+    import_batch(store, folder, models_dir=models_dir, allow_repeat=True)
+    import_batch(store, folder, allow_repeat=True)  # no models folder given: the library default
+    assert [store.task(task_id).topology for task_id in store.task_ids()] == [
+        "openbody-v1", "smplx-10475", "smplh-6890", "smplh-6890"]
+
+
+def test_cli_import_refuses_an_unshowable_body_unless_forced(tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    folder = write_batch(tmp_path / "b", [{"image": "img0.png", "labels": ["chair"]}])
+    base = ["import", str(folder), "--models", str(tmp_path / "models"), "--db", db, "--data", str(tmp_path / "d")]
+    assert main(base + ["--topology", "smplh-6890"]) == 2
+    assert "SMPLH_NEUTRAL.pkl" in capsys.readouterr().err
+    assert main(base + ["--topology", "smplh-6890", "--force"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_tasks"] == 1
+    assert main(base + ["--allow-repeat"]) == 0
+    capsys.readouterr()
+    store = Store(db, data_dir=tmp_path / "d")
+    assert [store.task(task_id).topology for task_id in store.task_ids()] == ["smplh-6890", "openbody-v1"]
+
+
+def test_cli_store_options_go_before_or_after_the_subcommand(tmp_path, capsys):
+    after, before = tmp_path / "after.db", tmp_path / "before.db"
+    assert main(["migrate", "--db", f"sqlite:///{after}"]) == 0
+    assert "after.db" in json.loads(capsys.readouterr().out)["migrated"] and after.is_file()
+    assert main(["--db", f"sqlite:///{before}", "migrate"]) == 0
+    assert "before.db" in json.loads(capsys.readouterr().out)["migrated"] and before.is_file()
+    assert main(["--db", f"sqlite:///{before}", "stats", "--data", str(tmp_path / "d")]) == 0
+    assert json.loads(capsys.readouterr().out)["submissions"] == 0

@@ -281,3 +281,112 @@ def test_cli_export_format_interactvlm(filled, smplh_models, tmp_path, capsys, m
                         {**export_module.export_interactvlm.__kwdefaults__, "mask_size": 64})
     result = cli.export(store, args)
     assert result["format"] == "interactvlm" and (tmp_path / "out/damon/train/imgname.npy").is_file()
+
+
+# ---- every filter can fail: each test breaks when its filter is ignored -----------------------------------
+def manifest_of(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_min_annotators_drops_tasks_with_fewer_submissions(filled, tmp_path):
+    store, _ = filled  # both contact tasks have 3 submissions, the affordance task 2
+    counts = {k: export_training_data(store, tmp_path / f"m{k}", ExportFilters(min_annotators=k)).counts
+              for k in (2, 3, 4)}
+    assert (counts[2]["human_contact"], counts[2]["object_affordance"]) == (2, 1)
+    assert (counts[3]["human_contact"], counts[3]["object_affordance"]) == (2, 0)
+    assert counts[4]["tasks"] == 0
+    assert {row["provenance"]["annotators"] for row in manifest_of(tmp_path / "m3")} == {3}
+
+
+def pairwise_iou(masks: np.ndarray) -> float:
+    """Brute force: mean over annotator pairs of |A & B| / |A | B|."""
+    values = [(a & b).sum() / (a | b).sum() for i, a in enumerate(masks) for b in masks[i + 1:]]
+    return float(np.mean(values))
+
+
+def test_agreement_metric_iou_keeps_tasks_by_mean_pairwise_iou(filled, tmp_path):
+    store, _ = filled
+    from annotations.review import load_task_annotations
+
+    entries = load_task_annotations(store)
+    human = sorted(task_id for task_id, entry in entries.items() if entry.kind == "human_contact")
+    iou = {task_id: pairwise_iou(entries[task_id].masks()) for task_id in human}
+    kappa = {task_id: qc.agreement(entries[task_id].masks()).fleiss_kappa for task_id in human}
+    # task 1: IoU 0.38, kappa 0.56; task 2: IoU 1/3, kappa 0.08. At 0.3 IoU keeps both, kappa only task 1.
+    assert iou[human[1]] == pytest.approx(1 / 3) and kappa[human[1]] < 0.3 <= kappa[human[0]]
+    for task_id in human:  # the two metrics disagree here, so ignoring the metric changes the result
+        assert iou[task_id] == pytest.approx(qc.agreement(entries[task_id].masks()).mean_pairwise_iou)
+    by_iou = export_training_data(store, tmp_path / "iou", ExportFilters(min_agreement=0.3, agreement_metric="iou"))
+    by_kappa = export_training_data(store, tmp_path / "kappa", ExportFilters(min_agreement=0.3))
+    kept_iou = {row["task_id"] for row in manifest_of(tmp_path / "iou") if row["kind"] == "human_contact"}
+    kept_kappa = {row["task_id"] for row in manifest_of(tmp_path / "kappa") if row["kind"] == "human_contact"}
+    assert kept_iou == set(human) and kept_kappa == {human[0]}
+    assert kept_iou != kept_kappa and by_iou.content_hash != by_kappa.content_hash
+    assert json.loads((tmp_path / "iou/export.json").read_text())["filters"]["agreement_metric"] == "iou"
+
+
+def test_smplx_variant_thresholds_the_mapped_values_at_one_half(filled, tmp_path):
+    """A map whose rows mix two SMPL-H vertices with weights 0.3/0.7, 0.5/0.5 and 0.7/0.3: an SMPL-X vertex is
+    in contact exactly when its weighted contact reaches 0.5 (checked vertex by vertex)."""
+    store, _ = filled
+    models_dir = tmp_path / "models"
+    (models_dir / "body").mkdir(parents=True)
+    rows = np.arange(10475)
+    first, second = rows % 6890, (rows * 7 + 1) % 6890
+    weight = np.array([0.3, 0.5, 0.7])[rows % 3]
+    matrix = sp.csr_matrix((np.concatenate([weight, 1 - weight]), (np.concatenate([rows, rows]),
+                                                                    np.concatenate([first, second]))),
+                           shape=(10475, 6890))
+    (models_dir / "body/smpl_to_smplx.pkl").write_bytes(pickle.dumps({"matrix": matrix}))
+    export_training_data(store, tmp_path / "out", models_dir=models_dir)
+    with np.load(tmp_path / "out/contact_smplh-6890.npz") as data:
+        smplx, smplh = data["contact_label_smplx"], data["contact_label"]
+    expected = np.zeros_like(smplx)
+    for n in range(len(smplh)):
+        for i in range(10475):
+            expected[n, i] = weight[i] * smplh[n, first[i]] + (1 - weight[i]) * smplh[n, second[i]] >= 0.5 - 1e-9
+    np.testing.assert_array_equal(smplx, expected)
+    assert 0 < smplx.sum() < (smplx | expected).size and (smplx != (smplh[:, first] | smplh[:, second])).any()
+
+
+def test_manifest_records_the_seeding_prediction_and_the_image_origin(tmp_path):
+    """Field by field: a stored prediction (imported with its model, version and source), the prior the painter
+    computed (recorded per submission), and nothing at all."""
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}", data_dir=tmp_path / "data", config=StoreConfig(gold_rate=0.0))
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    np.savez(folder / "pred.npz", chair=np.linspace(0, 1, 6890))
+    rows = [{"image": "img0.png", "labels": ["chair"], "topology": "smplh-6890", "redundancy": 2,
+             "prediction": "pred.npz", "model_name": "interactvlm-hcontact", "model_version": "v1.2",
+             "parameters": {"source": "lab run 7"}, "source": "lab camera 3", "licence": "CC-BY-4.0",
+             "original_name": "DSC_0042.JPG"},
+            {"image": "img1.png", "labels": ["chair"], "topology": "smplh-6890", "redundancy": 2},
+            {"image": "img2.png", "labels": ["chair"], "topology": "smplh-6890", "redundancy": 1}]
+    import_batch(store, write_batch(folder, rows))
+    prior = {"model_name": "baseline: category prior", "model_version": "table-0123456789ab",
+             "source": "computed by the studio for the painter"}
+    people = [store.ensure_annotator(name).id for name in ("p", "q")]
+    for person in people:
+        for _ in range(3 if person == people[0] else 1):
+            task = workflow.next_task(store, person).task
+            seed = None if task.id == 3 else ({"model_name": task.prediction.model_name, "model_version":
+                                               task.prediction.model_version, "source": "lab run 7"}
+                                              if task.prediction else prior)
+            workflow.submit(store, person, task.id, {"chair": [1, 2]}, uuid.uuid4().hex,
+                            client_info={"client": "studio", **({"seed": seed} if seed else {})})
+    task = workflow.next_task(store, people[1]).task
+    workflow.submit(store, people[1], task.id, {"chair": [1]}, uuid.uuid4().hex, client_info={"client": "api"})
+    export_training_data(store, tmp_path / "out")
+    lines = {row["task_id"]: row for row in manifest_of(tmp_path / "out")}
+    assert sorted(lines) == [1, 2, 3]
+    first, second, third = lines[1], lines[2], lines[3]
+    assert (first["original_name"], first["source"], first["licence"]) == ("DSC_0042.JPG", "lab camera 3", "CC-BY-4.0")
+    assert second["original_name"] == "img1.png" and second["source"] is None
+    assert first["provenance"]["prediction"] == {"model_name": "interactvlm-hcontact", "model_version": "v1.2",
+                                                 "source": "lab run 7", "baseline": False}
+    assert first["provenance"]["submission_seeds"] == [{"model_name": "interactvlm-hcontact", "model_version": "v1.2",
+                                                        "source": "lab run 7"}] * 2
+    assert second["provenance"]["prediction"] == {**prior, "baseline": True}
+    assert second["provenance"]["submission_seeds"] == [prior, None], "q's submission came without a seed"
+    assert third["provenance"]["prediction"] is None and third["provenance"]["submission_seeds"] == [None]
+    assert [first["provenance"]["annotators"], second["provenance"]["annotators"]] == [2, 2]

@@ -77,3 +77,55 @@ def test_cli_reports_bad_input(tmp_path, capsys):
         TrainOptions(out=tmp_path)
     with pytest.raises(InputError, match="steps"):
         TrainOptions(out=tmp_path, human_data=tmp_path / "x.npz", steps=0)
+
+
+@pytest.fixture(scope="module")
+def studio_export(tmp_path_factory):
+    """A real studio export folder: two painted open-body tasks, exported by the store."""
+    import io
+    import uuid
+
+    from annotations import workflow
+    from annotations.batch import add_task
+    from annotations.export import export_training_data
+    from annotations.store import Store, StoreConfig
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("export-train")
+    store = Store(f"sqlite:///{root / 's.db'}", data_dir=root / "data", config=StoreConfig(gold_rate=0.0))
+    for seed in range(4):
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buffer, "PNG")
+        add_task(store, buffer.getvalue(), f"p{seed}.png", labels=["chair"], topology="openbody-v1")
+    worker = store.ensure_annotator("w").id
+    while (assignment := workflow.next_task(store, worker)) is not None:
+        first = 100 * assignment.task.id
+        workflow.submit(store, worker, assignment.task.id, {"chair": list(range(first, first + 300))}, uuid.uuid4().hex)
+    export_training_data(store, root / "export")
+    return root / "export"
+
+
+def test_images_accepts_the_export_folder_or_its_images_folder(studio_export, tmp_path):
+    from engine.contact.data import read_damon_npz
+    from engine.contact.train import parse_args
+
+    npz = studio_export / "contact_openbody-v1.npz"
+    for images in (studio_export, studio_export / "images", None):
+        argv = ["--human-data", str(npz), "--out", str(tmp_path / "o")] + (["--images", str(images)] if images else [])
+        options = parse_args(argv)
+        samples = read_damon_npz(options.human_data, image_root=options.image_root)
+        assert len(samples) == 4 and all(sample.image_path.is_file() for sample in samples)
+        assert {sample.image_path.parent for sample in samples} == {studio_export / "images"}
+    plain = tmp_path / "images"  # an images/ folder that is not an export's stays as given
+    plain.mkdir()
+    assert parse_args(["--human-data", str(npz), "--out", str(tmp_path / "o"), "--images", str(plain)]).image_root == plain
+
+
+@pytest.mark.slow
+def test_readme_export_example_trains(studio_export, tmp_path):
+    """The README's example on an export folder (as it is), shortened to two steps."""
+    out = tmp_path / "runs" / "tiny"
+    assert main(["--human-data", str(studio_export / "contact_openbody-v1.npz"), "--images", str(studio_export / "images"),
+                 "--preset", "tiny", "--steps", "2", "--val-every", "1", "--save-every", "1", "--batch-size", "2",
+                 "--val-fraction", "0.25", "--out", str(out)]) == 0
+    assert (out / "interactvlm" / "hcontact").is_dir(), "the best model, as a models dir"

@@ -144,7 +144,8 @@ def test_a_wrong_password_is_refused(studio_server, login):
 
 def test_the_admin_client_sees_its_endpoints(admin):
     endpoints = set(admin.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert endpoints == {"/import_batch", "/quality", "/review_task", "/export",
+    assert endpoints == {"/import_batch", "/quality", "/review_task", "/export", "/task_list", "/set_priority",
+                         "/retire_task", "/retire_batch", "/promote_listed",
                          "/require_signed_links", "/signed_links", "/demo_pool", "/promote_task",
                          "/study_create", "/study_state", "/study_link", "/study_analysis", "/study_power", "/study_export"}
 
@@ -230,7 +231,8 @@ def test_images_without_manifest_take_the_form_labels(studio_server, admin, pain
 # ---- quality, review, export --------------------------------------------------------------------------
 def test_quality_tables_reflect_the_submissions(studio_server, admin, painted):
     summary, annotators, tasks, agreement, gold, flow = admin.predict(api_name="/quality")
-    assert "<b>4</b> submissions from" in summary and "on <b>3</b> tasks" in summary
+    assert "<b>4</b> submissions from <b>2</b> annotators" in summary and "on <b>3</b> tasks" in summary, \
+        "ann-3 opened the page and flagged, but never submitted"
     assert "<b>4</b> in the last 10 min" in summary
     people = {row[0]: dict(zip(annotators["headers"], row)) for row in annotators["data"]}
     for worker, submissions in (("ann-1", 2), ("ann-2", 2), ("ann-3", 0)):
@@ -258,12 +260,18 @@ def test_review_shows_each_annotator_and_the_aggregate(admin, painted):
         image = np.asarray(Image.open(item["image"]).convert("RGB"))
         assert image.shape == (256, 512, 3)
         assert (image < 250).any(-1).mean() > 0.02, "a body is drawn"
+        for half in (image[:, :256], image[:, 256:]):  # front | back, each the whole body: nothing touches an edge
+            drawn = (half < 250).any(-1)
+            assert drawn.mean() > 0.02
+            assert not drawn[:3].any() and not drawn[-3:].any() and not drawn[:, :3].any() and not drawn[:, -3:].any()
+            rows = np.flatnonzero(drawn.any(1))
+            assert rows[-1] - rows[0] > 100, "head to feet, not a cropped half"
     assert f"Task {painted['a.png']}: 2 submissions" in info and "chair" in info and "supporting" in info
     gallery, info = admin.predict(painted["c.png"], api_name="/review_task")
     assert gallery == [] and "has no submissions yet" in info
     with pytest.raises(AppError, match="no task with id 99999"):
         admin.predict(99999, api_name="/review_task")
-    with pytest.raises(AppError, match="enter a task id"):
+    with pytest.raises(AppError, match="select a task in the list first"):
         admin.predict(None, api_name="/review_task")
 
 
@@ -309,3 +317,53 @@ def test_export_filters(admin, painted):
     with zipfile.ZipFile(nothing) as archive:
         assert f"contact_{TOPOLOGY}.npz" not in archive.namelist()
         assert json.loads(archive.read("export.json"))["counts"]["tasks"] == 0
+
+
+# ---- the task list: filters, priority, retire, promote ------------------------------------------------------
+def listed(admin, batch="any", status="any", topology="any", low="", high="") -> dict[int, dict]:
+    table = admin.predict(batch, status, topology, low, high, api_name="/task_list")
+    return {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+
+
+def test_task_list_filters_by_batch_status_topology_and_agreement(admin, painted):
+    everything = listed(admin)
+    a, b, c = (painted[name] for name in ("a.png", "b.png", "c.png"))
+    assert {a, b, c} <= set(everything)
+    assert (everything[a]["status"], everything[a]["submissions"], everything[a]["kappa"]) == ("complete", 2, 1.0)
+    assert everything[c]["flags"] == 1 and everything[c]["kappa"] is None
+    assert everything[a]["batch"] == "1: lab-batch.zip" and everything[a]["image"] == "a.png"
+    assert set(listed(admin, batch="1")) == {a, b, c}
+    assert set(listed(admin, low="0.99")) == {a} and set(listed(admin, high="0.5")) == {b}
+    assert set(listed(admin, topology="smplx-10475")) == set()
+    assert {row["status"] for row in listed(admin, status="open").values()} <= {"open"}
+    with pytest.raises(AppError, match="not in the list of choices"):
+        admin.predict("any", "finished", "any", "", "", api_name="/task_list")
+    with pytest.raises(AppError, match="choose a batch from the list"):
+        admin.predict("1; drop table", "any", "any", "", "", api_name="/task_list")
+    with pytest.raises(AppError, match="the lowest agreement must be a number"):
+        admin.predict("any", "any", "any", "lots", "", api_name="/task_list")
+
+
+def test_priority_retire_and_retire_batch_from_the_list(studio_server, admin, painted, tmp_path):
+    store = studio_server.studio.store
+    path = tmp_path / "later.zip"
+    write_zip(path, [("r1.png", ("sofa",), 1), ("r2.png", ("sofa",), 1)], images={"r1.png": png(31), "r2.png": png(32)})
+    admin.predict([handle_file(str(path))], "", TOPOLOGY, 1, api_name="/import_batch")
+    batch = max(row["batch"] for row in listed(admin).values() if row["batch"].endswith("later.zip"))
+    first, second = sorted(listed(admin, batch=batch.split(":")[0]))
+    message, table = admin.predict(first, 9, "any", "any", "any", "", "", api_name="/set_priority")
+    assert message == f"Task {first} now has priority 9." and store.task(first).priority == 9
+    with pytest.raises(AppError, match="whole number"):
+        admin.predict(first, None, "any", "any", "any", "", "", api_name="/set_priority")
+    message, _ = admin.predict(first, 0, "any", "any", "any", "", "", api_name="/retire_task")
+    assert "retired" in message and listed(admin, status="retired")[first]["status"] == "retired"
+    fresh = store.ensure_annotator(f"fresh-{first}").id
+    from annotations import workflow
+
+    served = workflow.next_task(store, fresh)
+    assert served is None or served.task.id != first
+    message, _ = admin.predict(second, 0, "any", "any", "any", "", "", api_name="/retire_batch")
+    assert f"Batch {batch.split(':')[0]} is retired" in message
+    assert {first, second} <= set(listed(admin, status="retired"))
+    with pytest.raises(AppError, match="select a task in the list first"):
+        admin.predict(None, 0, "any", "any", "any", "", "", api_name="/retire_task")

@@ -178,7 +178,7 @@ def test_skip_and_flag_finish_the_assignment_without_a_submission(studio_server)
     assert answer[4] == f"Skipped task {skipped}" and json.loads(answer[3])["task_id"] == flagged
     assert statuses(store, skipped) == {worker: ("skipped", None)}
     answer = client.predict("no_contact_visible", api_name="/flag")
-    assert answer[4] == f"Flagged task {flagged} (no_contact_visible)" and answer[3] == ""
+    assert answer[4] == f"Flagged task {flagged} (No contact is visible in the image)" and answer[3] == ""
     assert statuses(store, flagged) == {worker: ("flagged", "no_contact_visible")}
     assert count_submissions(store, skipped) == 0 and count_submissions(store, flagged) == 0
     assert answer[2] == "**0** done this session"
@@ -312,3 +312,47 @@ def test_the_links_handed_out_open_the_pages_without_a_trailing_slash(studio_ser
         assert admin.status_code == 200 and str(admin.url) == f"{studio_server.url}/admin/"
         assert "Admin console" not in admin.text, "the redirect does not skip the admin login"
         assert client.get("/annotatefoo").status_code == 404
+
+
+def test_a_typed_flag_reason_is_checked_stored_and_escaped(studio_server):
+    store = studio_server.studio.store
+    (task_id,) = new_tasks(store, (("chair",), 1))
+    worker = worker_id("typedflag")
+    client, _ = session(studio_server, worker)
+    with pytest.raises(AppError, match="type the reason"):
+        client.predict("other", "   ", api_name="/flag")
+    with pytest.raises(AppError, match=f"at most {workflow.MAX_TYPED_REASON} printable"):
+        client.predict("other", "x" * (workflow.MAX_TYPED_REASON + 1), api_name="/flag")
+    assert statuses(store, task_id) == {worker: ("assigned", None)}
+    answer = client.predict("other", "  the <b>person</b>   is cut off ", api_name="/flag")
+    assert statuses(store, task_id) == {worker: ("flagged", "other: the <b>person</b> is cut off")}
+    assert "&lt;b&gt;person&lt;/b&gt; is cut off" in answer[4] and "<b>person" not in answer[4]
+    with pytest.raises(Exception, match="flag reason must be one of"):
+        workflow.flag(store, store.ensure_annotator(worker).id, task_id, "other:no space")
+
+
+def test_a_task_on_a_body_the_server_cannot_show_can_be_skipped_and_flagged(studio_server):
+    """The server has no SMPL-H file: the page says so in words (no path), Submit is refused, Skip and Flag work."""
+    store = studio_server.studio.store
+    drain(store)
+    unshowable = [batch.add_task(store, png(900 + k), f"smplh{k}.png", labels=["chair"], topology="smplh-6890",
+                                 redundancy=1) for k in range(2)]
+    worker = worker_id("nobody")
+    client, opened = session(studio_server, worker)
+    assert json.loads(opened[3])["task_id"] == unshowable[0]
+    assert "cannot be painted" in opened[1] and "Pre-annotation: none" in opened[1]
+    assert "/" not in opened[1].split("task-unavailable")[1].replace("</b>", "").replace("</div>", "")
+    with pytest.raises(AppError, match="not installed on this server") as refused:
+        client.predict(painting(unshowable[0], {"chair": [1]}, "smplh-6890"), api_name="/submit")
+    assert "/" not in str(refused.value).split("Error")[-1]
+    answer = client.predict(api_name="/skip")
+    assert answer[4] == f"Skipped task {unshowable[0]}" and json.loads(answer[3])["task_id"] == unshowable[1]
+    answer = client.predict("image_unusable", api_name="/flag")
+    assert answer[4].startswith(f"Flagged task {unshowable[1]}")
+    assert statuses(store, unshowable[1]) == {worker: ("flagged", "image_unusable")}
+    assert count_submissions(store, unshowable[0]) == 0
+    import httpx
+
+    mesh = httpx.get(f"{studio_server.url}/studio/mesh/body/smplh-6890.json", timeout=30)
+    assert mesh.status_code == 404 and "not installed on this server" in mesh.text
+    assert str(studio_server.models_dir) not in mesh.text, "the 404 says it in words, without the server path"

@@ -25,7 +25,7 @@ from studio import exports
 
 TOPOLOGY, VERTICES = "openbody-v1", 10614
 NPZ_KEYS = {"imgname", "labels", "probabilities", "contact_label", "contact_label_objectwise_json", "topology",
-            "source"}
+            "source", "answers"}
 
 
 def demo(running) -> Client:
@@ -267,9 +267,12 @@ def test_paint_affordance_makes_an_object_task_served_as_mesh_json(studio_server
     painter = json.loads(payload)
     assert painter["task_id"] == task_id and painter["mesh_url"] == f"/studio/mesh/task/{task_id}.json"
     assert painter["kind"] == "object_affordance" and painter["labels"] == ["sit"]
-    assert "<b>chair</b>" in text
+    assert "where a person would sit on the <b>chair</b>" in text
     painted = json.dumps({"task": task_id, "topology": f"points-{count}", "layers": {"sit": [0, 5, count - 1]}})
-    annotate.predict(painted, api_name="/submit")
+    done = annotate.predict(painted, api_name="/submit")
+    # The visitor is thanked and sent back to the demo, never handed the lab's crowd tasks.
+    assert done[3] == "" and "Thank you!" in done[1] and f'href="{studio_server.url}/"' in done[1].replace("'", '"')
+    assert "Submitted task" in done[4]
     from annotations.review import load_task_annotations
 
     entry = load_task_annotations(store, task_ids=[task_id])[task_id]
@@ -406,3 +409,46 @@ def test_tiny_model_affordance_on_an_uploaded_point_cloud(model_server, picture,
         np.save(broken, np.array([[np.nan, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float32))
         client.predict(handle_file(str(picture)), "my upload", handle_file(str(broken)), "bottle", "grasp",
                        api_name="/predict_affordance")
+
+
+def test_answers_never_show_model_tokens_and_the_npz_keeps_the_raw_text():
+    from types import SimpleNamespace
+
+    from studio.demo import ContactRun, answer_html
+
+    raw = ["Sure, it is [SEG].", "<image> The hips [HSEG] touch [OSEG] it </s>"]
+    results = [SimpleNamespace(answer=text, parts=("hips",)) for text in raw]
+    run = ContactRun("x.png", ("chair", "cup"), TOPOLOGY, np.zeros((2, VERTICES), np.float32), "hcontact")
+    shown = answer_html(run, results, ["#000000", "#ffffff"])
+    assert "SEG]" not in shown and "&lt;image&gt;" not in shown and "&lt;/s&gt;" not in shown
+    assert "Sure, it is." in shown and "The hips touch it" in shown
+    data = np.load(__import__("io").BytesIO(exports.contact_npz(["chair", "cup"], np.zeros((2, 4), np.float32),
+                                                                TOPOLOGY, "hcontact", answers=raw)))
+    assert data["answers"].tolist() == raw
+
+
+def test_label_hint_says_what_predict_does(studio_server, model_server, picture):
+    from studio.demo import labels_hint
+
+    assert "at least one" in labels_hint(studio_server.studio) and "category-prior" in labels_hint(studio_server.studio)
+    with pytest.raises(AppError, match="needs an object label"):
+        predict_contact(demo(studio_server), picture, [])
+    assert "none = binary contact" in labels_hint(model_server.studio)
+    *_, answers, source, files = predict_contact(demo(model_server), picture, [])
+    assert answers.count("<li>") == 1 and "<b>contact</b>" in answers
+    with np.load(files[0]) as data:
+        assert data["labels"].tolist() == ["contact"]
+
+
+def test_the_preview_shows_the_upload_or_the_example_upright_and_small(studio_server, picture, tmp_path):
+    from studio.demo import example_rows, preview_image
+    from studio.uploads import EXAMPLES
+
+    shown = preview_image(studio_server.studio, str(EXAMPLES / "person_chair.png"))
+    original = np.asarray(Image.open(EXAMPLES / "person_chair.png").convert("RGB"))
+    assert shown.ndim == 3 and max(shown.shape[:2]) <= 512
+    assert shown.shape[0] / shown.shape[1] == pytest.approx(original.shape[0] / original.shape[1], rel=0.02)
+    assert preview_image(studio_server.studio, None) is None
+    assert all(row[0] == row[2] for row in example_rows()), "each example carries its own thumbnail"
+    with pytest.raises(Exception, match="upload"):
+        preview_image(studio_server.studio, "/etc/passwd")

@@ -18,7 +18,8 @@ from studio_servers import ADMIN_PASSWORD, ADMIN_USER, start_studio, stop
 from raw_queue import RawPage
 from studio.security import LoginThrottle
 
-ADMIN_ENDPOINTS = ("import_batch", "review_task", "export", "quality")
+ADMIN_ENDPOINTS = ("import_batch", "review_task", "export", "quality", "task_list", "retire_task", "retire_batch",
+                   "promote_listed", "set_priority")
 
 
 @pytest.fixture(scope="module")

@@ -231,7 +231,7 @@ def test_a_stolen_session_hash_cannot_submit_for_its_annotator(crowd_server):
     assert payload["task_id"] == task_id
     for thief in (RawPage(url, "/annotate"), browser(url, "/annotate")):  # no cookie, and a cookie of its own
         for api, data in (("submit", [painting(task_id, {"chair": [7]}), None]), ("skip", [None]),
-                          ("flag", ["image_unusable", None]), ("check_painting", [painting(task_id, {"chair": [7]}), None])):
+                          ("flag", ["image_unusable", "", None]), ("check_painting", [painting(task_id, {"chair": [7]}), None])):
             outcome = thief.call(api, data, session_hash=victim.session_hash)
             assert not outcome.success and "belongs to another browser" in outcome.error, api
     assert submissions_by(store, "victim") == 0

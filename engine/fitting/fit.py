@@ -333,7 +333,7 @@ def _prepare(body, keypoints, cameras, config: FitConfig, vposer, sites,
     dtype, device = body.template_dtype, body.device
     layout = views[0].layout
     if sites is None:
-        rest = body.v_template.detach().cpu().numpy() if layout == "coco17" else None
+        rest = body.v_template.detach().cpu().numpy() if layout in ("coco17", "coco23") else None
         sites = keypoint_sites(layout, body.topology, rest)
     elif sites.layout != layout or sites.topology != body.topology:
         raise InputError(f"sites are for {sites.layout} on {sites.topology}, the fit is {layout} on {body.topology}")

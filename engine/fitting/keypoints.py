@@ -4,6 +4,11 @@
 Two layouts are accepted:
 
 ``coco17``   ViTPose / COCO order (below).
+``coco23``   COCO-17 then COCO-WholeBody's 6 foot keypoints (its keypoints 17-22: left big toe, left
+             small toe, left heel, right big toe, right small toe, right heel), from a whole-body
+             (133-keypoint) ViTPose. The big toes sit on the ``left_foot`` / ``right_foot`` joints
+             (SMPL-X's foot joints, which GenZI fits to the big toes); small toes and heels have no
+             site on our bodies and weigh 0 in a fit.
 ``body22``   the 22 body joints of ``engine.body.skeleton`` (SMPL-X body order), e.g. from synthetic
              data or another fitter.
 
@@ -53,7 +58,12 @@ COCO17_NAMES: tuple[str, ...] = (
     "left_knee", "right_knee", "left_ankle", "right_ankle",
 )
 COCO17_HIP_WEIGHT = 0.5
-LAYOUTS = ("coco17", "body22")
+FOOT_NAMES: tuple[str, ...] = ("left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe",
+                               "right_heel")  # COCO-WholeBody keypoints 17-22
+COCO23_NAMES: tuple[str, ...] = COCO17_NAMES + FOOT_NAMES
+BIG_TOE_JOINTS = {"left_big_toe": "left_foot", "right_big_toe": "right_foot"}
+LAYOUTS = ("coco17", "coco23", "body22")
+_LAYOUT_NAMES = {"coco17": COCO17_NAMES, "coco23": COCO23_NAMES, "body22": BODY_JOINT_NAMES}
 
 # name -> {topology-or-family: vertex id} or a rest position on the open body
 _FACE_VERTICES = {
@@ -72,7 +82,7 @@ class Keypoints2D:
     xy: (K, 2) float32 pixels, (column, row), pixel centres at integers (OpenCV).
     confidence: (K,) float32 in [0, 1]; 0 marks a keypoint to ignore.
     image_size: (height, width) of the image the pixels refer to.
-    layout: ``coco17`` (K = 17) or ``body22`` (K = 22).
+    layout: ``coco17`` (K = 17), ``coco23`` (K = 23) or ``body22`` (K = 22).
     box: (x0, y0, x1, y1) person box the keypoints were estimated in, or None.
     """
 
@@ -93,13 +103,13 @@ class Keypoints2D:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return COCO17_NAMES if self.layout == "coco17" else BODY_JOINT_NAMES
+        return _LAYOUT_NAMES[self.layout]
 
 
 def layout_size(layout: str) -> int:
     if layout not in LAYOUTS:
         raise InputError(f"unknown keypoint layout {layout!r}; accepted: {', '.join(LAYOUTS)}")
-    return len(COCO17_NAMES) if layout == "coco17" else len(BODY_JOINT_NAMES)
+    return len(_LAYOUT_NAMES[layout])
 
 
 def check_keypoints(xy, confidence, layout: str) -> None:
@@ -167,9 +177,12 @@ def keypoint_sites(layout: str, topology: str, rest_vertices: np.ndarray | None 
     if layout == "body22":
         joint[:] = np.arange(count)
     else:
-        for index, name in enumerate(COCO17_NAMES):
+        for index, name in enumerate(_LAYOUT_NAMES[layout]):
             if name in _FACE_VERTICES:
                 vertex[index] = _face_vertex(name, topology, rest_vertices)
+            elif name in FOOT_NAMES:  # big toes on the foot joints; small toes and heels: no site, weight 0
+                joint[index] = BODY_JOINT_NAMES.index(BIG_TOE_JOINTS.get(name, name.split("_")[0] + "_foot"))
+                weight[index] = 1.0 if name in BIG_TOE_JOINTS else 0.0
             else:
                 joint[index] = BODY_JOINT_NAMES.index(name)
                 weight[index] = hip_weight if name.endswith("_hip") else 1.0

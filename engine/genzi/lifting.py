@@ -3,12 +3,15 @@
 2D pose
     GenZI fits 17 joints (release pose2d.py, Halpe keypoints): pelvis, hips, neck, shoulders, knees,
     ankles, big toes (the SMPL-X foot joints), nose (matched to the head joint), elbows, wrists. Our 2D
-    pose is ViTPose on COCO-17 (``engine.fitting.vitpose``), which lacks three of them:
-    pelvis = mid-hips and neck = mid-shoulders are derived (confidence: the lower of the two), the big
-    toes have no COCO keypoint and get confidence 0. ``genzi_keypoints`` writes the result in the
-    fitting core's ``body22`` layout (the 5 other joints at confidence 0). A view is accepted when at
-    least 13 of the 17 joints have confidence >= 0.25; since COCO gives at most 15, a ViTPose view is
-    accepted with at most two joints missing.
+    pose is ViTPose (``engine.fitting.vitpose``). Pelvis = mid-hips and neck = mid-shoulders are
+    always derived (confidence: the lower of the two). The big toes come from the model when it is a
+    COCO-WholeBody ViTPose (133 keypoints, ``coco23`` keypoints: its keypoints 17 and 20); a COCO-17
+    ViTPose has no toe keypoint, so they are missing (confidence 0), never guessed.
+    ``joint_sources(layout)`` says in words where each joint came from; the pipeline stores it with
+    its results. ``genzi_keypoints`` writes the result in the fitting core's ``body22`` layout (the 5
+    other joints at confidence 0). A view is accepted when at least 13 of the 17 joints have
+    confidence >= 0.25; with COCO-17 at most 15 can, so such a view is accepted with at most two
+    joints missing.
 
 Lifting (release generation.py / configs, REFERENCE.md section 2)
     Variables: translation, 6D global orientation, the VPoser latent (or the open-body pose with its
@@ -37,7 +40,7 @@ from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError
 from engine.fitting.fit import (BodyFit, BodyInit, ExtraTerm, FitConfig, FitState, StageConfig, cpu_threads,
                                 fit_body)
-from engine.fitting.keypoints import COCO17_NAMES, Keypoints2D
+from engine.fitting.keypoints import Keypoints2D
 from engine.genzi import energies
 from engine.genzi.sdf import SceneSDF
 from engine.render.cameras import OpenCVCamera
@@ -72,14 +75,36 @@ ANCHORS = {
 }
 
 
+FROM_WHOLEBODY: dict[str, tuple[str, ...]] = {"left_foot": ("left_big_toe",), "right_foot": ("right_big_toe",)}
+
+
+def _sources(layout: str) -> dict[str, tuple[str, ...]]:
+    if layout not in ("coco17", "coco23"):
+        raise InputError(f"GenZI's joints are derived from coco17 or coco23 keypoints, got {layout}")
+    return {**FROM_COCO, **(FROM_WHOLEBODY if layout == "coco23" else {})}
+
+
+def joint_sources(layout: str) -> dict[str, str]:
+    """GenZI joint -> where its 2D position comes from, in words, for ViTPose keypoints of ``layout``."""
+    sources = _sources(layout)
+    words = {}
+    for name in GENZI_JOINTS:
+        if name not in sources:
+            words[name] = "missing: a COCO-17 ViTPose has no big-toe keypoint (confidence 0, not fitted)"
+        elif len(sources[name]) == 2:
+            words[name] = f"derived: midpoint of {sources[name][0]} and {sources[name][1]}"
+        else:
+            words[name] = f"ViTPose {sources[name][0]}"
+    return words
+
+
 def genzi_keypoints(coco: Keypoints2D) -> Keypoints2D:
-    """COCO-17 keypoints as GenZI's 17 joints in the ``body22`` layout (see the module docstring)."""
-    if coco.layout != "coco17":
-        raise InputError(f"GenZI's joints are derived from coco17 keypoints, got {coco.layout}")
+    """COCO-17 or ``coco23`` keypoints as GenZI's 17 joints in the ``body22`` layout (see the module docstring)."""
+    sources = _sources(coco.layout)
     xy = np.zeros((len(BODY_JOINT_NAMES), 2), np.float32)
     confidence = np.zeros(len(BODY_JOINT_NAMES), np.float32)
-    for name, sources in FROM_COCO.items():
-        ids = [COCO17_NAMES.index(source) for source in sources]
+    for name, names in sources.items():
+        ids = [coco.names.index(source) for source in names]
         joint = BODY_JOINT_NAMES.index(name)
         xy[joint] = coco.xy[ids].mean(0)
         confidence[joint] = coco.confidence[ids].min()

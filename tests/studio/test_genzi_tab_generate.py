@@ -28,14 +28,13 @@ PROMPT = "lying on the bed"
 def generation_server(tmp_path_factory):
     from engine.genzi import inpaint, lifting, views
     from engine.genzi.pipeline import GenziConfig
-    from genzi.test_genzi_pipeline import _write_tiny_vitpose
-    from genzi.tiny_models import write_tiny_clip, write_tiny_sd2_inpainting
+    from genzi.tiny_models import write_template_vitpose, write_tiny_clip, write_tiny_sd2_inpainting
 
     folder = tmp_path_factory.mktemp("genzi-generate")
     models = folder / "models"
     write_tiny_sd2_inpainting(models / "sd2-inpainting")
     write_tiny_clip(models / "clip-vit-base-patch32")
-    _write_tiny_vitpose(models / "vitpose")
+    write_template_vitpose(models / "vitpose")
     small_views = views.ViewConfig(max_views=4)
     pipeline = GenziConfig(inpaint=inpaint.InpaintConfig(steps=2, image_size=128, batch_size=4, negative=("blurry",)),
                            views=small_views, lift=lifting.LiftConfig(phase_iterations=2), inpaints_per_view=(2, 1),

@@ -13,7 +13,7 @@ a GPU):
     * forward kinematics runs one tree level at a time (every joint of a level at once: 8 steps for the
       22 body joints, 11 for SMPL-X's 55) instead of one joint at a time;
     * skinning blends only the 12 useful entries of each joint's 4 x 4 transform (one (P, J) x (J, 12)
-      product) and applies each site's 3 x 4 transform elementwise, so no (P, 4, 4) tensor is built.
+      product) and applies each site's 3 x 4 transform in one batched product, so no (P, 4, 4) tensor is built.
 """
 from __future__ import annotations
 
@@ -120,7 +120,9 @@ class SiteModel:
         # joint transforms as 3 x 4 [R | p - R j], blended per site by the skinning weights
         shifts = posed_joints - (world_rotations @ joints[..., None])[..., 0]
         blended = self.site_weights @ torch.cat([world_rotations.reshape(batch, -1, 9), shifts], dim=2)  # (B, P, 12)
-        sites = (blended[..., :9].view(batch, -1, 3, 3) * sites[:, :, None, :]).sum(-1) + blended[..., 9:]
+        count = sites.shape[1]
+        rotated = torch.bmm(blended[..., :9].reshape(batch * count, 3, 3), sites.reshape(batch * count, 3, 1))
+        sites = rotated.view(batch, count, 3) + blended[..., 9:]
         offset = transl[:, None]
         return posed_joints[:, : len(BODY_JOINT_NAMES)] + offset, sites + offset
 

@@ -60,6 +60,7 @@ def test_generation_places_bodies_in_the_scene_glb(generated):
     names = sorted(world.geometry)
     assert names[-1] == "scene" and names[:-1] == [f"body{n:02d}" for n in range(len(names) - 1)]
     assert len(names) - 1 == 3 and "3 bodies placed" in info  # 2 stage-0 bodies, the better one refined once
+    assert "left_foot (missing" in info and "pelvis (derived" in info  # a COCO-17 ViTPose: no big toes
     room = scenes.builtin_scene("bedroom")
     np.testing.assert_allclose(world.geometry["scene"].vertices, room.vertices, atol=1e-5)
     low, high = room.vertices.min(0), room.vertices.max(0)  # the room has no walls: its floor bounds it
@@ -78,7 +79,7 @@ def test_metrics_table_downloads_and_gallery(generated, generation_server):
     for row in rows:
         assert -1 <= row[3] <= 1 and 0 <= row[4] <= 1 and row[5] in (0, 1)
     names = sorted(path.rsplit("/", 1)[-1] for path in downloads)
-    assert "scene_and_bodies.glb" in names and "metrics.json" in names
+    assert "scene_and_bodies.glb" in names and "metrics.json" in names and "joints.json" in names
     for suffix in (".npz", ".ply", ".obj"):
         assert sum(name.endswith(suffix) for name in names) == 3, suffix
     npz = np.load(next(path for path in downloads if path.endswith(".npz")))

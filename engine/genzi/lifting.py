@@ -27,6 +27,10 @@ Lifting (release generation.py / configs, REFERENCE.md section 2)
     Start: translation halfway between the mean camera position and the point (the release), and the
     core's upright orientation hypotheses (the release uses one fixed yaw); the best continues after
     phase 1.
+    Cost (CPU): the scene and self-penetration terms read a fixed subset of the body's vertices
+    (``scene_vertex_ids``), posed by the fitting core in the same skinning call as the joints; the
+    whole mesh is skinned only for the result (and the metrics). Lifting runs with one torch thread on
+    the CPU (``LiftConfig.cpu_threads``). ``benchmarks/bench_genzi.py`` times it.
 """
 from __future__ import annotations
 

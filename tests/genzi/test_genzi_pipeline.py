@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError

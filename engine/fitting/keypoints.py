@@ -44,6 +44,7 @@ Known bias: COCO's hip keypoints sit higher and wider than the skinned hip joint
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,14 +149,16 @@ class KeypointSites:
         """The distinct vertex ids used (sorted)."""
         return np.unique(self.vertex[self.vertex >= 0])
 
+    @functools.cached_property
+    def _site_slots(self) -> np.ndarray:
+        """(K,) each keypoint's row in ``vertex_ids`` (-1 for keypoints on joints); computed once."""
+        return np.where(self.vertex >= 0, np.searchsorted(self.vertex_ids, self.vertex), -1)
+
     def gather(self, joints: torch.Tensor, site_vertices: torch.Tensor) -> torch.Tensor:
-        """(..., J, 3) joints and (..., len(vertex_ids), 3) vertices to (..., K, 3) keypoints."""
-        ids = torch.as_tensor(self.vertex_ids)
-        columns = []
-        for joint, vertex in zip(self.joint.tolist(), self.vertex.tolist()):
-            columns.append(joints[..., joint, :] if joint >= 0
-                           else site_vertices[..., int(torch.searchsorted(ids, vertex)), :])
-        return torch.stack(columns, dim=-2)
+        """(..., J, 3) joints and (..., len(vertex_ids), 3) vertices to (..., K, 3) keypoints (one indexing)."""
+        index = np.where(self.joint >= 0, self.joint, joints.shape[-2] + self._site_slots)
+        points = torch.cat([joints, site_vertices], dim=-2)
+        return points.index_select(-2, torch.as_tensor(index, device=points.device))
 
 
 def _face_vertex(name: str, topology: str, rest_vertices: np.ndarray | None) -> int:

@@ -21,7 +21,7 @@ hypotheses at 4 x 100 iterations, refinement 76.7 s), about 19 ms per lifting it
 An iteration now runs one fused skinning of the joints, keypoint sites and the 2654 scene vertices
 (forward kinematics by tree level: 8 steps instead of 22 joint-by-joint products; no 4 x 4 per-vertex
 transforms), one SDF sample for both scene terms, no zero-weighted terms and one device sync for the
-history instead of one per term; on the CPU that cut the CPU time per iteration about 9 times. On a GPU the
+history instead of one per term; on the CPU that cut the CPU time per iteration about 13 times. On a GPU the
 cut is in kernel launches and syncs, likely 2-3 times per iteration, so GenZI's full 1600 iterations for
 8 hypotheses (4 times the iterations of that run) should take roughly 80-160 s of lifting, and the prompt
 about 200-300 s: still above the 60 s target, which the inpainting (45.6 s) alone nearly spends.

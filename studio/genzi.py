@@ -289,12 +289,13 @@ class GenziDemo:
         save_output(output, folder / "genzi", faces, loaded.scene)  # meshes in the scene file's own frame
         glb = folder / "scene_and_bodies.glb"
         glb.write_bytes(scene_with_bodies_glb(loaded.scene, [body.fit.vertices for body in output.bodies], faces))
-        downloads = [glb, folder / "genzi" / "metrics.json"] + sorted(
+        downloads = [glb, folder / "genzi" / "metrics.json", folder / "genzi" / "joints.json"] + sorted(
             path for path in (folder / "genzi").iterdir() if path.suffix in (".npz", ".ply", ".obj"))
         summary = output.metrics.to_json()
         summary = {key: summary[key] for key in ("clip", "non_collision", "contact", "clip_mean",
                                                  "non_collision_mean", "contact_mean")}
         summary["failures"] = list(output.failures)
+        summary["joint_sources"] = dict(output.joint_sources)
         run = save_run(self.studio.store, kind="genzi", method="genzi",
                        inputs={"scene": loaded.source, "scene_hash": loaded.scene.content_hash, "prompt": prompt,
                                "point": [round(float(v), 4) for v in point.point],
@@ -385,8 +386,11 @@ METRIC_HEADERS = ["body", "stage", "views used", "CLIP score", "non-collision", 
 def generation_html(generation: Generation) -> str:
     output = generation.output
     failures = "".join(f"<li>{html.escape(text)}</li>" for text in output.failures)
+    not_from_vitpose = [f"{name} ({text})" for name, text in output.joint_sources.items() if not text.startswith("ViTPose")]
+    joints = (f"<p id='genzi-joint-sources'>Joints not taken from a ViTPose keypoint: "
+              f"{html.escape('; '.join(not_from_vitpose))}.</p>" if not_from_vitpose else "")
     return (f"<div id='genzi-result'><p>{len(output.bodies)} bodies placed for "
-            f"<i>{html.escape(output.prompt)}</i> (run <code>{generation.run_id}</code>).</p>"
+            f"<i>{html.escape(output.prompt)}</i> (run <code>{generation.run_id}</code>).</p>" + joints
             + (f"<p>Not lifted:</p><ul>{failures}</ul>" if failures else "") + "</div>")
 
 

@@ -14,17 +14,22 @@ Energies (``engine.fitting.energies``), each with a weight per stage in ``StageC
     Callers add their own terms (scene penetration, contact, ...) through ``extra_terms``: a mapping
     ``name -> ExtraTerm(fn, weights_per_stage)`` or ``name -> (fn, weights_per_stage)``, where
     ``fn(state: FitState) -> scalar tensor``. A weight is a float, or ``(start, end)`` interpolated
-    linearly over the stage's iterations (GenZI's schedule).
+    linearly over the stage's iterations (GenZI's schedule); a term whose weight is 0 (or (0, 0)) in a
+    stage is not evaluated there. Terms that need only some vertices name them once with
+    ``fit_body(vertex_subset=ids)`` and read ``state.subset_vertices``: those are posed together with the
+    joints and keypoint sites (one skinning of a few vertices per iteration), while ``state.vertices``
+    (the whole mesh, skinned every iteration) is only built for terms with ``needs_vertices=True``.
 
 The loop (``fit_body``) runs numbered stages; Adam (AdamW when ``weight_decay`` > 0) is rebuilt at
 every stage over that stage's variables. Iterations whose loss or gradient is not finite are skipped.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Mapping, Sequence, Union
+from typing import Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -142,6 +147,7 @@ class FitState:
 
     joints: (22, 3) world.  keypoints_3d: (K, 3).  projected: (N, K, 2) pixels.
     vertices: (V, 3) world, or None when no active term of this stage needs them.
+    subset_vertices: (S, 3) world, the vertices ``fit_body(vertex_subset=...)`` named, or None.
     transl: (3,).  global_orient: (3, 3) rotation matrix.  body_pose: (num_body_joints * 3,) axis-angle.
     betas: (num_betas,).  latent: (latentD,) or None.  view_weights: (N,) raw scores (sum not normalised).
     """
@@ -154,6 +160,7 @@ class FitState:
     keypoints_3d: torch.Tensor
     projected: torch.Tensor
     vertices: torch.Tensor | None
+    subset_vertices: torch.Tensor | None
     transl: torch.Tensor
     global_orient: torch.Tensor
     body_pose: torch.Tensor
@@ -230,6 +237,26 @@ def photo_camera(image_size: tuple[int, int], focal_px: float | None = None, fov
     return OpenCVCamera(K=K, R=torch.diag(torch.tensor([1.0, -1.0, -1.0]))[None], t=torch.zeros(1, 3))
 
 
+@contextlib.contextmanager
+def cpu_threads(count: int | None, device) -> Iterator[None]:
+    """Run the block with ``count`` intra-op torch threads when ``device`` is the CPU (None: unchanged),
+    restoring the previous count after. A fit's tensors are small (tens of joints, a few thousand
+    vertices), so splitting each operation across threads costs more in synchronisation than it saves;
+    on a shared machine it also makes every operation wait for the busiest core. The setting is
+    process-wide while the block runs."""
+    if count is None or torch.device(device).type != "cpu":
+        yield
+        return
+    if not (isinstance(count, int) and count >= 1):
+        raise InputError(f"the CPU thread count must be a positive integer, got {count!r}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def tqdm_progress(bar) -> Callable[[float, str], None]:
     """Adapt a ``tqdm`` bar (total 1.0 or any) to the ``progress(fraction, desc)`` callback."""
     def update(fraction: float, desc: str) -> None:
@@ -251,6 +278,7 @@ class _Problem:
     confidence: torch.Tensor
     torso: torch.Tensor
     site_model: SiteModel
+    subset_size: int
     vposer: VPoser | None
     prior: OpenBodyPrior
     shape_weights: torch.Tensor | None
@@ -286,14 +314,26 @@ def _as_cameras(cameras, num_views: int, dtype, device) -> OpenCVCamera:
     return merged
 
 
-def _prepare(body, keypoints, cameras, config: FitConfig, vposer, sites) -> tuple[_Problem, list[Keypoints2D]]:
+def _vertex_ids(vertex_subset, body: BodyModel) -> torch.Tensor:
+    if vertex_subset is None:
+        return torch.zeros(0, dtype=torch.long, device=body.device)
+    ids = torch.as_tensor(np.asarray(vertex_subset)).to(body.device)
+    if ids.dim() != 1 or ids.dtype not in (torch.int32, torch.int64) or len(ids) == 0:
+        raise InputError("vertex_subset must be a non-empty 1-D array of vertex indices")
+    if int(ids.min()) < 0 or int(ids.max()) >= body.num_vertices:
+        raise InputError(f"vertex_subset indices must lie in [0, {body.num_vertices})")
+    return ids.long()
+
+
+def _prepare(body, keypoints, cameras, config: FitConfig, vposer, sites,
+             vertex_subset=None) -> tuple[_Problem, list[Keypoints2D]]:
     if not isinstance(body, BodyModel):
         raise InputError("body must be a BodyModel from engine.body.load_body")
     views = _as_views(keypoints)
     dtype, device = body.template_dtype, body.device
     layout = views[0].layout
     if sites is None:
-        rest = body.v_template.detach().cpu().numpy() if layout == "coco17" else None
+        rest = body.v_template.detach().cpu().numpy() if layout in ("coco17", "coco23") else None
         sites = keypoint_sites(layout, body.topology, rest)
     elif sites.layout != layout or sites.topology != body.topology:
         raise InputError(f"sites are for {sites.layout} on {sites.topology}, the fit is {layout} on {body.topology}")
@@ -303,10 +343,12 @@ def _prepare(body, keypoints, cameras, config: FitConfig, vposer, sites) -> tupl
     confidence = torch.stack([as_tensor(v.confidence) for v in views]) * as_tensor(sites.weight)
     names = [BODY_JOINT_NAMES[j] if j >= 0 else "" for j in sites.joint.tolist()]
     torso = torch.tensor([name in TORSO_JOINTS for name in names], device=device)
+    subset = _vertex_ids(vertex_subset, body)
+    site_ids = torch.cat([torch.as_tensor(sites.vertex_ids, dtype=torch.long, device=device), subset])
     problem = _Problem(
         body=body, cameras=_as_cameras(cameras, len(views), dtype, device), sites=sites,
         keypoints=torch.stack([as_tensor(v.xy) for v in views]), confidence=confidence, torso=torso,
-        site_model=SiteModel.build(body, torch.as_tensor(sites.vertex_ids, device=device)), vposer=vposer,
+        site_model=SiteModel.build(body, site_ids), subset_size=len(subset), vposer=vposer,
         prior=OpenBodyPrior.default(dtype, device),
         shape_weights=None if config.shape_weights is None else as_tensor(config.shape_weights))
     return problem, views
@@ -328,6 +370,11 @@ def _check_extra_terms(extra_terms, config: FitConfig) -> dict[str, ExtraTerm]:
 
 
 # ---------------------------------------------------------------------------------- the model
+def _weighs(weight: Weight) -> bool:
+    """Whether a term with this stage weight counts at all (0 and (0, 0) do not)."""
+    return any(float(w) != 0.0 for w in (weight if isinstance(weight, (tuple, list)) else (weight,)))
+
+
 def _weight_at(weight: Weight, step: int, iterations: int) -> float:
     if isinstance(weight, (tuple, list)):
         start, end = weight
@@ -356,33 +403,38 @@ def _states(problem: _Problem, config: FitConfig, variables: dict, stage: int, i
     # the same rigid placement as BodyModel.forward's global_orient and transl
     place = lambda points: (points - pelvis) @ rotation.transpose(1, 2) + pelvis + variables["transl"][:, None]
     vertices = place(body(betas=variables["betas"], body_pose=body_pose).vertices) if need_vertices else None
-    joints = place(joints)
-    keypoints_3d = problem.sites.gather(joints, place(site_vertices))
+    joints, site_vertices = place(joints), place(site_vertices)
+    keypoint_count = site_vertices.shape[1] - problem.subset_size
+    keypoints_3d = problem.sites.gather(joints, site_vertices[:, :keypoint_count])
+    subset = site_vertices[:, keypoint_count:] if problem.subset_size else None
     view_weights = (torch.sigmoid(variables["view_logits"]) if config.learn_view_weights
                     else torch.ones_like(variables["view_logits"]))
     latent = variables["body_pose"] if problem.vposer is not None else None
     return [FitState(stage=stage, iteration=iteration, body=body, cameras=problem.cameras, joints=joints[b],
                      keypoints_3d=keypoints_3d[b], projected=energies.project_points(problem.cameras, keypoints_3d[b]),
-                     vertices=None if vertices is None else vertices[b], transl=variables["transl"][b],
+                     vertices=None if vertices is None else vertices[b],
+                     subset_vertices=None if subset is None else subset[b], transl=variables["transl"][b],
                      global_orient=rotation[b], body_pose=body_pose[b], betas=variables["betas"][b],
                      latent=None if latent is None else latent[b], view_weights=view_weights[b])
             for b in range(joints.shape[0])]
 
 
-def _energies(problem: _Problem, config: FitConfig, stage: StageConfig, state: FitState) -> dict[str, torch.Tensor]:
+def _energies(problem: _Problem, config: FitConfig, stage: StageConfig, state: FitState,
+              wanted=BUILTIN_ENERGIES) -> dict[str, torch.Tensor]:
+    """The built-in energies named in ``wanted`` (unweighted); view selection only with learned view weights."""
     confidence = problem.confidence * problem.torso if stage.keypoints == "torso" else problem.confidence
     pose = state.body_pose[None]
-    values = {"reprojection": energies.reprojection_energy(state.projected, problem.keypoints, confidence, config.rho,
-                                                           state.view_weights),
-              "angle_prior": energies.joint_limit_energy(pose, problem.prior.lower, problem.prior.upper),
-              "shape_prior": energies.shape_energy(state.betas[None], problem.shape_weights)}
-    if problem.vposer is not None:
-        values["pose_prior"] = energies.latent_energy(state.latent[None])
-    else:
-        values["pose_prior"] = energies.gaussian_pose_energy(pose, problem.prior.mean, problem.prior.std)
+    compute = {
+        "reprojection": lambda: energies.reprojection_energy(state.projected, problem.keypoints, confidence, config.rho,
+                                                             state.view_weights),
+        "angle_prior": lambda: energies.joint_limit_energy(pose, problem.prior.lower, problem.prior.upper),
+        "shape_prior": lambda: energies.shape_energy(state.betas[None], problem.shape_weights),
+        "pose_prior": (lambda: energies.latent_energy(state.latent[None])) if problem.vposer is not None else
+                      (lambda: energies.gaussian_pose_energy(pose, problem.prior.mean, problem.prior.std)),
+    }
     if config.learn_view_weights and len(problem.cameras) >= config.min_views:
-        values["view_selection"] = energies.view_selection_energy(state.view_weights, config.min_views)
-    return values
+        compute["view_selection"] = lambda: energies.view_selection_energy(state.view_weights, config.min_views)
+    return {name: compute[name]() for name in wanted if name in compute}
 
 
 # ---------------------------------------------------------------------------------- initialisation
@@ -473,16 +525,17 @@ def _run_stage(problem: _Problem, config: FitConfig, extra: dict[str, ExtraTerm]
         return StageHistory(stage.name, np.zeros(0, np.float32), _frozen({})), torch.zeros(batch)
     optimiser = (torch.optim.AdamW(leaves, lr=stage.lr, weight_decay=config.weight_decay) if config.weight_decay > 0
                  else torch.optim.Adam(leaves, lr=stage.lr))
-    active_extra = {name: term for name, term in extra.items() if term.weights[index] != 0}
+    active_extra = {name: term for name, term in extra.items() if _weighs(term.weights[index])}
     need_vertices = any(term.needs_vertices for term in active_extra.values())
     totals, per_term, skipped, last = [], {}, 0, torch.zeros(batch)
     for step in range(stage.iterations):
         optimiser.zero_grad(set_to_none=True)
         weights = {name: _weight_at(w, step, stage.iterations) for name, w in stage.weights.items()}
+        wanted = tuple(name for name, weight in weights.items() if weight != 0.0)
         hypotheses = []
         for state in _states(problem, config, variables, index, step, need_vertices):
-            terms = {name: value * weights[name] for name, value in _energies(problem, config, stage, state).items()
-                     if weights.get(name, 0.0) != 0.0}
+            terms = {name: value * weights[name]
+                     for name, value in _energies(problem, config, stage, state, wanted).items()}
             for name, term in active_extra.items():
                 value = term.fn(state)
                 if not isinstance(value, torch.Tensor) or value.dim() != 0:
@@ -501,8 +554,10 @@ def _run_stage(problem: _Problem, config: FitConfig, extra: dict[str, ExtraTerm]
         last = sums.detach().cpu()
         best = int(torch.nan_to_num(last, nan=float("inf")).argmin())
         totals.append(float(last[best]))
-        for name, value in hypotheses[best].items():
-            per_term.setdefault(name, []).append(float(value.detach()))
+        if hypotheses[best]:  # one transfer for every term (one device sync per iteration)
+            values = torch.stack([value.detach() for value in hypotheses[best].values()]).cpu().tolist()
+            for name, value in zip(hypotheses[best], values):
+                per_term.setdefault(name, []).append(value)
         report(step + 1)
     for leaf in leaves:
         leaf.requires_grad_(False)
@@ -534,16 +589,18 @@ def _result(problem: _Problem, config: FitConfig, variables: dict, history: list
 def fit_body(body: BodyModel, keypoints: Keypoints2D | Sequence[Keypoints2D], cameras: OpenCVCamera | Sequence[OpenCVCamera],
              *, config: FitConfig = FitConfig(), vposer: VPoser | None = None, init: BodyInit = BodyInit(),
              extra_terms: Mapping[str, ExtraTerm | tuple] | None = None, sites: KeypointSites | None = None,
-             progress: Callable[[float, str], object] | None = None) -> BodyFit:
+             vertex_subset=None, progress: Callable[[float, str], object] | None = None) -> BodyFit:
     """Fit ``body`` to keypoints seen by one camera per view; returns a frozen ``BodyFit``.
 
     keypoints: one ``Keypoints2D`` per view (``coco17`` or ``body22``); cameras: ``OpenCVCamera`` with
     N = number of views (or a list). ``vposer`` switches the pose variable to its latent.
+    ``vertex_subset``: (S,) vertex indices posed every iteration as ``FitState.subset_vertices`` (for
+    extra terms that need only those; see the module docstring).
     ``progress(fraction, description)`` is called after every iteration (``gr.Progress`` works as is;
     ``tqdm_progress(bar)`` adapts tqdm).
     """
     # 1. Check the inputs and turn them into tensors on the body's device.
-    problem, views = _prepare(body, keypoints, cameras, config, vposer, sites)
+    problem, views = _prepare(body, keypoints, cameras, config, vposer, sites, vertex_subset)
     extra = _check_extra_terms(extra_terms, config)
     # 2. Initialise: upright orientation hypotheses around the first camera, translation from the torso's size.
     variables = _initial_variables(problem, init, config)

@@ -4,6 +4,11 @@
 Two layouts are accepted:
 
 ``coco17``   ViTPose / COCO order (below).
+``coco23``   COCO-17 then COCO-WholeBody's 6 foot keypoints (its keypoints 17-22: left big toe, left
+             small toe, left heel, right big toe, right small toe, right heel), from a whole-body
+             (133-keypoint) ViTPose. The big toes sit on the ``left_foot`` / ``right_foot`` joints
+             (SMPL-X's foot joints, which GenZI fits to the big toes); small toes and heels have no
+             site on our bodies and weigh 0 in a fit.
 ``body22``   the 22 body joints of ``engine.body.skeleton`` (SMPL-X body order), e.g. from synthetic
              data or another fitter.
 
@@ -39,6 +44,7 @@ Known bias: COCO's hip keypoints sit higher and wider than the skinned hip joint
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +59,12 @@ COCO17_NAMES: tuple[str, ...] = (
     "left_knee", "right_knee", "left_ankle", "right_ankle",
 )
 COCO17_HIP_WEIGHT = 0.5
-LAYOUTS = ("coco17", "body22")
+FOOT_NAMES: tuple[str, ...] = ("left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe",
+                               "right_heel")  # COCO-WholeBody keypoints 17-22
+COCO23_NAMES: tuple[str, ...] = COCO17_NAMES + FOOT_NAMES
+BIG_TOE_JOINTS = {"left_big_toe": "left_foot", "right_big_toe": "right_foot"}
+LAYOUTS = ("coco17", "coco23", "body22")
+_LAYOUT_NAMES = {"coco17": COCO17_NAMES, "coco23": COCO23_NAMES, "body22": BODY_JOINT_NAMES}
 
 # name -> {topology-or-family: vertex id} or a rest position on the open body
 _FACE_VERTICES = {
@@ -72,7 +83,7 @@ class Keypoints2D:
     xy: (K, 2) float32 pixels, (column, row), pixel centres at integers (OpenCV).
     confidence: (K,) float32 in [0, 1]; 0 marks a keypoint to ignore.
     image_size: (height, width) of the image the pixels refer to.
-    layout: ``coco17`` (K = 17) or ``body22`` (K = 22).
+    layout: ``coco17`` (K = 17), ``coco23`` (K = 23) or ``body22`` (K = 22).
     box: (x0, y0, x1, y1) person box the keypoints were estimated in, or None.
     """
 
@@ -93,13 +104,13 @@ class Keypoints2D:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return COCO17_NAMES if self.layout == "coco17" else BODY_JOINT_NAMES
+        return _LAYOUT_NAMES[self.layout]
 
 
 def layout_size(layout: str) -> int:
     if layout not in LAYOUTS:
         raise InputError(f"unknown keypoint layout {layout!r}; accepted: {', '.join(LAYOUTS)}")
-    return len(COCO17_NAMES) if layout == "coco17" else len(BODY_JOINT_NAMES)
+    return len(_LAYOUT_NAMES[layout])
 
 
 def check_keypoints(xy, confidence, layout: str) -> None:
@@ -138,14 +149,16 @@ class KeypointSites:
         """The distinct vertex ids used (sorted)."""
         return np.unique(self.vertex[self.vertex >= 0])
 
+    @functools.cached_property
+    def _site_slots(self) -> np.ndarray:
+        """(K,) each keypoint's row in ``vertex_ids`` (-1 for keypoints on joints); computed once."""
+        return np.where(self.vertex >= 0, np.searchsorted(self.vertex_ids, self.vertex), -1)
+
     def gather(self, joints: torch.Tensor, site_vertices: torch.Tensor) -> torch.Tensor:
-        """(..., J, 3) joints and (..., len(vertex_ids), 3) vertices to (..., K, 3) keypoints."""
-        ids = torch.as_tensor(self.vertex_ids)
-        columns = []
-        for joint, vertex in zip(self.joint.tolist(), self.vertex.tolist()):
-            columns.append(joints[..., joint, :] if joint >= 0
-                           else site_vertices[..., int(torch.searchsorted(ids, vertex)), :])
-        return torch.stack(columns, dim=-2)
+        """(..., J, 3) joints and (..., len(vertex_ids), 3) vertices to (..., K, 3) keypoints (one indexing)."""
+        index = np.where(self.joint >= 0, self.joint, joints.shape[-2] + self._site_slots)
+        points = torch.cat([joints, site_vertices], dim=-2)
+        return points.index_select(-2, torch.as_tensor(index, device=points.device))
 
 
 def _face_vertex(name: str, topology: str, rest_vertices: np.ndarray | None) -> int:
@@ -167,9 +180,12 @@ def keypoint_sites(layout: str, topology: str, rest_vertices: np.ndarray | None 
     if layout == "body22":
         joint[:] = np.arange(count)
     else:
-        for index, name in enumerate(COCO17_NAMES):
+        for index, name in enumerate(_LAYOUT_NAMES[layout]):
             if name in _FACE_VERTICES:
                 vertex[index] = _face_vertex(name, topology, rest_vertices)
+            elif name in FOOT_NAMES:  # big toes on the foot joints; small toes and heels: no site, weight 0
+                joint[index] = BODY_JOINT_NAMES.index(BIG_TOE_JOINTS.get(name, name.split("_")[0] + "_foot"))
+                weight[index] = 1.0 if name in BIG_TOE_JOINTS else 0.0
             else:
                 joint[index] = BODY_JOINT_NAMES.index(name)
                 weight[index] = hip_weight if name.endswith("_hip") else 1.0

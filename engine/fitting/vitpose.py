@@ -3,7 +3,10 @@
 Folder: ``<models>/vitpose/`` holding a transformers save of a COCO-17 ViTPose model, e.g. the
 ``usyd-community/vitpose-base-simple`` release: ``config.json``, ``preprocessor_config.json`` and
 ``model.safetensors`` (``VITPOSE_FILES``). ViTPose++ (mixture-of-experts) folders work too; their
-COCO expert (dataset index 0) is used.
+COCO expert (dataset index 0) is used. A COCO-WholeBody model (``num_labels`` 133: body 0-16, feet
+17-22, face, hands) is read as well: ``keypoint_layout`` is then ``coco23`` and
+``estimator(image, layout="coco23")`` adds the 6 foot keypoints (big toes, small toes, heels) to the
+COCO-17 ones; the default output stays ``coco17`` for every model.
 
 Person boxes: ViTPose is top-down and needs a box around the person. It comes from, in order, the
 user's box, the bounding box of a person mask, or the whole image. No person detector is bundled
@@ -23,13 +26,15 @@ import torch
 from PIL import Image
 
 from engine.errors import InputError, MissingAssetError
-from engine.fitting.keypoints import COCO17_NAMES, Keypoints2D
+from engine.fitting.keypoints import COCO17_NAMES, Keypoints2D, layout_size
 
 VITPOSE_DIR = "vitpose"
 VITPOSE_FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
 VITPOSE_HINT = ("Save a COCO-17 ViTPose model there with transformers (for example usyd-community/vitpose-base-simple: "
                 "config.json, preprocessor_config.json, model.safetensors). Without it, give keypoints yourself.")
 COCO_DATASET_INDEX = 0  # ViTPose++ experts: 0 is COCO
+WHOLEBODY_KEYPOINTS = 133  # COCO-WholeBody: 17 body, 6 feet, 68 face, 2 x 21 hands
+LAYOUT_OF_MODEL = {len(COCO17_NAMES): "coco17", WHOLEBODY_KEYPOINTS: "coco23"}
 
 
 def _processor_class():
@@ -84,8 +89,10 @@ class VitPoseEstimator:
     def __init__(self, model, processor):
         self.model = model.eval()
         self.processor = processor
-        if model.config.num_labels != len(COCO17_NAMES):
-            raise InputError(f"the ViTPose model predicts {model.config.num_labels} keypoints; a COCO-17 model is needed")
+        if model.config.num_labels not in LAYOUT_OF_MODEL:
+            raise InputError(f"the ViTPose model predicts {model.config.num_labels} keypoints; a COCO-17 (17) or "
+                             f"COCO-WholeBody ({WHOLEBODY_KEYPOINTS}) model is needed")
+        self.keypoint_layout = LAYOUT_OF_MODEL[model.config.num_labels]  # the richest layout it can give
         self.mixture_of_experts = getattr(model.config.backbone_config, "num_experts", 1) > 1
 
     @classmethod
@@ -105,7 +112,8 @@ class VitPoseEstimator:
         return next(self.model.parameters()).device
 
     def heatmaps(self, image: np.ndarray, box: tuple[float, float, float, float]) -> tuple[torch.Tensor, list]:
-        """(1, 17, h, w) raw heatmaps for one person box, and the COCO-format boxes the processor used."""
+        """(1, K, h, w) raw heatmaps for one person box (K = the model's keypoints), and the COCO-format
+        boxes the processor used."""
         x0, y0, x1, y1 = box
         boxes = [[[x0, y0, x1 - x0, y1 - y0]]]
         inputs = self.processor(Image.fromarray(image), boxes=boxes, return_tensors="pt")
@@ -116,7 +124,7 @@ class VitPoseEstimator:
         return output.heatmaps.float(), boxes
 
     def decode(self, heatmaps: torch.Tensor, box: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-        """(1, 17, h, w) heatmaps of one box to (17, 2) image pixels and (17,) confidences in [0, 1].
+        """(1, K, h, w) heatmaps of one box to (K, 2) image pixels and (K,) confidences in [0, 1].
 
         The image processor's own decoding (argmax, DARK, box transform); non-finite results get confidence 0.
         """
@@ -136,16 +144,22 @@ class VitPoseEstimator:
         confidence[broken] = 0.0
         return xy, confidence
 
-    def __call__(self, image, box=None, mask=None) -> Keypoints2D:
-        """Keypoints of the person in ``box`` (x0, y0, x1, y1), else in ``mask``'s bounding box, else the whole image."""
+    def __call__(self, image, box=None, mask=None, layout: str = "coco17") -> Keypoints2D:
+        """Keypoints of the person in ``box`` (x0, y0, x1, y1), else in ``mask``'s bounding box, else the whole
+        image; ``layout`` ``coco23`` (feet too) needs a whole-body model (``keypoint_layout``)."""
+        if layout not in ("coco17", "coco23"):
+            raise InputError(f"ViTPose gives coco17 or coco23 keypoints, not {layout!r}")
+        if layout == "coco23" and self.keypoint_layout != "coco23":
+            raise InputError("foot keypoints (coco23) need a COCO-WholeBody ViTPose (133 keypoints); this model has 17")
         image = check_image(image)
         height, width = image.shape[:2]
         person = person_box((height, width), box=box, mask=mask)
         heatmaps, _ = self.heatmaps(image, person)
         xy, confidence = self.decode(heatmaps, person)
+        xy, confidence = xy[: layout_size(layout)], confidence[: layout_size(layout)]
         if confidence.max() <= 0:
             raise InputError("no person was found in the box (every keypoint has confidence 0)")
-        return Keypoints2D(xy=xy, confidence=confidence, image_size=(height, width), layout="coco17", box=person)
+        return Keypoints2D(xy=xy, confidence=confidence, image_size=(height, width), layout=layout, box=person)
 
 
 def load_vitpose(models_dir: Path | str, device: torch.device | str | None = None) -> VitPoseEstimator:

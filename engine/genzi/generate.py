@@ -101,6 +101,7 @@ def save_output(output: GenziOutput, folder: Path, body_faces: np.ndarray, scene
         mesh.export(stem.with_suffix(".obj"))
     metrics.write_prompt_json(output.metrics, folder / "metrics.json")
     (folder / "failures.json").write_text(json.dumps(list(output.failures), indent=2))
+    (folder / "joints.json").write_text(json.dumps(dict(output.joint_sources), indent=2))
 
 
 def main(argv=None) -> int:

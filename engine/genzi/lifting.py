@@ -3,12 +3,15 @@
 2D pose
     GenZI fits 17 joints (release pose2d.py, Halpe keypoints): pelvis, hips, neck, shoulders, knees,
     ankles, big toes (the SMPL-X foot joints), nose (matched to the head joint), elbows, wrists. Our 2D
-    pose is ViTPose on COCO-17 (``engine.fitting.vitpose``), which lacks three of them:
-    pelvis = mid-hips and neck = mid-shoulders are derived (confidence: the lower of the two), the big
-    toes have no COCO keypoint and get confidence 0. ``genzi_keypoints`` writes the result in the
-    fitting core's ``body22`` layout (the 5 other joints at confidence 0). A view is accepted when at
-    least 13 of the 17 joints have confidence >= 0.25; since COCO gives at most 15, a ViTPose view is
-    accepted with at most two joints missing.
+    pose is ViTPose (``engine.fitting.vitpose``). Pelvis = mid-hips and neck = mid-shoulders are
+    always derived (confidence: the lower of the two). The big toes come from the model when it is a
+    COCO-WholeBody ViTPose (133 keypoints, ``coco23`` keypoints: its keypoints 17 and 20); a COCO-17
+    ViTPose has no toe keypoint, so they are missing (confidence 0), never guessed.
+    ``joint_sources(layout)`` says in words where each joint came from; the pipeline stores it with
+    its results. ``genzi_keypoints`` writes the result in the fitting core's ``body22`` layout (the 5
+    other joints at confidence 0). A view is accepted when at least 13 of the 17 joints have
+    confidence >= 0.25; with COCO-17 at most 15 can, so such a view is accepted with at most two
+    joints missing.
 
 Lifting (release generation.py / configs, REFERENCE.md section 2)
     Variables: translation, 6D global orientation, the VPoser latent (or the open-body pose with its
@@ -24,6 +27,10 @@ Lifting (release generation.py / configs, REFERENCE.md section 2)
     Start: translation halfway between the mean camera position and the point (the release), and the
     core's upright orientation hypotheses (the release uses one fixed yaw); the best continues after
     phase 1.
+    Cost (CPU): the scene and self-penetration terms read a fixed subset of the body's vertices
+    (``scene_vertex_ids``), posed by the fitting core in the same skinning call as the joints; the
+    whole mesh is skinned only for the result (and the metrics). Lifting runs with one torch thread on
+    the CPU (``LiftConfig.cpu_threads``). ``benchmarks/bench_genzi.py`` times it.
 """
 from __future__ import annotations
 
@@ -35,9 +42,9 @@ import torch
 from engine.body.model import BodyModel
 from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError
-from engine.fitting.fit import BodyFit, BodyInit, ExtraTerm, FitConfig, FitState, StageConfig, fit_body
-from engine.fitting.keypoints import COCO17_NAMES, Keypoints2D
-from engine.fitting.kinematics import SiteModel
+from engine.fitting.fit import (BodyFit, BodyInit, ExtraTerm, FitConfig, FitState, StageConfig, cpu_threads,
+                                fit_body)
+from engine.fitting.keypoints import Keypoints2D
 from engine.genzi import energies
 from engine.genzi.sdf import SceneSDF
 from engine.render.cameras import OpenCVCamera
@@ -62,6 +69,7 @@ WEIGHT_DECAY = 0.01
 IMAGE_SCALE = 512.0
 RHO = 0.2
 SCENE_VERTEX_STRIDE = 4  # scene terms see every 4th vertex (2654 of the open body's 10614)
+CPU_THREADS = 1  # torch threads while lifting on the CPU (see engine.fitting.fit.cpu_threads)
 
 # GenZI's anchors (Sketchfab, stage 0): phase k goes from anchor k to anchor k + 1.
 ANCHORS = {
@@ -71,14 +79,36 @@ ANCHORS = {
 }
 
 
+FROM_WHOLEBODY: dict[str, tuple[str, ...]] = {"left_foot": ("left_big_toe",), "right_foot": ("right_big_toe",)}
+
+
+def _sources(layout: str) -> dict[str, tuple[str, ...]]:
+    if layout not in ("coco17", "coco23"):
+        raise InputError(f"GenZI's joints are derived from coco17 or coco23 keypoints, got {layout}")
+    return {**FROM_COCO, **(FROM_WHOLEBODY if layout == "coco23" else {})}
+
+
+def joint_sources(layout: str) -> dict[str, str]:
+    """GenZI joint -> where its 2D position comes from, in words, for ViTPose keypoints of ``layout``."""
+    sources = _sources(layout)
+    words = {}
+    for name in GENZI_JOINTS:
+        if name not in sources:
+            words[name] = "missing: a COCO-17 ViTPose has no big-toe keypoint (confidence 0, not fitted)"
+        elif len(sources[name]) == 2:
+            words[name] = f"derived: midpoint of {sources[name][0]} and {sources[name][1]}"
+        else:
+            words[name] = f"ViTPose {sources[name][0]}"
+    return words
+
+
 def genzi_keypoints(coco: Keypoints2D) -> Keypoints2D:
-    """COCO-17 keypoints as GenZI's 17 joints in the ``body22`` layout (see the module docstring)."""
-    if coco.layout != "coco17":
-        raise InputError(f"GenZI's joints are derived from coco17 keypoints, got {coco.layout}")
+    """COCO-17 or ``coco23`` keypoints as GenZI's 17 joints in the ``body22`` layout (see the module docstring)."""
+    sources = _sources(coco.layout)
     xy = np.zeros((len(BODY_JOINT_NAMES), 2), np.float32)
     confidence = np.zeros(len(BODY_JOINT_NAMES), np.float32)
-    for name, sources in FROM_COCO.items():
-        ids = [COCO17_NAMES.index(source) for source in sources]
+    for name, names in sources.items():
+        ids = [coco.names.index(source) for source in names]
         joint = BODY_JOINT_NAMES.index(name)
         xy[joint] = coco.xy[ids].mean(0)
         confidence[joint] = coco.confidence[ids].min()
@@ -108,13 +138,16 @@ def _phases(anchors) -> tuple[tuple[float, float], ...]:
 class LiftConfig:
     """phase_iterations: iterations per phase (GenZI: 400).  threshold: the scene penetration threshold
     (Sketchfab -0.01, PROX-S 0).  self_penetration: weigh the capsule term (GenZI: stage 1 only).
-    anchors: GenZI's 5 anchors per extra or prior term (``ANCHORS``)."""
+    anchors: GenZI's 5 anchors per extra or prior term (``ANCHORS``).  orientation_hypotheses: upright
+    starts tried side by side in phase 1.  cpu_threads: torch threads while lifting on the CPU (None:
+    leave the process setting alone)."""
 
     phase_iterations: int = PHASE_ITERATIONS
     threshold: float = energies.SCENE_THRESHOLD
     self_penetration: bool = False
     anchors: tuple[tuple[str, tuple[float, ...]], ...] = tuple(ANCHORS.items())
     orientation_hypotheses: int = 4
+    cpu_threads: int | None = CPU_THREADS
 
 
 def fit_config(body: BodyModel, prior: str, config: LiftConfig = LiftConfig()) -> FitConfig:
@@ -135,45 +168,46 @@ def fit_config(body: BodyModel, prior: str, config: LiftConfig = LiftConfig()) -
                      min_views=energies.MIN_VIEWS, orientation_hypotheses=config.orientation_hypotheses, select_after=1)
 
 
-class SceneVertices:
-    """Every ``stride``-th body vertex posed like the fit's body, for the scene and self-penetration terms.
+def scene_vertex_ids(body: BodyModel, stride: int = SCENE_VERTEX_STRIDE) -> torch.Tensor:
+    """The fixed vertex subset the scene and self-penetration terms see: every ``stride``-th vertex
+    (2654 of the open body's 10614, 2619 of SMPL-X's 10475). The fitting core poses it together with
+    the joints (``fit_body(vertex_subset=...)``), so no iteration skins the whole mesh; the metrics
+    use the whole mesh. Its accuracy against every vertex (tests/genzi/test_genzi_lifting.py, 24
+    sitting bodies jittered around the sofa, SDF grid 96): the minimum SDF (the contact term) is
+    within 1.5 cm of the whole mesh's (measured 1.2 cm at most), the penetrating fraction within 0.01
+    (measured 0.006) and the penetration energy within 3 mm (both are means in metres)."""
+    return torch.arange(0, body.num_vertices, stride, device=body.device)
 
-    The fitting core skins the whole mesh when a term asks for ``state.vertices``; on the CPU that
-    dominates an iteration. These terms instead pose a fixed subset with the core's ``SiteModel`` (the
-    same skinning, on fewer vertices) and the core's rigid placement (rotation about the pelvis, then
-    the translation). Both terms of one iteration share the result.
-    """
 
-    def __init__(self, body: BodyModel, stride: int = SCENE_VERTEX_STRIDE):
-        self.ids = torch.arange(0, body.num_vertices, stride, device=body.device)
-        self.sites = SiteModel.build(body, self.ids)
+class SceneSamples:
+    """The SDF at a state's subset vertices, sampled once per state and shared by the scene terms."""
+
+    def __init__(self, sdf: SceneSDF):
+        self.sdf = sdf
         self._last: tuple[FitState, torch.Tensor] | None = None  # the state itself: ids of freed states recur
 
     def __call__(self, state: FitState) -> torch.Tensor:
-        if self._last is not None and self._last[0] is state:
-            return self._last[1]
-        zero = state.transl.new_zeros(1, 3)
-        joints, points = self.sites(state.betas[None], state.body_pose[None], zero, zero)
-        pelvis = joints[0, :1]
-        posed = (points[0] - pelvis) @ state.global_orient.T + pelvis + state.transl
-        self._last = (state, posed)
-        return posed
+        if self._last is None or self._last[0] is not state:
+            self._last = (state, self.sdf(state.subset_vertices))
+        return self._last[1]
 
 
 def scene_terms(sdf: SceneSDF, body: BodyModel, config: LiftConfig = LiftConfig()) -> dict[str, ExtraTerm]:
+    """GenZI's scene (and, with ``config.self_penetration``, self-penetration) terms on the states'
+    ``subset_vertices``: run the fit with ``vertex_subset=scene_vertex_ids(body)``."""
     anchors = dict(config.anchors)
-    vertices = SceneVertices(body)
+    samples = SceneSamples(sdf)
     terms = {
-        "scene_penetration": ExtraTerm(lambda state: energies.scene_penetration(sdf(vertices(state)), config.threshold),
+        "scene_penetration": ExtraTerm(lambda state: energies.scene_penetration(samples(state), config.threshold),
                                        _phases(anchors["scene_penetration"]), needs_vertices=False),
-        "scene_contact": ExtraTerm(lambda state: energies.scene_contact(sdf(vertices(state)), config.threshold),
+        "scene_contact": ExtraTerm(lambda state: energies.scene_contact(samples(state), config.threshold),
                                    _phases(anchors["scene_contact"]), needs_vertices=False),
     }
     if config.self_penetration:
-        ids = vertices.ids.cpu().numpy()  # capsules fitted on the same subset, so their axes follow it
+        ids = scene_vertex_ids(body).cpu().numpy()  # capsules fitted on the same subset, so their axes follow it
         subset = energies.fit_part_capsules(body.v_template.detach().cpu().numpy()[ids],
                                             energies.body_part_labels(body)[ids])
-        terms["self_penetration"] = ExtraTerm(lambda state: energies.self_penetration(vertices(state), subset),
+        terms["self_penetration"] = ExtraTerm(lambda state: energies.self_penetration(state.subset_vertices, subset),
                                               _phases(anchors["self_penetration"]), needs_vertices=False)
     return terms
 
@@ -195,5 +229,7 @@ def lift(body: BodyModel, keypoints: list[Keypoints2D], cameras: OpenCVCamera, s
     views = [only_genzi_joints(view) for view in keypoints]
     prior = "vposer" if vposer is not None else "open-body"
     start = init if init is not None else BodyInit(transl=initial_translation(cameras, point))
-    return fit_body(body, views, cameras, config=fit_config(body, prior, config), vposer=vposer, init=start,
-                    extra_terms=scene_terms(sdf, body, config), progress=progress)
+    with cpu_threads(config.cpu_threads, body.device):
+        return fit_body(body, views, cameras, config=fit_config(body, prior, config), vposer=vposer, init=start,
+                        extra_terms=scene_terms(sdf, body, config), vertex_subset=scene_vertex_ids(body),
+                        progress=progress)

@@ -8,7 +8,9 @@ Stages (paper section 3 and the release's generation.py)
     1. Views: cameras around the point (``views.select_views``) and shaded scene renders.
     2. Inpainting, stage 0: ``inpaints_per_view[0]`` people per view with dynamic masks.
     3. 2D pose: ViTPose inside each inpainting's mask, mapped to GenZI's 17 joints; a view is kept when
-       13 of them have confidence >= 0.25.
+       13 of them have confidence >= 0.25. The big toes come from a COCO-WholeBody ViTPose
+       (``keypoint_layout`` ``coco23``); with a COCO-17 one they are missing, and
+       ``GenziOutput.joint_sources`` (saved in ``joints.json``) says so.
     4. Lifting: one body per inpainting index i, from the i-th inpainting of every kept view.
     5. Refinement: stage-0 bodies ranked by CLIP score, the top half kept; each one's silhouette,
        dilated (81 x 81), is the fixed mask of ``inpaints_per_view[1]`` new inpaintings per view, which
@@ -17,7 +19,10 @@ Stages (paper section 3 and the release's generation.py)
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -70,6 +75,7 @@ class GenziOutput:
     inpaintings: per stage an ``InpaintResult`` (stage 1: one per refined body).  keypoints: per stage
     and inpainting, one body22 ``Keypoints2D`` or None (rejected) per view.  bodies: every lifted body.
     failures: inpainting sets that could not be lifted, in words.  metrics: the per-prompt metrics.
+    joint_sources: GenZI joint -> where its 2D keypoints came from (ViTPose keypoint, derived, or missing).
     """
 
     prompt: str
@@ -80,6 +86,7 @@ class GenziOutput:
     bodies: tuple[GenziBody, ...]
     failures: tuple[str, ...]
     metrics: metrics.PromptMetrics
+    joint_sources: Mapping[str, str] = field(default_factory=dict)
 
 
 class GenziPipeline:
@@ -87,6 +94,8 @@ class GenziPipeline:
                  config: GenziConfig = GenziConfig()):
         self.inpaint_pipe, self.pose_estimator, self.clip = inpaint_pipe, pose_estimator, clip
         self.body, self.vposer, self.config = body, vposer, config
+        # a whole-body ViTPose gives the big toes too; any other estimator: COCO-17
+        self.keypoint_layout = getattr(pose_estimator, "keypoint_layout", "coco17")
 
     def __call__(self, scene: Scene, prompt: str, point, *, negative: str = "", sdf: SceneSDF | None = None,
                  progress=None) -> GenziOutput:
@@ -134,7 +143,8 @@ class GenziPipeline:
                                        tuple(tuple(float(v) for v in b.fit.body_pose) for b in bodies))
         report(1.0, "done")
         return GenziOutput(prompt, selection, renders, (first, *refined_inpaintings), tuple(keypoint_log),
-                           tuple(bodies), tuple(failures), result)
+                           tuple(bodies), tuple(failures), result,
+                           MappingProxyType(lifting.joint_sources(self.keypoint_layout)))
 
     def _lift_sets(self, result: inpainting.InpaintResult, cameras, sdf, point, stage: int, num_views: int,
                    prior: BodyFit | None):
@@ -146,7 +156,8 @@ class GenziPipeline:
             for view in range(num_views):
                 image = result.images[index * num_views + view]
                 try:
-                    coco = self.pose_estimator(image, mask=result.masks[index * num_views + view])
+                    extra = {"layout": "coco23"} if self.keypoint_layout == "coco23" else {}
+                    coco = self.pose_estimator(image, mask=result.masks[index * num_views + view], **extra)
                 except InputError:  # no person found in the mask: the view is rejected, as a low score would be
                     per_view.append(None)
                     continue
@@ -178,7 +189,7 @@ class GenziPipeline:
 
 
 def _with_self_penetration(config: lifting.LiftConfig) -> lifting.LiftConfig:
-    return lifting.LiftConfig(config.phase_iterations, config.threshold, True, config.anchors, 1)
+    return dataclasses.replace(config, self_penetration=True, orientation_hypotheses=1)
 
 
 def _scene_and_body(scene: Scene, fit: BodyFit, body_faces):

@@ -206,3 +206,41 @@ def test_a_diverging_term_is_skipped_not_propagated(open_body):
     fit = fit_body(open_body, view, orbit_cameras([90.0]), config=QUICK,
                    extra_terms={"broken": ExtraTerm(lambda state: state.joints.sum() * float("nan"), (0.0, 1.0), False)})
     assert fit.history[1].skipped == 5 and np.isfinite(fit.joints).all()
+
+
+def test_vertex_subset_is_posed_like_the_whole_mesh_and_zero_weighted_terms_are_skipped(open_body):
+    scene = _views(open_body, [90.0, 180.0], seed=5)
+    ids = torch.arange(3, open_body.num_vertices, 97)
+    gaps, stages_called = [], []
+
+    def compare(state):
+        gaps.append(float((state.vertices[ids] - state.subset_vertices).abs().max()))
+        return state.subset_vertices[:, 1].mean() * 0.0
+
+    def never_weighted(state):
+        stages_called.append(state.stage)
+        return state.joints.sum() * 0.0
+
+    fit_body(open_body, scene.keypoints, orbit_cameras([90.0, 180.0]), config=QUICK, vertex_subset=ids.numpy(),
+             extra_terms={"compare": ExtraTerm(compare, (1.0, 1.0)),
+                          "never": ExtraTerm(never_weighted, ((0.0, 0.0), 1.0), needs_vertices=False)})
+    assert len(gaps) == 2 * (5 + 5) and max(gaps) < 1e-5  # 2 hypotheses side by side in both stages
+    assert set(stages_called) == {1}  # (0, 0) in stage 0: never evaluated there
+    for bad, message in ((np.array([0, open_body.num_vertices]), "must lie in"), (np.zeros((2, 2), int), "1-D"),
+                         (np.array([], int), "non-empty"), (np.array([0.5]), "indices")):
+        with pytest.raises(InputError, match=message):
+            fit_body(open_body, scene.keypoints, orbit_cameras([90.0, 180.0]), config=QUICK, vertex_subset=bad)
+
+
+def test_cpu_threads_are_set_for_the_block_and_restored():
+    from engine.fitting.fit import cpu_threads
+
+    before = torch.get_num_threads()
+    with cpu_threads(1, "cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with cpu_threads(None, "cpu"):
+        assert torch.get_num_threads() == before
+    with pytest.raises(InputError, match="positive integer"):
+        with cpu_threads(0, "cpu"):
+            pass

@@ -128,9 +128,11 @@ def test_missing_folder_names_the_file(tmp_path):
 def test_a_model_with_other_keypoints_is_refused(tmp_path):
     backbone = transformers.VitPoseBackboneConfig(image_size=[32, 32], patch_size=[16, 16], hidden_size=16,
                                                   num_hidden_layers=1, num_attention_heads=2, out_indices=[1])
-    model = transformers.VitPoseForPoseEstimation(transformers.VitPoseConfig(backbone_config=backbone, num_labels=133))
-    with pytest.raises(InputError, match="COCO-17"):
+    model = transformers.VitPoseForPoseEstimation(transformers.VitPoseConfig(backbone_config=backbone, num_labels=26))
+    with pytest.raises(InputError, match="COCO-17"):  # Halpe-26 (AlphaPose's) is not read; 17 and 133 are
         VitPoseEstimator(model, processor=None)
+    wholebody = transformers.VitPoseForPoseEstimation(transformers.VitPoseConfig(backbone_config=backbone, num_labels=133))
+    assert VitPoseEstimator(wholebody, processor=None).keypoint_layout == "coco23"
 
 
 def test_vitpose_keypoints_feed_the_fit(vitpose_models, image, open_body):

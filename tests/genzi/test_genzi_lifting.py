@@ -87,3 +87,33 @@ def test_synthetic_sitting_body_is_recovered_and_wrong_views_score_lowest(open_b
     assert error.mean() <= 0.05
     assert set(np.argsort(fit.view_weights)[:4].tolist()) == set(case.wrong)
     assert float((sdf(torch.as_tensor(fit.vertices)) >= 0).float().mean()) >= 0.95
+
+
+@pytest.mark.slow
+def test_scene_vertex_subset_matches_the_whole_mesh_on_the_sofa(open_body, tmp_path):
+    """The accuracy ``lifting.scene_vertex_ids`` states: min SDF within 1.5 cm, penetrating fraction within
+    0.01, penetration energy within 3 mm, over sitting bodies jittered around the sofa."""
+    from engine.fitting.synthetic import body_pose_from
+    from engine.genzi import energies
+    from engine.genzi.synthetic import SITTING, seated_translation
+
+    sdf = sdf_module.scene_sdf(scenes.builtin_scene("living_room"), dim=96, cache=tmp_path)
+    pose = body_pose_from(SITTING)
+    seated = seated_translation(open_body, sdf, pose)
+    ids = lifting.scene_vertex_ids(open_body)
+    assert len(ids) == 2654 and int(ids[1] - ids[0]) == lifting.SCENE_VERTEX_STRIDE
+    generator = np.random.default_rng(0)
+    penetrating = 0
+    for _ in range(24):
+        transl = torch.as_tensor(seated + generator.normal(0, [0.05, 0.06, 0.05]), dtype=torch.float32)[None]
+        orient = torch.tensor([[0.0, generator.uniform(-0.5, 0.5), 0.0]])
+        jitter = torch.as_tensor(generator.normal(0, 0.1, pose.shape[-1]), dtype=torch.float32)
+        with torch.no_grad():
+            full = sdf(open_body(body_pose=pose + jitter, global_orient=orient, transl=transl).vertices[0])
+        subset = full[ids]
+        assert abs(float(full.min() - subset.min())) <= 0.015
+        inside = lambda values: float((values < energies.SCENE_THRESHOLD).float().mean())
+        assert abs(inside(full) - inside(subset)) <= 0.01
+        assert abs(float(energies.scene_penetration(full) - energies.scene_penetration(subset))) <= 0.003
+        penetrating += inside(full) > 0
+    assert penetrating >= 12  # the cases exercise the penetration term, not only free space

@@ -28,14 +28,13 @@ PROMPT = "lying on the bed"
 def generation_server(tmp_path_factory):
     from engine.genzi import inpaint, lifting, views
     from engine.genzi.pipeline import GenziConfig
-    from genzi.test_genzi_pipeline import _write_tiny_vitpose
-    from genzi.tiny_models import write_tiny_clip, write_tiny_sd2_inpainting
+    from genzi.tiny_models import write_template_vitpose, write_tiny_clip, write_tiny_sd2_inpainting
 
     folder = tmp_path_factory.mktemp("genzi-generate")
     models = folder / "models"
     write_tiny_sd2_inpainting(models / "sd2-inpainting")
     write_tiny_clip(models / "clip-vit-base-patch32")
-    _write_tiny_vitpose(models / "vitpose")
+    write_template_vitpose(models / "vitpose")
     small_views = views.ViewConfig(max_views=4)
     pipeline = GenziConfig(inpaint=inpaint.InpaintConfig(steps=2, image_size=128, batch_size=4, negative=("blurry",)),
                            views=small_views, lift=lifting.LiftConfig(phase_iterations=2), inpaints_per_view=(2, 1),
@@ -61,6 +60,7 @@ def test_generation_places_bodies_in_the_scene_glb(generated):
     names = sorted(world.geometry)
     assert names[-1] == "scene" and names[:-1] == [f"body{n:02d}" for n in range(len(names) - 1)]
     assert len(names) - 1 == 3 and "3 bodies placed" in info  # 2 stage-0 bodies, the better one refined once
+    assert "left_foot (missing" in info and "pelvis (derived" in info  # a COCO-17 ViTPose: no big toes
     room = scenes.builtin_scene("bedroom")
     np.testing.assert_allclose(world.geometry["scene"].vertices, room.vertices, atol=1e-5)
     low, high = room.vertices.min(0), room.vertices.max(0)  # the room has no walls: its floor bounds it
@@ -79,7 +79,7 @@ def test_metrics_table_downloads_and_gallery(generated, generation_server):
     for row in rows:
         assert -1 <= row[3] <= 1 and 0 <= row[4] <= 1 and row[5] in (0, 1)
     names = sorted(path.rsplit("/", 1)[-1] for path in downloads)
-    assert "scene_and_bodies.glb" in names and "metrics.json" in names
+    assert "scene_and_bodies.glb" in names and "metrics.json" in names and "joints.json" in names
     for suffix in (".npz", ".ply", ".obj"):
         assert sum(name.endswith(suffix) for name in names) == 3, suffix
     npz = np.load(next(path for path in downloads if path.endswith(".npz")))

@@ -23,7 +23,7 @@ for name in "${which[@]}"; do
     case $name in
         contact) run contact 220 python3 benchmarks/bench_contact.py --full ;;
         hoi) run hoi 90 python3 benchmarks/bench_hoi.py --gpu ;;
-        genzi) run genzi 240 python3 benchmarks/bench_genzi.py --gpu ;;
+        genzi) run genzi 480 python3 benchmarks/bench_genzi.py --gpu ;;
         fitting) run fitting 60 python3 benchmarks/bench_fitting.py --gpu ;;
         *) echo "unknown benchmark $name" ;;
     esac

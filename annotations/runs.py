@@ -7,6 +7,9 @@ what a perceptual study shows as stimuli (runs sharing a ``group_key`` came from
     run = save_run(store, kind="hoi", method="interactvlm-hoi", inputs={"contacts": "painted"},
                    files={"fit.glb": glb_bytes, "fit.npz": Path("/tmp/fit.npz")}, group_key=image_sha)
     load_run(store, run.id).files["fit.glb"]   # -> Path
+
+A run made from a photo keeps it as ``input<suffix>`` (``input_photo_name``): a study shows it as the item's
+reference image, never as a stimulus.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 MAX_FILES = 32
 MAX_JSON_BYTES = 64 * 1024
 MAX_LIST = 1000
+INPUT_STEM = "input"
 
 
 def save_run(store: Store, *, kind: str, method: str, inputs: Mapping, files: Mapping[str, bytes | Path],
@@ -75,6 +79,16 @@ def list_runs(store: Store, kind: str | None = None, group_key: str | None = Non
     with store.session() as session:
         rows = session.scalars(statement.limit(max(1, min(int(limit), MAX_LIST))))
         return [_run_from_row(store, row) for row in rows]
+
+
+def input_photo_name(suffix: str) -> str:
+    """The run file name of the input photo, from its checked format's suffix (``CheckedImage.suffix``)."""
+    return INPUT_STEM + suffix
+
+
+def input_photo(run: Run) -> str | None:
+    """The name of the run's input photo file, or None when it kept none (e.g. GenZI: a scene, no photo)."""
+    return next((name for name in run.files if Path(name).stem == INPUT_STEM), None)
 
 
 def runs_dir(store: Store) -> Path:

@@ -13,14 +13,19 @@ Runs are paired by ``group_key`` (the same input): the newest run of method A ag
 ``run_pairings`` lists what the studio's runs offer: per kind, each two methods with runs on the same inputs:
 
 - hoi: "interactvlm-hoi (<human contacts> / <object contacts>)" against "baseline: silhouette only (no
-  contacts)" (the HOI tab saves both for one photo); stimuli: the first image (the render), or ``fit.glb``;
-- contact / affordance: any two methods saved with ``save_run`` on the same image (the contact tab does not
-  save runs yet, so InteractVLM against the category prior comes from runs saved by a script, or an upload);
+  contacts)" (the HOI tab saves both for one photo); stimuli: the first image (``overlay.png``, the fit drawn
+  over the photo), or ``fit.glb``;
+- contact: "interactvlm (<checkpoint>)" against "baseline: category prior": with a checkpoint installed the
+  contact tab saves both for one image and label set (group: their hash); stimuli: ``views.png`` (the four
+  body views with the masks), or ``contact.glb``; affordance: any two methods saved with ``save_run``;
 - genzi: the GenZI tab saves method "genzi" (group: the scene, the point and the prompt). Method B is any other
   run of kind "genzi" on the same scene, point and prompt: a GenZI variant (other settings, e.g. fewer views or
   one inpainting stage) or a baseline's placements, saved with ``save_run(kind="genzi", method="<its name>",
   group_key=studio.genzi.group_key(scene, point, prompt), files={"scene_and_bodies.glb": ...})``. The stimulus is
   the run's ``scene_and_bodies.glb`` (the scene with the generated bodies), shown as an orbitable 3D model.
+
+A run's input photo (``annotations.runs.input_photo``: the contact and HOI tabs keep it) is the item's reference
+image and never a stimulus; GenZI runs have none (a scene, no photo), so their items have no reference.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from typing import Mapping
 
 from annotations.errors import ProblemsRejected
 from annotations.files import ImageLimits, safe_member_name
-from annotations.runs import list_runs
+from annotations.runs import input_photo, list_runs
 from annotations.store import Store
 from annotations.studies import ItemSpec
 from annotations.studies_media import (GLB_SUFFIXES, IMAGE_SUFFIXES, STIMULUS_SUFFIXES, VIDEO_SUFFIXES,
@@ -227,8 +232,9 @@ def items_from_runs(store: Store, kind: str, method_a: str, method_b: str, file_
                     reference_name: str | None = None) -> list[ItemSpec]:
     """One item per input (``group_key``) that has a run of both methods: their newest runs, side by side.
 
-    ``file_name`` picks the file shown (default: the first image, else video, else GLB of each run, by name);
-    ``reference_name`` names a file of method A's run shown as the reference image (e.g. the input photo).
+    ``file_name`` picks the file shown (default: the first image, else video, else GLB of each run, by name,
+    never the input photo); ``reference_name`` names a file of method A's run shown as the reference image
+    (default: the input photo that method A's run, or else B's, kept; none when neither kept one).
     """
     runs = list_runs(store, kind=kind, limit=MAX_RUNS)
     newest: dict[tuple[str, str], object] = {}
@@ -246,7 +252,7 @@ def items_from_runs(store: Store, kind: str, method_a: str, method_b: str, file_
     for group, run_a, run_b in pairs:
         try:
             stimuli = [_run_stimulus(run, file_name) for run in (run_a, run_b)]
-            reference = _run_file(run_a, reference_name) if reference_name else None
+            reference = _run_file(run_a, reference_name) if reference_name else _input_photo(run_a, run_b)
         except InputError as error:
             problems.append(f"input {group[:16]}: {error}")
             continue
@@ -257,14 +263,24 @@ def items_from_runs(store: Store, kind: str, method_a: str, method_b: str, file_
     return items
 
 
+def _input_photo(*runs):
+    """The input photo of the first of ``runs`` that kept one (the runs of an item share their input)."""
+    for run in runs:
+        name = input_photo(run)
+        if name is not None:
+            return _run_file(run, name)
+    return None
+
+
 def _run_stimulus(run, file_name: str | None):
     if file_name:
         return _run_file(run, file_name)
+    shown = sorted(name for name in run.files if name != input_photo(run))
     for suffixes in (IMAGE_SUFFIXES, VIDEO_SUFFIXES, GLB_SUFFIXES):
-        for name in sorted(run.files):
+        for name in shown:
             if PurePosixPath(name).suffix.lower() in suffixes:
                 return _run_file(run, name)
-    raise InputError(f"run {run.id} ({run.method}) has no image, video or GLB file")
+    raise InputError(f"run {run.id} ({run.method}) has no image, video or GLB file besides its input photo")
 
 
 def _run_file(run, name: str):

@@ -1,5 +1,10 @@
 """``/``: the public demo. Semantic human contact and object affordance, each with downloads and a way to correct.
 
+Every contact prediction is kept as a run (kind "contact", ``annotations.runs``) with its ``contact.glb``,
+``views.png`` and the input photo; with an InteractVLM checkpoint installed the category-prior baseline is
+computed beside it (cheap: no model) and kept too, under the same group key (image hash + labels), so a
+perceptual study can pair the two.
+
 Both tabs run on the GPU lane (one ``concurrency_id``, limit from the settings). "Correct this" and
 "Paint instead" turn the result into a task in the demo pool, held by a fresh opaque worker id bound
 to the visitor's browser session, and open the painter at ``/annotate?worker=...`` in a new tab. No
@@ -9,6 +14,7 @@ client address.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import io
 import secrets
@@ -19,7 +25,9 @@ import gradio as gr
 import numpy as np
 
 from annotations import batch, workflow
-from annotations.files import check_image
+from annotations.domain import Run
+from annotations.files import CheckedImage, check_image
+from annotations.runs import input_photo_name, save_run
 from engine import rll
 from engine.contact.predict import MAX_BATCH, human_contact_model
 from engine.contact.vocabulary import AFFORDANCES, OBJECT_LABELS, resolve_affordance, resolve_object_label
@@ -34,6 +42,7 @@ from studio.resources import header_pixels
 from studio.uploads import EXAMPLES, accept_upload
 
 AFFORDANCE_MODEL = "interactvlm-oafford"
+PRIOR_MODEL = "category-prior"
 PREVIEW_SIZE = 512
 OPEN_JS = "(url) => { if (url) window.open(url, '_blank'); return []; }"
 UPLOAD_CHOICE = "my upload"
@@ -51,6 +60,33 @@ class ContactRun:
     topology: str
     probabilities: np.ndarray
     source: str
+
+
+@dataclass(frozen=True)
+class ContactPrediction:
+    """One press of Predict: the result, the checked input photo, and the category-prior baseline's result on
+    the same image and labels (None when the prior made ``run`` itself, or for binary contact)."""
+
+    run: ContactRun
+    results: list
+    photo: CheckedImage
+    baseline: tuple[ContactRun, list] | None = None
+
+
+def contact_run(image_path: str, results) -> ContactRun:
+    names = [result.object_label or "contact" for result in results]
+    return ContactRun(image_path, tuple(names), results[0].topology,
+                      np.stack([result.probabilities for result in results]), results[0].source)
+
+
+def contact_method(source: str) -> str:
+    """A contact run's method: the baseline's own name, or the InteractVLM checkpoint that produced it."""
+    return source if source.startswith("baseline") else f"interactvlm ({source})"
+
+
+def contact_group_key(image_sha256: str, labels) -> str:
+    """Contact runs on the same image and the same labels (in any order) share this key, so a study pairs them."""
+    return hashlib.sha256(f"{image_sha256}\n{'|'.join(sorted(labels))}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -85,10 +121,13 @@ def checked_image(studio: Studio, image) -> bytes:
     Call it inside ``decoding`` (the lane's pixel budget). Messages name the file by its own name,
     never by the server's upload path.
     """
+    return checked_upload(studio, image).data
+
+
+def checked_upload(studio: Studio, image) -> CheckedImage:
+    """``checked_image`` with the check's findings (hash, format)."""
     path = Path(image_file(studio, image))
-    data = path.read_bytes()
-    check_image(data, path.name, studio.store.config.image_limits)
-    return data
+    return check_image(path.read_bytes(), path.name, studio.store.config.image_limits)
 
 
 @contextlib.contextmanager
@@ -105,39 +144,66 @@ class ContactDemo:
         self.studio = studio
         self._views: dict[tuple[str, int], np.ndarray] = {}
 
-    def predict(self, image, labels, progress) -> tuple:
+    def predict(self, image, labels, progress) -> ContactPrediction:
         with decoding(self.studio, image):
             return self._predict(image, labels, progress)
 
-    def _predict(self, image, labels, progress) -> tuple:
-        path, data, wanted = image_file(self.studio, image), checked_image(self.studio, image), requested_labels(labels)
+    def _predict(self, image, labels, progress) -> ContactPrediction:
+        path, photo = image_file(self.studio, image), checked_upload(self.studio, image)
+        wanted = requested_labels(labels)
+        requests = [(photo.data, label) for label in wanted]
         name = human_contact_model(self.studio.engine)
         with self.studio.engine.use(name, progress=lambda f, text: progress(0.1 + 0.4 * f, desc=text)) as model:
             progress(0.5, desc=f"predicting contact for {len(wanted)} label(s)")
-            results = model.predict_human_contact_batch([(data, label) for label in wanted])
-        names = [result.object_label or "contact" for result in results]
-        run = ContactRun(path, tuple(names), results[0].topology,
-                         np.stack([result.probabilities for result in results]), results[0].source)
+            results = model.predict_human_contact_batch(requests)
+        baseline = None
+        if name != PRIOR_MODEL and None not in wanted:  # the prior needs a label; binary contact has no baseline
+            progress(0.7, desc="the category-prior baseline (kept beside the result for comparison)")
+            with self.studio.engine.use(PRIOR_MODEL) as prior:
+                prior_results = prior.predict_human_contact_batch(requests)
+            baseline = (contact_run(path, prior_results), prior_results)
         progress(0.8, desc="writing the 3D model and downloads")
-        return run, results
+        return ContactPrediction(contact_run(path, results), results, photo, baseline)
 
     def outputs(self, run: ContactRun, results) -> tuple:
         """(glb path, overlay grid, answer html, source html, [npz, glb] downloads)."""
         colours = list(exports.label_colours(run.labels).values())
-        body = self.studio.body(run.topology)
-        vertices = body.vitruvian_vertices().detach().cpu().numpy()
         folder = self.studio.output_folder()
-        glb = exports.write_bytes(folder, "contact.glb", exports.coloured_glb(
-            vertices, np.asarray(body.faces), exports.blend_vertex_colours(run.probabilities, colours)))
+        glb, grid = self.stimuli(run, results, folder)
         smplx = [result.smplx_probabilities for result in results]
         npz = exports.write_bytes(folder, "contact.npz", exports.contact_npz(
             list(run.labels), run.probabilities, run.topology, run.source,
             np.stack(smplx) if all(item is not None for item in smplx) else None, Path(run.image_path).name,
             answers=[result.answer for result in results]))
+        return str(glb), str(grid), answer_html(run, results, colours), source_html(run.source), [str(npz), str(glb)]
+
+    def stimuli(self, run: ContactRun, results, folder: Path) -> tuple[Path, Path]:
+        """``contact.glb`` (the body coloured per label) and ``views.png`` (the four views with the masks)."""
+        colours = list(exports.label_colours(run.labels).values())
+        body = self.studio.body(run.topology)
+        vertices = body.vitruvian_vertices().detach().cpu().numpy()
+        glb = exports.write_bytes(folder, "contact.glb", exports.coloured_glb(
+            vertices, np.asarray(body.faces), exports.blend_vertex_colours(run.probabilities, colours)))
         grid = exports.write_bytes(folder, "views.png", exports.png_bytes(exports.overlay_grid(
             self.body_views(run.topology, results[0].view_masks.shape[-1]),
             np.stack([result.view_masks for result in results]), colours)))
-        return str(glb), str(grid), answer_html(run, results, colours), source_html(run.source), [str(npz), str(glb)]
+        return Path(glb), Path(grid)
+
+    def keep(self, prediction: ContactPrediction, glb, grid) -> list[Run]:
+        """Save the prediction, and the baseline computed beside it, as contact runs in one group (image hash +
+        labels), each with ``contact.glb``, ``views.png`` and the input photo (a study's reference image)."""
+        kept = [(prediction.run, prediction.results, Path(glb), Path(grid))]
+        if prediction.baseline is not None:
+            run, results = prediction.baseline
+            kept.append((run, results, *self.stimuli(run, results, self.studio.output_folder())))
+        group = contact_group_key(prediction.photo.sha256, prediction.run.labels)
+        photo = {input_photo_name(prediction.photo.suffix): prediction.photo.data}
+        return [save_run(self.studio.store, kind="contact", method=contact_method(run.source)[:200],
+                         inputs={"image": Path(run.image_path).name, "labels": list(run.labels),
+                                 "topology": run.topology},
+                         files={"contact.glb": glb, "views.png": grid, **photo}, group_key=group,
+                         summary={"parts": {label: list(result.parts) for label, result in zip(run.labels, results)}})
+                for run, results, glb, grid in kept]
 
     def body_views(self, topology: str, resolution: int) -> np.ndarray:
         """(4, S, S, 3) uint8 renders of the body the masks were predicted on (cached)."""
@@ -362,8 +428,10 @@ def contact_tab(demo: ContactDemo, gpu: dict) -> None:
 
     @user_errors
     def on_predict(image_value, label_values, progress=gr.Progress()):
-        result_run, results = demo.predict(image_value, label_values, progress)
-        return (result_run, *demo.outputs(result_run, results))
+        prediction = demo.predict(image_value, label_values, progress)
+        shown = demo.outputs(prediction.run, prediction.results)
+        demo.keep(prediction, shown[0], shown[1])
+        return (prediction.run, *shown)
 
     @user_errors
     def on_correct(state, request: gr.Request):

@@ -3,8 +3,9 @@
 Flow: image -> body (pick a source) -> object (pick or upload) -> mask (draw, box for SAM, or label for
 Grounding DINO + SAM) -> contacts (InteractVLM, or painted in the painter) -> Fit. Each fit and its
 silhouette-only baseline are kept as runs (``annotations.runs``) that share the image's hash as their
-group key, so a perceptual study can pair them. Refit reuses the body, the object and the contacts already
-worked out for the same inputs (``HoiSession``), so changing the mask or the contacts redoes only the fit.
+group key, so a perceptual study can pair them; each keeps the input photo (the study item's reference
+image). Refit reuses the body, the object and the contacts already worked out for the same inputs
+(``HoiSession``), so changing the mask or the contacts redoes only the fit.
 
 Without any model file the built-in examples work end to end: their known body, shipped mask and
 painted or shipped contacts (or the category prior, labelled as a baseline).
@@ -22,8 +23,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from annotations.files import check_image
-from annotations.runs import save_run
+from annotations.files import CheckedImage, check_image
+from annotations.runs import input_photo_name, save_run
 from engine.contact.vocabulary import OBJECT_LABELS, resolve_object_label
 from engine.errors import InputError, MissingAssetError
 from engine.hoi import outputs
@@ -93,13 +94,13 @@ class HoiDemo:
             return None
         return MODEL_NAMES.get(name, name)
 
-    def image(self, value) -> tuple[np.ndarray, bytes, str, str]:
+    def image(self, value) -> tuple[np.ndarray, CheckedImage, str]:
+        """(pixels, the checked upload, its file name)."""
         path = accept_file(self.studio, value, "image")
-        data = path.read_bytes()
-        checked = check_image(data, path.name, self.studio.store.config.image_limits)
+        checked = check_image(path.read_bytes(), path.name, self.studio.store.config.image_limits)
         from engine.contact.data import load_image_rgb
 
-        return load_image_rgb(data), data, checked.sha256, path.name
+        return load_image_rgb(checked.data), checked, path.name
 
     def available_bodies(self) -> tuple[str, ...]:
         from engine.assets import doctor_report
@@ -202,7 +203,8 @@ class HoiDemo:
         """Resolve the inputs (reusing the session's), fit with contacts and the baseline, keep both as runs."""
         session = session or HoiSession()
         progress(0.0, desc="checking the image")
-        image, data, image_hash, image_name = self.image(values["image"])
+        image, photo, image_name = self.image(values["image"])
+        data, image_hash = photo.data, photo.sha256
         example = values.get("example") or None
         body_key = (values["body_source"], _file_key(values.get("body_file")), example,
                     image_hash if values["body_source"] == BODY_KEYPOINTS else None)
@@ -239,24 +241,28 @@ class HoiDemo:
             baseline = fit_object(body, obj, mask, None, config, progress=stage(0.7, 0.9), device=device,
                                   sources={**sources, "human contacts": "none", "object contacts": "none"})
         progress(0.9, desc="writing the 3D model, the overlay, the animation and the downloads")
-        return session, self.results(image, image_hash, fitted, baseline, contacts)
+        return session, self.results(image, photo, fitted, baseline, contacts)
 
-    def results(self, image, image_hash, fitted: HoiFit, baseline: HoiFit | None, contacts: Contacts) -> dict:
-        folder = self.studio.output_folder()
+    def results(self, image, photo: CheckedImage, fitted: HoiFit, baseline: HoiFit | None, contacts: Contacts) -> dict:
+        """Write the downloads and keep the fit and its baseline as runs, each with the input photo (a study's
+        reference image), grouped by the photo's hash."""
+        folder, image_hash = self.studio.output_folder(), photo.sha256
+        kept_photo = {input_photo_name(photo.suffix): photo.data}
         files = {**outputs.obj_files(fitted), "fit.npz": outputs.fit_npz(fitted),
                  "fit.glb": outputs.glb_bytes(fitted, contacts.human, contacts.object),
                  "overlay.png": _png(outputs.overlay(image, fitted)), "fit.gif": outputs.animation_gif(image, fitted)}
         for name, content in files.items():
             (folder / name).write_bytes(content)
         run = save_run(self.studio.store, kind="hoi", method=f"interactvlm-hoi ({contacts.human_source} / {contacts.object_source})"[:200],
-                       inputs=dict(fitted.sources), files=files, group_key=image_hash, summary=summary(fitted))
+                       inputs=dict(fitted.sources), files={**files, **kept_photo}, group_key=image_hash,
+                       summary=summary(fitted))
         baseline_run = None
         if baseline is not None:
             baseline_files = {**outputs.obj_files(baseline), "fit.npz": outputs.fit_npz(baseline),
                               "fit.glb": outputs.glb_bytes(baseline), "overlay.png": _png(outputs.overlay(image, baseline))}
             baseline_run = save_run(self.studio.store, kind="hoi", method=f"baseline: {BASELINE_METHOD}",
-                                    inputs=dict(baseline.sources), files=baseline_files, group_key=image_hash,
-                                    summary=summary(baseline))
+                                    inputs=dict(baseline.sources), files={**baseline_files, **kept_photo},
+                                    group_key=image_hash, summary=summary(baseline))
         downloads = [str(folder / name) for name in ("combined.obj", "human.obj", "object.obj", "fit.npz", "fit.glb")]
         return {"glb": str(folder / "fit.glb"), "overlay": str(folder / "overlay.png"), "gif": str(folder / "fit.gif"),
                 "downloads": downloads, "report": report_html(fitted, baseline, run.id, baseline_run and baseline_run.id)}

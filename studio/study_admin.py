@@ -247,7 +247,7 @@ def build_studies_tab(studio: Studio) -> None:
             with gr.Row():
                 run_kind = gr.Dropdown(list(RUN_KINDS), value="hoi", label="run kind")
                 run_file = gr.Textbox(label="run file to show (default: first image, video or GLB)")
-                reference_file = gr.Textbox(label="run file used as the reference image (optional)")
+                reference_file = gr.Textbox(label="run file shown as the reference image (default: the input photo)")
             question = gr.Textbox(studies.StudyConfig.question, label="question")
             with gr.Row():
                 likert = gr.Radio(list(studies.LIKERT_MODES), value="none", label="Likert rating 1-5")

@@ -160,6 +160,8 @@ def test_items_from_runs_pair_the_newest_runs_of_each_input(store):
     items = items_from_runs(store, "hoi", "interactvlm-hoi", "baseline: silhouette only (no contacts)")
     assert [item.name for item in items] == ["hoi-img-1", "hoi-img-2"]
     assert items[0].a.data == png(55) and items[0].source["runs"]["a"] == newest.id
+    assert items[1].a.data == png(2), "the input photo is the reference, never the stimulus"
+    assert items[0].reference is None and items[1].reference.data == png(5)  # img-1's runs kept no photo
     glbs = items_from_runs(store, "hoi", "interactvlm-hoi", "baseline: silhouette only (no contacts)",
                            file_name="fit.glb")
     assert {item.a.media for item in glbs} == {"glb"}
@@ -168,6 +170,42 @@ def test_items_from_runs_pair_the_newest_runs_of_each_input(store):
                         reference_name="input.png")  # the newest run of img-1 has no input.png
     with pytest.raises(StudyRejected, match="no input has hoi runs of both"):
         items_from_runs(store, "hoi", "interactvlm-hoi", "phosa")
+
+
+def test_a_runs_input_photo_is_the_items_reference_and_never_a_stimulus(store):
+    """Runs made the tabs' way keep the photo as ``input<suffix>``: it becomes the reference image (from A's run,
+    else B's), the stimulus stays the render; an explicit reference file still wins; a photo alone shows nothing."""
+    from annotations.runs import input_photo, input_photo_name
+
+    photo = {input_photo_name(".jpg"): jpeg(8)}
+    assert input_photo_name(".jpg") == "input.jpg"
+    a = save_run(store, kind="contact", method="interactvlm (hcontact)", inputs={}, group_key="g1",
+                 files={"contact.glb": glb(), "views.png": png(1), **photo})
+    save_run(store, kind="contact", method="baseline: category prior", inputs={}, group_key="g1",
+             files={"contact.glb": glb(), "views.png": png(2), **photo})
+    save_run(store, kind="contact", method="interactvlm (hcontact)", inputs={}, group_key="g2",
+             files={"views.png": png(3)})
+    save_run(store, kind="contact", method="baseline: category prior", inputs={}, group_key="g2",
+             files={"views.png": png(4), "input.png": png(9)})
+    assert input_photo(a) == "input.jpg"
+    items = {item.source["group_key"]: item for item in
+             items_from_runs(store, "contact", "interactvlm (hcontact)", "baseline: category prior")}
+    assert (items["g1"].a.data, items["g1"].b.data, items["g1"].reference.data) == (png(1), png(2), jpeg(8))
+    assert items["g1"].reference.media == "image" and items["g2"].reference.data == png(9)  # B's photo
+    chosen = items_from_runs(store, "contact", "interactvlm (hcontact)", "baseline: category prior",
+                             reference_name="views.png")
+    assert {item.reference.data for item in chosen} == {png(1), png(3)}
+    save_run(store, kind="hoi", method="interactvlm-hoi", inputs={}, group_key="only", files=photo)
+    save_run(store, kind="hoi", method="baseline: silhouette only", inputs={}, group_key="only",
+             files={"overlay.png": png(1), **photo})
+    with pytest.raises(StudyRejected, match="no image, video or GLB file besides its input photo"):
+        items_from_runs(store, "hoi", "interactvlm-hoi", "baseline: silhouette only")
+
+
+def jpeg(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
 
 
 def test_a_zip_with_traversal_is_refused(tmp_path):
@@ -237,6 +275,7 @@ def test_genzi_runs_pair_into_orbitable_scene_items(store):
         assert item.a.data == runs[("genzi", group)].files["scene_and_bodies.glb"].read_bytes()
         assert item.b.data == runs[(variant, group)].files["scene_and_bodies.glb"].read_bytes()
         assert item.source["runs"] == {"a": runs[("genzi", group)].id, "b": runs[(variant, group)].id}
+        assert item.reference is None  # a scene, no input photo
     loaded = trimesh.load(io.BytesIO(items[0].a.data), file_type="glb")
     assert sorted(loaded.geometry) == ["body00", "body01", "scene"]
     assert len(loaded.geometry["scene"].faces) == len(scene.faces)

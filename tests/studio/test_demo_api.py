@@ -5,8 +5,10 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -370,6 +372,49 @@ def test_tiny_model_contact_names_its_checkpoint(model_server, picture):
     width, height = Image.open(grid_path).size
     assert width == height and width % 2 == 0 and width >= 128
     assert answers.count("<li>") == 2 and "<b>chair</b>" in answers and "<b>cup</b>" in answers
+
+
+def test_a_model_prediction_keeps_a_run_pair_with_the_prior_and_the_photo(model_server, body, picture):
+    """With a checkpoint, Predict keeps two contact runs in one group (image + labels): the model's and the
+    category prior's computed beside it, each with contact.glb, views.png and the photo. A study built from them
+    shows each side's views.png and the photo as the reference image."""
+    from annotations.runs import list_runs
+    from annotations.studies_sources import items_from_runs, run_pairings
+    from studio.demo import contact_group_key
+
+    store, method = model_server.studio.store, "interactvlm (hcontact)"
+    before = {run.id for run in list_runs(store, kind="contact")}
+    glb, grid_path, *_ = predict_contact(demo(model_server), picture, ["cup", "chair"])
+    runs = {run.method: run for run in list_runs(store, kind="contact") if run.id not in before}
+    assert sorted(runs) == [PRIOR_SOURCE, method]
+    photo = picture.read_bytes()
+    for run in runs.values():
+        assert run.group_key == contact_group_key(hashlib.sha256(photo).hexdigest(), ["chair", "cup"])
+        assert sorted(run.files) == ["contact.glb", "input.png", "views.png"]
+        assert run.files["input.png"].read_bytes() == photo and run.inputs["labels"] == ["cup", "chair"]
+    model, prior = runs[method], runs[PRIOR_SOURCE]
+    assert model.files["contact.glb"].read_bytes() == Path(glb).read_bytes()
+    assert model.files["views.png"].read_bytes() == Path(grid_path).read_bytes()
+    expected = np.stack([predict_category_prior(body, label).probabilities for label in ("cup", "chair")])
+    rgb = np.asarray(load_glb(prior.files["contact.glb"]).visual.vertex_colors)[:, :3].astype(int)
+    assert np.abs(rgb - blend(expected, list(exports.label_colours(["cup", "chair"]).values()))).max() <= 1
+    assert ("contact", method, PRIOR_SOURCE) in {(p.kind, p.method_a, p.method_b) for p in run_pairings(store)}
+    item = next(item for item in items_from_runs(store, "contact", method, PRIOR_SOURCE)
+                if item.source["group_key"] == model.group_key)
+    assert item.source["runs"] == {"a": model.id, "b": prior.id}
+    assert item.a.data == model.files["views.png"].read_bytes() and item.b.data == prior.files["views.png"].read_bytes()
+    assert item.a.data != item.b.data and item.reference.data == photo
+
+
+def test_the_prior_alone_keeps_one_run_and_binary_contact_no_baseline(studio_server, model_server, picture):
+    from annotations.runs import list_runs
+
+    for running, labels, methods in ((studio_server, ["bowl"], [PRIOR_SOURCE]),
+                                     (model_server, [], ["interactvlm (hcontact)"])):
+        before = {run.id for run in list_runs(running.studio.store, kind="contact")}
+        predict_contact(demo(running), picture, labels)
+        runs = [run for run in list_runs(running.studio.store, kind="contact") if run.id not in before]
+        assert [run.method for run in runs] == methods and runs[0].files["input.png"].read_bytes() == picture.read_bytes()
 
 
 def test_tiny_model_affordance_on_a_builtin_object(model_server, picture):

@@ -51,6 +51,17 @@ def test_example_runs_end_to_end_and_keeps_a_paired_baseline(studio_server):
     assert any(m.startswith("baseline: silhouette only") for m in methods)
     assert len({run.group_key for run in runs[:2]}) == 1  # same image: a perceptual study can pair them
     assert runs[0].inputs["mask"].startswith("example: shipped mask")
+    photo = (hoi.EXAMPLES / f"{EXAMPLE}.png").read_bytes()
+    assert all(run.files["input.png"].read_bytes() == photo for run in runs[:2])
+    # the pair as a study item: each side's overlay, the input photo as the reference image
+    from annotations.studies_sources import items_from_runs
+
+    ours, baseline = sorted(runs[:2], key=lambda run: run.method.startswith("baseline"))
+    item = next(item for item in items_from_runs(studio_server.studio.store, "hoi", ours.method, baseline.method)
+                if item.source["group_key"] == ours.group_key)
+    assert item.source["runs"] == {"a": ours.id, "b": baseline.id}
+    assert item.a.data == ours.files["overlay.png"].read_bytes() and item.b.data == baseline.files["overlay.png"].read_bytes()
+    assert item.reference is not None and item.reference.data == photo
 
 
 def test_refit_needs_a_first_fit_and_bad_input_is_worded(studio_server):

@@ -182,16 +182,20 @@ def test_admin_designs_runs_and_analyses_a_study(studio_server, admin, http, tmp
     assert summary_json["analysis"]["kept"]["preference"]["share"] == 1.0
 
 
-def test_admin_picks_a_pair_of_methods_from_the_runs_and_builds_a_study_from_it(studio_server, admin):
-    from annotations.runs import list_runs, save_run
+def test_admin_picks_a_pair_of_methods_from_the_runs_and_builds_a_study_from_it(studio_server, admin, http):
+    """Runs kept the tabs' way (with the input photo) become items whose reference image is that photo: the
+    participant sees the two renders side by side and the photo, never the photo as a side."""
+    from annotations.runs import input_photo_name, list_runs, save_run
 
     store = studio_server.studio.store
     ours, baseline = "interactvlm-hoi (picker test)", "baseline: picker test"
+    photos = {f"picker-{number}": png(400 + number) for number in range(3)}
     for number in range(3):
+        photo = {input_photo_name(".png"): photos[f"picker-{number}"]}
         save_run(store, kind="hoi", method=ours, inputs={}, group_key=f"picker-{number}",
-                 files={"render.png": png(200 + number)})
+                 files={"render.png": png(200 + number), **photo})
         save_run(store, kind="hoi", method=baseline, inputs={}, group_key=f"picker-{number}",
-                 files={"render.png": png(300 + number)})
+                 files={"render.png": png(300 + number), **photo})
     label = f"hoi: {ours}  vs  {baseline}  (3 inputs)"
     picked = admin.predict(api_name="/study_run_pairs")
     assert picked == label or label in str(picked)
@@ -202,6 +206,16 @@ def test_admin_picks_a_pair_of_methods_from_the_runs_and_builds_a_study_from_it(
     assert "with 3 items" in report
     assert {item.source["runs"]["a"] for item in studies.study_items(store, "picked")} == \
         {run.id for run in list_runs(store, kind="hoi") if run.method == ours}
+    items = {item.id: item for item in studies.study_items(store, "picked")}
+    admin.predict("picked", "open", api_name="/study_state")
+    headers = {"X-Study-Token": join(http, "picked", "P-photo")}
+    trial = http.get("/study/picked/api/trial", headers=headers).json()["trial"]
+    _, item_id, swapped = studies.participant_trials(store, "picked", "P-photo")[0]
+    group = items[item_id].source["group_key"]
+    number = int(group.rsplit("-", 1)[1])
+    sides = (png(300 + number), png(200 + number)) if swapped else (png(200 + number), png(300 + number))
+    assert (http.get(trial["left"]).content, http.get(trial["right"]).content) == sides
+    assert trial["reference"] and http.get(trial["reference"]).content == photos[group]
 
 
 @pytest.mark.parametrize("rows, message", [

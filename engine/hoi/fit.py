@@ -46,7 +46,7 @@ from engine.hoi.geometry import apply_pose, contact_icp, matrix_to_rotation_6d, 
 from engine.hoi.inputs import BodyInput, Contacts, Intrinsics, back_project, check_contacts, check_mask, project
 from engine.mesh import vertex_normals
 from engine.objects import ObjectGeometry
-from engine.render.silhouette import depth_map, release_sigma_pixels, visible_soft_silhouette
+from engine.render.silhouette import MeshEdges, depth_map, release_sigma_pixels, visible_soft_silhouette
 
 METHOD = "interactvlm contacts"
 BASELINE_METHOD = "silhouette only (no contacts)"
@@ -70,9 +70,9 @@ class FitConfig:
         ``log(1 / 1e-4 - 1) * sigma`` is 1e-4).
     render_size: longest side of the fit's renders in pixels; None renders at the image's size (the
         release renders at its input size). Smaller is faster; the pixel terms then use render pixels.
-    cull_backfaces: draw only front faces when the object is closed and outward-wound: the silhouette's
-        extent is the same and it renders twice as fast, but inside it the soft coverage is lower (one
-        layer of faces instead of two), so it is off by default (pytorch3d draws both).
+    cull_backfaces: rasterize only front faces when the object is closed and outward-wound (checked; other
+        meshes draw both): the silhouette is the same (a closed mesh's front faces cover its projection), at
+        half the rasterization.
     occlusion: hide the object where the body is in front (the paper's depth render).
     frames: how many poses to keep for the optimisation's animation (evenly spaced, plus the last).
     """
@@ -91,7 +91,7 @@ class FitConfig:
     sigma_ndc: float = 1e-4
     negligible: float = 1e-4
     render_size: int | None = None
-    cull_backfaces: bool = False
+    cull_backfaces: bool = True
     occlusion: bool = True
     frames: int = 25
 
@@ -330,7 +330,7 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
     # 4. Adam: render and compare, with the contacts anchoring the object to the body
     log_scale = torch.zeros((), dtype=dtype, device=device, requires_grad=config.optimise_scale)
     points = torch.as_tensor(canonical, dtype=dtype, device=device)
-    faces = torch.as_tensor(np.array(obj.faces), device=device)
+    faces = MeshEdges.from_faces(torch.as_tensor(np.array(obj.faces)), len(canonical)).to(device)
     contact_data = None
     if not baseline:
         p_human = torch.as_tensor(contacts.human, dtype=dtype, device=device)

@@ -164,20 +164,22 @@ def _band_silhouette(screen_verts: torch.Tensor, faces, image_size, sigma: float
         drawn = drawn_faces(fixed, mesh.faces, cull_backfaces)
         covered, depth = hard_coverage(fixed, mesh.faces, drawn, (height, width))
         # 2. outline edges, 3. their nearest outline edge for every pixel of the band
-        outline = outline_edges(fixed[..., :2], mesh, drawn).reshape(-1)  # (N * E,)
         n_edges = len(mesh.edges)
-        segments = fixed[..., :2][:, mesh.edges].reshape(-1, 2, 2)  # (N * E, 2 ends, 2)
+        outline = torch.nonzero(outline_edges(fixed[..., :2], mesh, drawn).reshape(-1)).squeeze(1)  # ids in N * E
+        view_of = outline // n_edges
+        segments = fixed[..., :2][view_of[:, None], mesh.edges[outline % n_edges]]  # (K, 2 ends, 2)
         boxes = (segments[..., 0].amin(1) - margin, segments[..., 0].amax(1) + margin,
                  segments[..., 1].amin(1) - margin, segments[..., 1].amax(1) + margin)
         best = torch.full((n_pixels,), _NO_PAIR, dtype=torch.int64, device=screen_verts.device)
-        for edge, rows, cols in bbox_candidates(*boxes, width, height, outline):
+        active = torch.ones(len(outline), dtype=torch.bool, device=screen_verts.device)
+        for item, rows, cols in bbox_candidates(*boxes, width, height, active):
             pixel_xy = torch.stack([cols, rows], -1).to(fixed.dtype)
-            distance2, nearest = _segment_distance2(pixel_xy, segments[edge, 0], segments[edge, 1])
+            distance2, nearest = _segment_distance2(pixel_xy, segments[item, 0], segments[item, 1])
             near = torch.nonzero(distance2 <= margin * margin).squeeze(1)
-            edge, rows, cols, distance2, nearest = edge[near], rows[near], cols[near], distance2[near], nearest[near]
-            view = edge // n_edges
+            item, rows, cols, distance2, nearest = item[near], rows[near], cols[near], distance2[near], nearest[near]
+            edge, view = outline[item], view_of[item]
             pixel = (view * height + rows) * width + cols
-            direction = segments[edge, 1] - segments[edge, 0]
+            direction = segments[item, 1] - segments[item, 0]
             normal = torch.stack([-direction[:, 1], direction[:, 0]], -1) / direction.norm(dim=-1, keepdim=True).clamp(min=1e-12)
             probe = OUTLINE_PROBE * normal
             on_outline = _empty_at(covered, view, nearest + probe) | _empty_at(covered, view, nearest - probe)

@@ -473,11 +473,12 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
         posed, screen, rendered = render(rotation, shift, scale)
         return posed, rendered, energy(rendered, target, screen, target_centroid, posed, contact_data, config)
 
-    def progress_of(run_index: int, descent: "Descent", step: int, value: float) -> None:
-        if step % 10 == 0:
-            label = f"start {run_index + 1}/{len(starts)}, " if descent is not chosen else ""
-            report(0.15 + 0.8 * step / max(config.iterations, 1),
-                   f"stage 4/4: Adam {label}{step}/{config.iterations}, energy {value:.4f}")
+    def progress_of(label: str):
+        def on_step(step: int, value: float) -> None:
+            if step % 10 == 0:
+                report(0.15 + 0.8 * step / max(config.iterations, 1),
+                       f"stage 4/4: Adam {label}{step}/{config.iterations}, energy {value:.4f}")
+        return on_step
 
     names = ("total", "mask", "centroid") + (() if baseline else ("contact",))
     runs = [Descent(start_R, start_t, config, names, target, dtype, device) for start_R, start_t in starts]
@@ -485,11 +486,11 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
     if len(runs) > 1:
         probe = min(config.probe_iterations, config.iterations)
         for number, run in enumerate(runs):
-            run.advance(objective, probe, lambda step, value, k=number, d=run: progress_of(k, d, step, value))
+            run.advance(objective, probe, progress_of(f"start {number + 1}/{len(runs)}, step "))
         chosen = min(runs, key=lambda run: run.energy)
     seconds["starts"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    chosen.advance(objective, config.iterations, lambda step, value: progress_of(0, chosen, step, value))
+    chosen.advance(objective, config.iterations, progress_of(f"start {runs.index(chosen) + 1} kept, step " if len(runs) > 1 else ""))
     if chosen.no_overlap_at_start:
         warnings.append(NO_OVERLAP + " (at the initial pose)")
     rotation, translation, log_scale, rendered = chosen.rotation, chosen.translation, chosen.log_scale, chosen.rendered

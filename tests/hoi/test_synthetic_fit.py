@@ -9,7 +9,7 @@ stage 2 (the mask centroid at the contacts' depth), as the method prescribes, so
 Images are RENDER_SIZE pixels square, so that the objects are 40-80 px wide (at 128 px, 20-40 px, one
 boundary pixel cost about 0.1 IoU); the fit renders at the image's size. Measured medians (256 px): contacts
 4.77 deg / 0.9 cm / depth 0.7 cm / IoU 0.926; silhouette only (no contacts) 5.98 deg / 4.3 cm / depth 4.2 cm /
-IoU 0.922; 323 CPU-seconds in all (two workers: about 2.7 minutes on two free cores). Known local minima
+IoU 0.922; 323 CPU-seconds in all (two workers: about 2.7 minutes on two free cores; 8.2 minutes at load 6-9). Known local minima
 remain: the skateboard and backpack flip (near-symmetric silhouettes, 178 deg), a lean-table and a
 sit-chair start (31 and 38 deg).
 """

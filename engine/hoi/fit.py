@@ -21,6 +21,10 @@ Stages (``fit_object``), each timed and reported through ``progress(fraction, me
     4. Adam over the 6D rotation (lr 5e-2), the translation (lr 1e-2) and optionally the scale, 250
        iterations, minimising  E = 5 (1 - soft IoU) + 1e-4 |centroid(rendered) - centroid(mask)|^2 px
        + 10 sum_ij d_ij p_i p_j / sum_ij p_i p_j  (the last term dropped for the baseline).  The body is fixed.
+       Multi-start (ours; the release starts once): the stage-3 pose and its turns by 45, -45 and 180 degrees
+       about the contact normal through the contact patch (the baseline: the camera's vertical through the
+       object's centre), the turns a contact leaves free and the flips a silhouette cannot tell apart; each
+       takes 25 probe steps and the lowest energy continues to 250 (``FitConfig.start_angles``).
 
 Where the release departs from its own description we follow the description (REFERENCE.md lists them):
     - translation from the mask centroid (the release averages (row + col) / 2 of the first two mask pixels);
@@ -46,7 +50,7 @@ from engine.hoi.geometry import apply_pose, contact_icp, matrix_to_rotation_6d, 
 from engine.hoi.inputs import BodyInput, Contacts, Intrinsics, back_project, check_contacts, check_mask, project
 from engine.mesh import vertex_normals
 from engine.objects import ObjectGeometry
-from engine.render.silhouette import depth_map, release_sigma_pixels, visible_soft_silhouette
+from engine.render.silhouette import MeshEdges, depth_map, release_sigma_pixels, visible_soft_silhouette
 
 METHOD = "interactvlm contacts"
 BASELINE_METHOD = "silhouette only (no contacts)"
@@ -70,11 +74,15 @@ class FitConfig:
         ``log(1 / 1e-4 - 1) * sigma`` is 1e-4).
     render_size: longest side of the fit's renders in pixels; None renders at the image's size (the
         release renders at its input size). Smaller is faster; the pixel terms then use render pixels.
-    cull_backfaces: draw only front faces when the object is closed and outward-wound: the silhouette's
-        extent is the same and it renders twice as fast, but inside it the soft coverage is lower (one
-        layer of faces instead of two), so it is off by default (pytorch3d draws both).
+    cull_backfaces: rasterize only front faces when the object is closed and outward-wound (checked; other
+        meshes draw both): the silhouette is the same (a closed mesh's front faces cover its projection), at
+        half the rasterization.
     occlusion: hide the object where the body is in front (the paper's depth render).
     frames: how many poses to keep for the optimisation's animation (evenly spaced, plus the last).
+    start_angles: the multi-start, in degrees: Adam starts from the stage-3 pose turned by each angle about
+        an axis (the contact normal through the object's contact patch; for the baseline, the camera's
+        vertical through the object's centre), runs ``probe_iterations`` steps from each, and the start with
+        the lowest energy continues to ``iterations`` (its probe steps count). ``(0.0,)`` is a single start.
     """
 
     iterations: int = 250
@@ -91,15 +99,21 @@ class FitConfig:
     sigma_ndc: float = 1e-4
     negligible: float = 1e-4
     render_size: int | None = None
-    cull_backfaces: bool = False
+    cull_backfaces: bool = True
     occlusion: bool = True
     frames: int = 25
+    start_angles: tuple[float, ...] = (0.0, 45.0, -45.0, 180.0)
+    probe_iterations: int = 25
 
     def __post_init__(self):
         if not 0 <= self.iterations <= 10_000 or not 0 <= self.icp_iterations <= 100:
             raise InputError("iterations must be in [0, 10000] and icp_iterations in [0, 100]")
         if self.render_size is not None and not 16 <= self.render_size <= 4096:
             raise InputError(f"render_size must be 16-4096 pixels, got {self.render_size}")
+        if not 1 <= len(self.start_angles) <= 16 or not all(math.isfinite(float(a)) for a in self.start_angles):
+            raise InputError(f"start_angles must be 1-16 finite angles in degrees, got {self.start_angles!r}")
+        if not 1 <= self.probe_iterations <= 1000:
+            raise InputError(f"probe_iterations must be in [1, 1000], got {self.probe_iterations}")
         for name in ("lr_rotation", "lr_translation", "lr_scale", "sigma_ndc"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be positive")
@@ -120,8 +134,11 @@ class HoiFit:
     losses: name -> (iterations,) history of ``total``, ``mask``, ``centroid``, ``contact``.
     iou: hard IoU of the final visible silhouette with the mask, at the render size.
     frames (K, Vo, 3): posed object along the optimisation (for the animation); frame_steps (K,).
-    stage_seconds: stage name -> seconds.  sources: input name -> where it came from.
+    stage_seconds: stage name -> seconds (camera, translation, icp, starts: the multi-start's probes, adam: the
+    rest of the chosen start's descent).  sources: input name -> where it came from.
     warnings: plain-words notes (e.g. ``NO_OVERLAP``).
+    start_energies (S,): each multi-start's energy after its probe steps; start_index: the one that continued
+    (its pose after stages 2-3 turned by ``FitConfig.start_angles[start_index]``).
     """
 
     method: str
@@ -148,6 +165,8 @@ class HoiFit:
     stage_seconds: Mapping[str, float]
     sources: Mapping[str, str]
     warnings: tuple[str, ...] = ()
+    start_energies: tuple[float, ...] = ()
+    start_index: int = 0
 
     @property
     def is_baseline(self) -> bool:
@@ -278,6 +297,84 @@ def _keep_frame(step: int, iterations: int, frames: int) -> bool:
     return step % every == 0 or step == iterations
 
 
+def start_poses(R: np.ndarray, t: np.ndarray, pivot: np.ndarray, axis: np.ndarray, angles) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The multi-start: the pose (R, t) turned by each angle (degrees) about ``axis`` through ``pivot``
+    (camera frame; the pivot stays in place). Row-vector poses: with Q the turn, ``R' = R Q^T`` and
+    ``t' = (t - pivot) Q^T + pivot``."""
+    from scipy.spatial.transform import Rotation
+
+    axis = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    pivot = np.asarray(pivot, dtype=np.float64)
+    poses = []
+    for angle in angles:
+        turn = Rotation.from_rotvec(np.radians(float(angle)) * axis).as_matrix()
+        poses.append((np.asarray(R) @ turn.T, (np.asarray(t) - pivot) @ turn.T + pivot))
+    return poses
+
+
+def contact_axis(canonical: np.ndarray, faces, contacts: Contacts, body: BodyInput, config: FitConfig,
+                 R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The multi-start's axis and pivot with contacts: the human contact patch's mean normal (p > the human
+    threshold) through the object's posed contact patch centroid (p > the object threshold). When the normals
+    cancel out (a patch around a handle), the camera's vertical."""
+    _, normals = _contact_points(body.vertices, body.faces, contacts.human, config.human_threshold)
+    points, _ = _contact_points(canonical, faces, contacts.object, config.object_threshold)
+    mean = normals.mean(0).numpy()
+    axis = mean / np.linalg.norm(mean) if np.linalg.norm(mean) > 0.3 else np.array([0.0, 1.0, 0.0])
+    return axis, points.numpy().mean(0) @ R + t
+
+
+class Descent:
+    """One Adam descent over the 6D rotation, the translation and (optionally) the log scale, resumable:
+    the multi-start advances each start for the probe steps, then the best one to the full count.
+
+    After ``advance(objective, until)``: ``energy`` at the pose reached (its step ``until``), ``rendered``
+    there, ``history`` (one value per step taken, before its update), ``frames`` / ``frame_steps``.
+    """
+
+    def __init__(self, R: np.ndarray, t: np.ndarray, config: FitConfig, names, target: torch.Tensor, dtype, device):
+        self.config, self.target = config, target
+        self.six = matrix_to_rotation_6d(torch.as_tensor(R, dtype=dtype, device=device)).clone().requires_grad_(True)
+        self.translation = torch.as_tensor(t, dtype=dtype, device=device).clone().requires_grad_(True)
+        self.log_scale = torch.zeros((), dtype=dtype, device=device, requires_grad=config.optimise_scale)
+        self.optimiser = torch.optim.Adam(
+            [{"params": [self.six], "lr": config.lr_rotation}, {"params": [self.translation], "lr": config.lr_translation}]
+            + ([{"params": [self.log_scale], "lr": config.lr_scale}] if config.optimise_scale else []))
+        self.history = {name: [] for name in names}
+        self.frames, self.frame_steps = [], []
+        self.step, self.energy, self.probe_energy = 0, float("inf"), float("inf")
+        self.rotation = self.rendered = None
+        self.no_overlap_at_start = False
+
+    def advance(self, objective, until: int, on_step=None) -> None:
+        """Take Adam steps until ``self.step == until``; then evaluate (no update) the pose reached."""
+        iterations, frames = self.config.iterations, self.config.frames
+        while True:
+            rotation = rotation_6d_to_matrix(self.six)
+            posed, rendered, result = objective(rotation, self.translation, self.log_scale.exp())
+            if self.step == 0 and float((rendered.detach() * self.target).sum()) < 1e-6:
+                self.no_overlap_at_start = True
+            if _keep_frame(self.step, iterations, frames) and (not self.frame_steps or self.frame_steps[-1] != self.step):
+                self.frames.append(posed.detach().cpu().numpy().astype(np.float64))
+                self.frame_steps.append(self.step)
+            if not torch.isfinite(result.total):
+                raise RuntimeError(f"the fit's energy became non-finite at step {self.step}; terms {result.terms}")
+            if self.step >= until:
+                self.energy, self.rotation, self.rendered = float(result.total.detach()), rotation.detach(), rendered.detach()
+                if self.probe_energy == float("inf"):
+                    self.probe_energy = self.energy
+                return
+            self.optimiser.zero_grad()
+            result.total.backward()
+            self.optimiser.step()
+            self.history["total"].append(float(result.total.detach()))
+            for name, value in result.terms.items():
+                self.history[name].append(float(value.detach()))
+            if on_step is not None:
+                on_step(self.step, float(result.total.detach()))
+            self.step += 1
+
+
 def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | None, config: FitConfig = FitConfig(),
                *, camera: Intrinsics | None = None, image_size=None, init_R=None, sources: Mapping[str, str] | None = None,
                progress: ProgressFn | None = None, device=None) -> HoiFit:
@@ -328,16 +425,13 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
     warnings: list[str] = []
 
     # 4. Adam: render and compare, with the contacts anchoring the object to the body
-    log_scale = torch.zeros((), dtype=dtype, device=device, requires_grad=config.optimise_scale)
     points = torch.as_tensor(canonical, dtype=dtype, device=device)
-    faces = torch.as_tensor(np.array(obj.faces), device=device)
+    faces = MeshEdges.from_faces(torch.as_tensor(np.array(obj.faces)), len(canonical)).to(device)
     contact_data = None
     if not baseline:
         p_human = torch.as_tensor(contacts.human, dtype=dtype, device=device)
         index = torch.nonzero(torch.as_tensor(contacts.object > 0)).squeeze(1).to(device)
         contact_data = (human, p_human, index, torch.as_tensor(contacts.object, dtype=dtype, device=device)[index])
-    history = {name: [] for name in ("total", "mask", "centroid") + (() if baseline else ("contact",))}
-    frames, frame_steps = [], []
 
     def render(rotation, shift, scale):
         posed = apply_pose(points, rotation, shift, scale)
@@ -366,35 +460,42 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
             R, t, icp_kept = icp.R.numpy(), icp.t.numpy(), True
     init_R, init_t = R.copy(), t.copy()
     seconds["icp"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    six = matrix_to_rotation_6d(torch.as_tensor(R, dtype=dtype, device=device)).clone().requires_grad_(True)
-    translation = torch.as_tensor(t, dtype=dtype, device=device).clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([{"params": [six], "lr": config.lr_rotation},
-                                  {"params": [translation], "lr": config.lr_translation}]
-                                 + ([{"params": [log_scale], "lr": config.lr_scale}] if config.optimise_scale else []))
 
-    for step in range(config.iterations + 1):
-        rotation = rotation_6d_to_matrix(six)
-        posed, screen, rendered = render(rotation, translation, log_scale.exp())
-        if step == 0 and float((rendered.detach() * target).sum()) < 1e-6:
-            warnings.append(NO_OVERLAP + " (at the initial pose)")
-        if _keep_frame(step, config.iterations, config.frames):
-            frames.append(posed.detach().cpu().numpy().astype(np.float64))
-            frame_steps.append(step)
-        if step == config.iterations:
-            break
-        result = energy(rendered, target, screen, target_centroid, posed, contact_data, config)
-        if not torch.isfinite(result.total):
-            raise RuntimeError(f"the fit's energy became non-finite at step {step}; terms {result.terms}")
-        optimiser.zero_grad()
-        result.total.backward()
-        optimiser.step()
-        history["total"].append(float(result.total.detach()))
-        for name, value in result.terms.items():
-            history[name].append(float(value.detach()))
-        if step % 10 == 0:
-            report(0.15 + 0.8 * step / max(config.iterations, 1),
-                   f"stage 4/4: Adam {step}/{config.iterations}, energy {float(result.total.detach()):.4f}")
+    # 4. Adam from each start pose for a few probe steps ("starts"); the lowest energy continues ("adam")
+    clock = time.perf_counter()
+    if baseline:
+        axis, pivot = np.array([0.0, 1.0, 0.0]), canonical.mean(0) @ R + t
+    else:
+        axis, pivot = contact_axis(canonical, obj.faces, contacts, body, config, R, t)
+    starts = start_poses(R, t, pivot, axis, config.start_angles)
+
+    def objective(rotation, shift, scale):
+        posed, screen, rendered = render(rotation, shift, scale)
+        return posed, rendered, energy(rendered, target, screen, target_centroid, posed, contact_data, config)
+
+    def progress_of(label: str):
+        def on_step(step: int, value: float) -> None:
+            if step % 10 == 0:
+                report(0.15 + 0.8 * step / max(config.iterations, 1),
+                       f"stage 4/4: Adam {label}{step}/{config.iterations}, energy {value:.4f}")
+        return on_step
+
+    names = ("total", "mask", "centroid") + (() if baseline else ("contact",))
+    runs = [Descent(start_R, start_t, config, names, target, dtype, device) for start_R, start_t in starts]
+    chosen = runs[0]
+    if len(runs) > 1:
+        probe = min(config.probe_iterations, config.iterations)
+        for number, run in enumerate(runs):
+            run.advance(objective, probe, progress_of(f"start {number + 1}/{len(runs)}, step "))
+        chosen = min(runs, key=lambda run: run.energy)
+    seconds["starts"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    chosen.advance(objective, config.iterations, progress_of(f"start {runs.index(chosen) + 1} kept, step " if len(runs) > 1 else ""))
+    if chosen.no_overlap_at_start:
+        warnings.append(NO_OVERLAP + " (at the initial pose)")
+    rotation, translation, log_scale, rendered = chosen.rotation, chosen.translation, chosen.log_scale, chosen.rendered
+    history, frames, frame_steps = chosen.history, chosen.frames, chosen.frame_steps
+    start_energies = tuple(run.probe_energy for run in runs)
     seconds["adam"] = time.perf_counter() - clock
 
     final_R = rotation.detach().cpu().numpy().astype(np.float64)
@@ -414,7 +515,7 @@ def fit_object(body: BodyInput, obj: ObjectGeometry, mask, contacts: Contacts | 
         icp_rmse=icp_rmse, icp_kept=icp_kept, losses=MappingProxyType({k: freeze(v) for k, v in history.items()}), iou=iou,
         frames=freeze(np.stack(frames)), frame_steps=_read_only(np.asarray(frame_steps)),
         stage_seconds=MappingProxyType(seconds), sources=MappingProxyType(dict(sources or {})),
-        warnings=tuple(warnings))
+        warnings=tuple(warnings), start_energies=start_energies, start_index=runs.index(chosen))
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -123,9 +123,10 @@ def evaluate_barycentrics(coefficients, corners, rows, cols):
     return torch.stack([b0, b1, 1 - b0 - b1], dim=-1)
 
 
-def _depth_key(depth: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Order-preserving int64 key for positive depths, ties broken by the lower id."""
-    bits = depth.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+def order_key(value: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Order-preserving int64 key for non-negative values (depths, distances), ties broken by the lower id
+    (< 2^32): the smallest key per slot (``scatter_reduce(amin)``) names the nearest item."""
+    bits = value.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
     return (bits << 32) | ids
 
 
@@ -148,12 +149,12 @@ def rasterize_meshes(screen_verts: torch.Tensor, faces, image_size, *, perspecti
     inverse_depth = 1.0 / triangles[..., 2].clamp(min=1e-9)
     for tri, rows, cols in bbox_candidates(*boxes, width, height, drawable):
         bary = evaluate_barycentrics(coefficients[tri], xy[tri, 0], rows.to(xy.dtype), cols.to(xy.dtype))
-        inside = (bary >= 0).all(-1)
+        inside = torch.nonzero((bary >= 0).all(-1)).squeeze(1)
         tri, rows, cols, bary = tri[inside], rows[inside], cols[inside], bary[inside]
         depth = 1.0 / (bary * inverse_depth[tri]).sum(-1) if perspective_correct else (bary * triangles[tri, :, 2]).sum(-1)
         view = tri // n_faces
         pixel = (view * height + rows) * width + cols
-        keys.scatter_reduce_(0, pixel, _depth_key(depth, tri % n_faces), reduce="amin")
+        keys.scatter_reduce_(0, pixel, order_key(depth, tri % n_faces), reduce="amin")
     return _fragments_from_keys(keys, triangles, coefficients, inverse_depth, n_faces, (n_views, height, width),
                                 perspective_correct)
 

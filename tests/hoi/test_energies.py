@@ -83,44 +83,9 @@ def test_occluder_hides_the_object_behind_it_only():
     assert shown[0, 30, 34] > 0.99
 
 
-def dense_soft_silhouette(screen: torch.Tensor, faces: torch.Tensor, size, sigma: float) -> torch.Tensor:
-    """Brute force: every face at every pixel centre (the reference the sparse per-face-box version must equal)."""
-    height, width = size
-    rows, cols = torch.meshgrid(torch.arange(height, dtype=screen.dtype), torch.arange(width, dtype=screen.dtype), indexing="ij")
-    pixel = torch.stack([cols, rows], -1).reshape(-1, 1, 1, 2)  # (P, 1, 1, 2)
-    start = screen[faces][..., :2][None]  # (1, F, 3, 2)
-    direction = start.roll(-1, dims=2) - start
-    offset = pixel - start
-    along = ((offset * direction).sum(-1) / (direction * direction).sum(-1)).clamp(0, 1)
-    dist2 = ((offset - along[..., None] * direction) ** 2).sum(-1).amin(-1)  # (P, F)
-    side = direction[..., 0] * offset[..., 1] - direction[..., 1] * offset[..., 0]
-    inside = (side >= 0).all(-1) | (side <= 0).all(-1)
-    probability = torch.sigmoid(torch.where(inside, 1.0, -1.0).to(screen) * dist2 / sigma).clamp(max=1 - 1e-7)
-    union = 1 - torch.exp(torch.log1p(-probability).sum(1))
-    return torch.where(inside.any(1), union, probability.amax(1)).view(height, width)
-
-
-def test_sparse_soft_silhouette_equals_the_dense_brute_force_with_gradients():
-    rng = np.random.default_rng(3)
-    screen = torch.as_tensor(np.concatenate([rng.uniform(4, 20, size=(9, 2)), rng.uniform(1, 3, size=(9, 1))], 1))
-    faces = torch.as_tensor(rng.choice(9, size=(6, 3), replace=True))
-    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
-    weights = torch.as_tensor(rng.uniform(size=(24, 24)))
-    outputs = []
-    for render in (lambda s: soft_silhouette(s[None], faces, (24, 24), 2.0, negligible=1e-12)[0],
-                   lambda s: dense_soft_silhouette(s, faces, (24, 24), 2.0)):
-        leaf = screen.clone().requires_grad_(True)
-        image = render(leaf)
-        (image * weights).sum().backward()
-        outputs.append((image.detach(), leaf.grad))
-    assert len(faces) >= 3 and outputs[0][0].max() > 0.7 and (outputs[0][0] < 0.5).any()
-    np.testing.assert_allclose(outputs[0][0].numpy(), outputs[1][0].numpy(), atol=1e-6)
-    np.testing.assert_allclose(outputs[0][1].numpy(), outputs[1][1].numpy(), atol=1e-6)
-
-
 def test_soft_silhouette_half_level_is_the_hard_coverage_edge():
-    """Outside every face the coverage is the nearest face's (the union's distance), so many small faces near
-    a pixel do not add up to a halo: pixels with coverage >= 0.5 are exactly the rasterizer's covered ones."""
+    """The coverage is a sigmoid of the signed distance to the outline, the sign from the rasterizer: many small
+    faces near a pixel do not add up to a halo, and pixels with coverage >= 0.5 are exactly the covered ones."""
     from engine.render.rasterizer import rasterize_meshes
 
     rows = torch.linspace(8, 40, 17, dtype=torch.float64)

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from annotations import models
 from annotations.domain import Run
@@ -79,6 +79,31 @@ def list_runs(store: Store, kind: str | None = None, group_key: str | None = Non
     with store.session() as session:
         rows = session.scalars(statement.limit(max(1, min(int(limit), MAX_LIST))))
         return [_run_from_row(store, row) for row in rows]
+
+
+def prune_runs(store: Store, max_bytes: int) -> tuple[int, int]:
+    """Delete the oldest runs (row and folder) while all runs' files hold more than ``max_bytes``.
+
+    Studies keep their own copy of every stimulus, so a pruned run leaves existing studies whole.
+    Returns (runs deleted, bytes kept)."""
+    if max_bytes < 0:
+        raise InputError("the runs budget must be zero or more bytes")
+    with store.session() as session:
+        rows = session.execute(select(models.RunRow.id, models.RunRow.outputs)
+                               .order_by(models.RunRow.created_at, models.RunRow.id)).all()
+    sizes = [(run_id, sum(int(size) for size in (outputs or {}).values())) for run_id, outputs in rows]
+    total, doomed = sum(size for _, size in sizes), []
+    for run_id, size in sizes:  # oldest first
+        if total <= max_bytes:
+            break
+        doomed.append(run_id)
+        total -= size
+    if doomed:
+        with store.session(write=True) as session:
+            session.execute(delete(models.RunRow).where(models.RunRow.id.in_(doomed)))
+        for run_id in doomed:
+            shutil.rmtree(runs_dir(store) / run_id, ignore_errors=True)
+    return len(doomed), total
 
 
 def input_photo_name(suffix: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from annotations.runs import prune_runs
 from annotations.store import Store
 from engine.errors import InputError, MissingAssetError
 from studio.resources import PixelBudget, Sweeper
@@ -85,7 +86,14 @@ class Studio:
         if self._sweeper is None:
             settings = self.settings
             self._sweeper = Sweeper(lambda: [Path(get_upload_folder()), self.outputs, self.admin_files],
-                                    settings.cache_max_age_s, settings.cache_max_bytes, settings.sweep_every_s).start()
+                                    settings.cache_max_age_s, settings.cache_max_bytes, settings.sweep_every_s,
+                                    after_sweep=self.prune_runs).start()
+
+    def prune_runs(self) -> None:
+        """Keep the tabs' runs within ``settings.runs_max_bytes``, oldest deleted first (logged)."""
+        deleted, kept = prune_runs(self.store, self.settings.runs_max_bytes)
+        if deleted:
+            log.info("pruned %d old runs; %d bytes kept", deleted, kept)
 
     def stop_sweeper(self) -> None:
         if self._sweeper is not None:

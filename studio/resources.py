@@ -101,10 +101,12 @@ def sweep(folders, max_age_s: float, max_bytes: int, now: float | None = None) -
 
 
 class Sweeper:
-    """Runs ``sweep`` every ``every_s`` seconds on a daemon thread until ``stop``."""
+    """Runs ``sweep`` every ``every_s`` seconds on a daemon thread until ``stop``, then ``after_sweep``
+    (e.g. pruning kept runs), if given."""
 
-    def __init__(self, folders, max_age_s: float, max_bytes: int, every_s: float):
+    def __init__(self, folders, max_age_s: float, max_bytes: int, every_s: float, after_sweep=None):
         self.folders, self.max_age_s, self.max_bytes, self.every_s = folders, max_age_s, max_bytes, every_s
+        self.after_sweep = after_sweep
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="studio-sweeper", daemon=True)
 
@@ -124,3 +126,8 @@ class Sweeper:
                 continue
             if deleted:
                 log.info("swept %d old files; %d bytes kept", deleted, kept)
+            if self.after_sweep is not None:
+                try:
+                    self.after_sweep()
+                except Exception:  # a store hiccup must not stop the sweeper: logged, tried again next time
+                    log.exception("the step after the sweep failed")

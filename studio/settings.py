@@ -62,6 +62,8 @@ class StudioSettings:
     cache_max_age_s, cache_max_bytes: uploads, Gradio's cache and output folders older than this are
         deleted, and the oldest go first when the folders hold more than ``cache_max_bytes``;
         ``sweep_every_s`` between sweeps.
+    runs_max_bytes: the tabs' kept runs (``annotations.runs``) beyond this total are deleted oldest
+        first at each sweep; studies keep their own copies of stimuli, so they are not affected.
     """
 
     models_dir: Path
@@ -87,6 +89,7 @@ class StudioSettings:
     cache_max_age_s: float = 3600.0
     cache_max_bytes: int = 4 * 2**30
     sweep_every_s: float = 60.0
+    runs_max_bytes: int = 8 * 2**30
 
     def __post_init__(self):
         if not 1 <= self.gpu_concurrency <= 64:
@@ -109,7 +112,7 @@ class StudioSettings:
             raise InputError(f"signed worker links need ${WORKER_SECRET_ENV}")
         if self.unsigned_assignment_timeout_s <= 0 or self.cache_max_age_s <= 0 or self.sweep_every_s <= 0:
             raise InputError("timeouts, cache age and sweep interval must be positive")
-        if self.max_object_bytes < 1 or self.pixel_budget < 1 or self.cache_max_bytes < 1:
+        if self.max_object_bytes < 1 or self.pixel_budget < 1 or self.cache_max_bytes < 1 or self.runs_max_bytes < 1:
             raise InputError("size limits must be positive")
 
 

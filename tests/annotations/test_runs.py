@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from annotations.runs import list_runs, load_run, runs_dir, save_run
+from annotations.runs import list_runs, load_run, prune_runs, runs_dir, save_run
 from engine.errors import InputError
 
 
@@ -60,3 +60,17 @@ def test_malformed_or_unknown_run_ids_are_refused(store, run_id):
         load_run(store, run_id)
     with pytest.raises(InputError, match="no run with id"):
         load_run(store, "0" * 32)
+
+
+def test_pruning_deletes_the_oldest_runs_until_the_budget_holds(store):
+    made = [save_run(store, kind="hoi", method="interactvlm-hoi", inputs={}, files={"fit.glb": b"x" * 100},
+                     group_key=str(index)) for index in range(5)]
+    assert prune_runs(store, 500) == (0, 500)
+    assert prune_runs(store, 250) == (3, 200)
+    kept = {run.id for run in list_runs(store)}
+    assert kept == {made[3].id, made[4].id}
+    assert sorted(path.name for path in runs_dir(store).iterdir()) == sorted(kept)
+    with pytest.raises(InputError, match="unknown|no run"):
+        load_run(store, made[0].id)
+    with pytest.raises(InputError, match="runs budget"):
+        prune_runs(store, -1)

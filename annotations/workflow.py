@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Mapping
 
 import numpy as np
-from sqlalchemy import bindparam, exists, func, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -70,6 +70,7 @@ class HotStatements:
         self.annotator_head = select(served.label("served"), open_id.label("open_id")).where(ANNOTATORS.c.id == annotator)
         self.assignment = select(a.c.id, a.c.task_id, a.c.status, a.c.assigned_at).where(a.c.id == bindparam("id_"))
         self.task_details = TASK_DETAILS
+        self.row_locks = row_locks
         self.open_task = {gold: self._open_task(gold, row_locks) for gold in (True, False)}
         self.insert_assignment = insert(a).values(
             task_id=bindparam("task_id"), annotator_id=bindparam("annotator_id"), status="assigned",
@@ -98,12 +99,20 @@ class HotStatements:
                                .values(status="submitted", finished_at=bindparam("finished"),
                                        seconds_spent=bindparam("spent")))
 
+    @functools.lru_cache(maxsize=64)
+    def open_task_on(self, gold: bool, bodies: frozenset[str] | None):
+        """``open_task`` limited to human-contact tasks on these body topologies (object tasks always pass)."""
+        return self.open_task[gold] if bodies is None else self._open_task(gold, self.row_locks, bodies)
+
     @staticmethod
-    def _open_task(gold: bool, row_locks: bool):
+    def _open_task(gold: bool, row_locks: bool, bodies: frozenset[str] | None = None):
         task = TASKS
         already = exists().where(ASSIGNMENTS.c.task_id == task.c.id, ASSIGNMENTS.c.annotator_id == bindparam("annotator"))
         # The task's details come with it (no second statement); on PostgreSQL only its row is locked.
         query = TASK_SELECT.where(task.c.is_gold == gold, task.c.pool == "crowd", ~already)
+        if bodies is not None:
+            query = query.where(or_(task.c.kind != "human_contact",
+                                    *[task.c.topology == topology for topology in sorted(bodies)]))
         if not gold:
             query = query.where(task.c.filled < task.c.redundancy)
         query = query.order_by(task.c.priority.desc(), task.c.id).limit(1)
@@ -127,9 +136,14 @@ def _retrying(store: Store, operation):
     raise AssertionError("unreachable")
 
 
-def next_task(store: Store, annotator_id: int) -> Assignment | None:
-    """Assign the next task to this annotator (or hand back their open one); None when nothing is left."""
-    return _retrying(store, lambda: _next_task_once(store, annotator_id))
+def next_task(store: Store, annotator_id: int, bodies=None) -> Assignment | None:
+    """Assign the next task to this annotator (or hand back their open one); None when nothing is left.
+
+    ``bodies``: the body topologies the caller can show (the studio: the installed bodies); a human-contact
+    task on any other topology is never claimed (None: no limit). An open assignment is handed back as it is.
+    """
+    bodies = None if bodies is None else frozenset(str(topology) for topology in bodies)
+    return _retrying(store, lambda: _next_task_once(store, annotator_id, bodies))
 
 
 def assign_task(store: Store, annotator_id: int, task_id: int) -> Assignment:
@@ -154,7 +168,7 @@ def assign_task(store: Store, annotator_id: int, task_id: int) -> Assignment:
                       assigned_at=claimed[2])
 
 
-def _next_task_once(store: Store, annotator_id: int) -> Assignment | None:
+def _next_task_once(store: Store, annotator_id: int, bodies: frozenset[str] | None) -> Assignment | None:
     """One write transaction of four statements (annotator, open task, insert assignment, take the slot);
     the stale-assignment sweep, when due, runs in its own transaction just before."""
     if not valid_id(annotator_id):
@@ -171,7 +185,7 @@ def _next_task_once(store: Store, annotator_id: int) -> Assignment | None:
             assignment_id, task_id, status, assigned_at = db.first(store.raw(sql.assignment), id_=found.open_id)
             details = db.first(store.raw(sql.task_details), task=task_id)
         else:
-            claimed = _claim(store, db, annotator_id, _gold_turn(found.served, store.config.gold_rate))
+            claimed = _claim(store, db, annotator_id, _gold_turn(found.served, store.config.gold_rate), bodies)
             if claimed is None:
                 return None
             assignment_id, details, assigned_at = claimed
@@ -209,11 +223,11 @@ def _open_assignment(session: Session, annotator_id: int) -> models.AssignmentRo
                           .order_by(models.AssignmentRow.id).limit(1))
 
 
-def _claim(store: Store, db: RawTransaction, annotator_id: int, gold_first: bool):
+def _claim(store: Store, db: RawTransaction, annotator_id: int, gold_first: bool, bodies: frozenset[str] | None):
     """(assignment id, the task's ``TASK_SELECT`` row, assigned_at) of a newly claimed task, or None."""
     sql = hot_statements(store.dialect)
     for gold in ((True, False) if gold_first else (False, True)):
-        details = db.first(store.raw(sql.open_task[gold]), annotator=annotator_id)
+        details = db.first(store.raw(sql.open_task_on(gold, bodies)), annotator=annotator_id)
         if details is not None:
             now = utcnow()
             assignment_id = db.scalar(store.raw(sql.insert_assignment), task_id=details.id,

@@ -103,22 +103,43 @@ def no_worker_message(request) -> str:
 
 
 def task_view(studio: Studio, session: Session, assignment: Assignment | None, message: str = ""):
-    """(session, image, task text, progress text, painter payload, status) for the page."""
+    """(session, image, task text, progress text, painter payload, status) for the page.
+
+    The page's event carries only URLs: the mesh, the starting layers and the image are cached,
+    content-addressed responses the browser fetches itself (``studio.payloads``)."""
     progress = f"**{session.done}** done this session"
     if assignment is None:
-        return session, None, NO_TASK, progress, "", message
+        return session, "", NO_TASK, progress, "", message
     task = assignment.task
-    prediction, source = pre_annotation(studio, task)
-    image = str(task.image.path)  # the stored file: Gradio copies it into its cache atomically
+    _, source = pre_annotation_source(task)
     if task.kind == "human_contact":
         what = "contact with " + ", ".join(f"<b>{html.escape(label)}</b>" for label in task.labels)
     else:
         what = (f"where a person would <b>{html.escape(task.labels[0])}</b> on the "
                 f"<b>{html.escape(task.object_class or 'object')}</b>")
     text = f"<div id='task-text'>Task {task.id}: paint {what}. Pre-annotation: {html.escape(source)}.</div>"
-    payload = payload_json(mesh_url=mesh_url(task), kind=task.kind, topology=task.topology, task_id=task.id,
-                           labels=task.labels, prediction=prediction)
+    payloads = studio.payloads
+    image_url = payloads.image_url(task)
+    payload = payload_json(mesh_url=task_mesh_url(studio, task), kind=task.kind, topology=task.topology,
+                           task_id=task.id, labels=task.labels, annotation_url=payloads.annotation_url(task),
+                           image_url=image_url)
+    image = (f'<img id="task-image-view" src="{html.escape(image_url)}" alt="the task image" '
+             'style="max-width:100%;height:auto">')
     return session, image, text, progress, payload, message
+
+
+def pre_annotation_source(task: Task) -> tuple[bool, str]:
+    """(whether the task has a stored prediction, the name shown for the pre-annotation)."""
+    if task.prediction is not None:
+        return True, task.prediction.model_name
+    return False, PRIOR_SOURCE if task.kind == "human_contact" else "none"
+
+
+def task_mesh_url(studio: Studio, task: Task) -> str:
+    """The body's cached mesh URL (content-addressed); an object's mesh from its task route."""
+    if task.kind == "human_contact":
+        return studio.payloads.body_url(task.topology)
+    return mesh_url(task)
 
 
 def layers_for_store(session: Session, painting) -> dict:
@@ -172,7 +193,7 @@ def build_annotate(studio: Studio) -> gr.Blocks:
                 _, payload, painted, sync = painter_component()
                 server_counts = gr.HTML(elem_id="server-counts")
             with gr.Column(scale=1):
-                image = gr.Image(label="image", interactive=False, elem_id="task-image")
+                image = gr.HTML(elem_id="task-image")  # an <img> of the task's cached image URL (studio.payloads)
                 task_text = gr.HTML(elem_id="task-info")
                 progress = gr.Markdown(elem_id="progress")
                 status = gr.Markdown(elem_id="status")
@@ -190,7 +211,7 @@ def build_annotate(studio: Studio) -> gr.Blocks:
             worker_id, sig = worker_from_link(link)
             if not worker_id and not studio.settings.annotator_logins:
                 # Said on the page, with the link to use (absolute and clickable), not in a passing toast.
-                return None, None, NO_TASK, "", "", no_worker_message(request)
+                return None, "", NO_TASK, "", "", no_worker_message(request)
             state = start_session(studio, worker_id, getattr(request, "username", None), signature=sig,
                                   browser=session_digest(request), address=client_address(request))
             return _advance(studio, state, "")
@@ -257,9 +278,10 @@ def _require_task(state: Session) -> int:
 def _advance(studio: Studio, state: Session, message: str):
     """Show the annotator's open assignment, or claim the next task (None when nothing is left).
 
-    A demo visitor only ever gets the demo task it made, never the crowd queue."""
+    A demo visitor only ever gets the demo task it made, never the crowd queue. A task on a body this
+    server has not installed is never handed out (nobody could paint it)."""
     if state.demo:
         assignment = workflow.open_assignment(studio.store, state.annotator_id)
     else:
-        assignment = workflow.next_task(studio.store, state.annotator_id)
+        assignment = workflow.next_task(studio.store, state.annotator_id, bodies=studio.available_bodies())
     return task_view(studio, open_task(state, assignment), assignment, message)

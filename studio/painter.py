@@ -1,8 +1,9 @@
 """The 3D painter as a Gradio component: ``gr.HTML`` that mounts ``studio/web/painter.js`` (three.js from npm).
 
 Python talks to the painter through two hidden textboxes:
-- ``payload`` (Python -> browser): JSON with the mesh URL, labels, colours, starting layers and the
-  prediction. Its change event hands it to ``painter.load``.
+- ``payload`` (Python -> browser): JSON with the mesh URL, labels, colours, and the starting layers and
+  prediction (inline, or an ``annotation_url`` the painter fetches: ``studio.payloads``). Its change event
+  hands it to ``painter.load``.
 - ``painted`` (browser -> Python): events that need the painting read it in their ``js`` step from
   ``window.studioPainter``; the handler parses and validates it (``read_painting``) before anything
   is stored.
@@ -81,15 +82,23 @@ def painter_component() -> tuple[gr.HTML, gr.Textbox, gr.Textbox, gr.Button]:
 
 
 def payload_json(*, mesh_url: str, kind: str, topology: str, task_id: int | None, labels, layers=None,
-                 prediction: Mapping[str, np.ndarray] | None = None) -> str:
-    """The JSON ``painter.load`` takes. ``layers`` default to the prediction thresholded at 0.5."""
+                 prediction: Mapping[str, np.ndarray] | None = None, annotation_url: str | None = None,
+                 image_url: str | None = None) -> str:
+    """The JSON ``painter.load`` takes. ``layers`` default to the prediction thresholded at 0.5.
+
+    With ``annotation_url`` (``studio.payloads``) the layers and prediction are not inline: the painter
+    fetches them from that cached URL, and the page's event carries only this small JSON."""
+    head = {"mesh_url": mesh_url, "kind": kind, "topology": topology, "task_id": task_id, "labels": list(labels),
+            "colours": label_colours(labels)}
+    if image_url is not None:
+        head["image_url"] = image_url
+    if annotation_url is not None:
+        return json.dumps({**head, "annotation_url": annotation_url})
     prediction = dict(prediction or {})
     if layers is None:
         layers = {label: np.flatnonzero(np.asarray(values) >= CONTACT_THRESHOLD) for label, values in prediction.items()}
     return json.dumps({
-        "mesh_url": mesh_url, "kind": kind, "topology": topology, "task_id": task_id, "labels": list(labels),
-        "colours": label_colours(labels),
-        "layers": {label: np.asarray(ids, dtype=np.int64).tolist() for label, ids in layers.items()},
+        **head, "layers": {label: np.asarray(ids, dtype=np.int64).tolist() for label, ids in layers.items()},
         "prediction": {label: np.round(np.asarray(values, dtype=np.float64), 3).tolist()
                        for label, values in prediction.items()}})
 

@@ -378,7 +378,28 @@ function parsePayload(payload) {
     colours: obj(payload.colours, 'colours'),
     layers: obj(payload.layers, 'layers'),
     prediction: obj(payload.prediction, 'prediction'),
+    annotationUrl: typeof payload.annotation_url === 'string' && payload.annotation_url ? payload.annotation_url : null,
   };
+}
+
+// The starting layers and prediction of a task, when the payload names them by URL (a cached,
+// content-addressed response of the server, fetched alongside the mesh) instead of carrying them inline.
+async function fetchAnnotation(url) {
+  let response;
+  try {
+    response = await fetch(url, { credentials: 'same-origin' });
+  } catch (error) {
+    fail(`could not fetch the task's starting layers: ${error.message || error}`);
+  }
+  if (!response.ok) fail(`could not fetch the task's starting layers: HTTP ${response.status}`);
+  let json;
+  try {
+    json = await response.json();
+  } catch (error) {
+    fail('the task\'s starting layers are not valid JSON');
+  }
+  if (!json || typeof json !== 'object' || Array.isArray(json)) fail('the task\'s starting layers must be an object');
+  return json;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1219,8 +1240,13 @@ export function createPainter(container, options = {}) {
       st.ready = false;
       container.dataset.ready = '0';
       showMessage('Loading mesh…');
-      const mesh = await fetchMesh(payload.meshUrl);
+      const [mesh, annotation] = await Promise.all([
+        fetchMesh(payload.meshUrl), payload.annotationUrl ? fetchAnnotation(payload.annotationUrl) : null]);
       if (token !== st.loadToken || st.destroyed) return false; // a newer load() superseded this one
+      if (annotation) {
+        if (annotation.layers && typeof annotation.layers === 'object') payload.layers = annotation.layers;
+        if (annotation.prediction && typeof annotation.prediction === 'object') payload.prediction = annotation.prediction;
+      }
       // Colours, layers and predictions for this mesh.
       const colours = {};
       payload.labels.forEach((label, index) => {

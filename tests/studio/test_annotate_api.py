@@ -5,10 +5,12 @@ call after ``/start_session`` acts for the worker that session started with.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import uuid
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client
@@ -80,24 +82,85 @@ def worker_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def fetch(running, client: Client, url: str, **kwargs) -> httpx.Response:
+    """GET a URL the page handed out, as the same browser (its session cookie)."""
+    return httpx.get(running.url + url, cookies=client.cookies, timeout=30, **kwargs)
+
+
 def test_start_session_shows_the_task_with_the_prior_as_pre_annotation(studio_server):
     store = studio_server.studio.store
     (task_id,) = new_tasks(store, (("chair", "cup"), 1))
-    _, (image, text, progress, payload, status) = session(studio_server, worker_id("start"))
+    client, (image, text, progress, payload, status) = session(studio_server, worker_id("start"))
     painter = json.loads(payload)
     assert painter["task_id"] == task_id and painter["kind"] == "human_contact"
-    assert painter["topology"] == TOPOLOGY and painter["mesh_url"] == f"/studio/mesh/body/{TOPOLOGY}.json"
-    assert painter["labels"] == ["chair", "cup"]
+    assert painter["topology"] == TOPOLOGY and painter["labels"] == ["chair", "cup"]
     assert painter["colours"] == {"chair": "#e6194b", "cup": "#3cb44b"}
+    # The event carries URLs only: no per-vertex list rides on the event stream.
+    assert "layers" not in painter and "prediction" not in painter and len(payload) < 1000
+    mesh = fetch(studio_server, client, painter["mesh_url"]).json()
+    assert mesh == studio_server.studio.body_mesh_json(TOPOLOGY)
+    starting = fetch(studio_server, client, painter["annotation_url"]).json()
     body = studio_server.studio.body(TOPOLOGY)
     for label in ("chair", "cup"):
         prior = predict_category_prior(body, label).probabilities
-        assert painter["layers"][label] == np.flatnonzero(prior >= 0.5).tolist()
-        assert len(painter["prediction"][label]) == VERTICES
-        np.testing.assert_allclose(painter["prediction"][label], prior, atol=1e-3)
+        assert starting["layers"][label] == np.flatnonzero(prior >= 0.5).tolist()
+        assert len(starting["prediction"][label]) == VERTICES
+        np.testing.assert_allclose(starting["prediction"][label], prior, atol=1e-3)
     assert f"Task {task_id}" in text and "<b>chair</b>, <b>cup</b>" in text and "baseline: category prior" in text
-    assert np.asarray(Image.open(image)).shape == (48, 64, 3)
+    assert f'src="{painter["image_url"]}"' in image
+    picture = fetch(studio_server, client, painter["image_url"])
+    assert picture.headers["content-type"] == "image/png"
+    assert picture.content == store.task(task_id).image.path.read_bytes()  # the stored file, not re-encoded
+    assert np.asarray(Image.open(io.BytesIO(picture.content))).shape == (48, 64, 3)
     assert progress == "**0** done this session" and status == ""
+
+
+def test_task_payloads_are_content_addressed_gzipped_and_built_once(studio_server):
+    store, payloads = studio_server.studio.store, studio_server.studio.payloads
+    first, second = new_tasks(store, (("chair",), 1), (("chair",), 1))
+    client_a, (*_, payload_a, _) = session(studio_server, worker_id("hash-a"))
+    client_b, (*_, payload_b, _) = session(studio_server, worker_id("hash-b"))
+    painter_a, painter_b = json.loads(payload_a), json.loads(payload_b)
+    assert {painter_a["task_id"], painter_b["task_id"]} == {first, second}
+    # The same starting layers (same prior, same labels) are one response: the same digest for both tasks.
+    assert painter_a["annotation_url"].rsplit("/", 1)[1] == painter_b["annotation_url"].rsplit("/", 1)[1]
+    digest = painter_a["annotation_url"].rsplit("/", 1)[1].removesuffix(".json")
+    answer = fetch(studio_server, client_a, painter_a["annotation_url"], headers={"accept-encoding": "gzip"})
+    assert answer.status_code == 200 and answer.headers["content-encoding"] == "gzip"
+    assert hashlib.sha256(answer.content).hexdigest() == digest  # httpx un-gzips: the digest is of the content
+    assert "immutable" in answer.headers["cache-control"] and answer.headers["etag"] == f'"{digest}"'
+    plain = fetch(studio_server, client_a, painter_a["annotation_url"], headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == answer.content
+    again = fetch(studio_server, client_a, painter_a["annotation_url"], headers={"if-none-match": f'"{digest}"'})
+    assert again.status_code == 304
+    builds = payloads.cache.builds
+    for _ in range(3):
+        fetch(studio_server, client_b, painter_b["annotation_url"])
+        session(studio_server, worker_id("hash-c"))
+    assert payloads.cache.builds == builds  # served from the cache, never rebuilt
+
+
+def test_task_payloads_go_only_to_the_browser_holding_the_task(studio_server):
+    store = studio_server.studio.store
+    new_tasks(store, (("chair",), 1), (("cup",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("holder"))
+    other, _ = session(studio_server, worker_id("other"))
+    painter = json.loads(payload)
+    for url in (painter["annotation_url"], painter["image_url"]):
+        assert fetch(studio_server, holder, url).status_code == 200
+        assert fetch(studio_server, other, url).status_code == 404  # another annotator's browser
+        assert httpx.get(studio_server.url + url, timeout=30).status_code == 404  # no session at all
+    task_id = painter["task_id"]
+    wrong_digest = f"/studio/payload/task/{task_id}/{'0' * 64}.json"
+    other_task = painter["annotation_url"].replace(f"/task/{task_id}/", f"/task/{task_id + 1}/")
+    for url in (wrong_digest, other_task, f"/studio/payload/task/{task_id}/{'0' * 64}.gif",
+                f"/studio/payload/task/99999999999/{'0' * 64}.json", f"/studio/payload/task/x/{'0' * 64}.json",
+                painter["image_url"].replace(".png", ".jpg")):
+        answer = fetch(studio_server, holder, url)
+        assert answer.status_code == 404 and "/tmp" not in answer.text and "Traceback" not in answer.text
+    assert fetch(studio_server, holder, painter["mesh_url"].replace("openbody-v1", "smplh-6890")).status_code == 404
+    assert fetch(studio_server, holder, painter["mesh_url"][:-10] + "0" * 5 + ".json").status_code == 404
+    assert httpx.get(studio_server.url + painter["mesh_url"], timeout=30).status_code == 200  # the body is public
 
 
 def test_submit_stores_exactly_the_painted_ids_once(studio_server):
@@ -206,7 +269,7 @@ def test_a_worker_never_gets_another_workers_task(studio_server):
     assert json.loads(opened[3])["task_id"] == task_id
     bob, offered = session(studio_server, worker_id("bob"))
     image, text, _, payload, _ = offered
-    assert NO_TASK in text and payload == "" and image is None
+    assert NO_TASK in text and payload == "" and image == ""
     painted = painting(task_id, {"chair": [1, 2]})
     assert bob.predict(painted, api_name="/check_painting") == "", "no task: nothing to check against"
     with pytest.raises(AppError, match="no open task to submit"):
@@ -266,7 +329,7 @@ def test_a_painting_for_another_task_id_is_refused(studio_server):
 def test_no_worker_id_is_a_clear_error(studio_server):
     client = Client(studio_server.url + "/annotate/", verbose=False)
     image, text, progress, payload, status = client.predict("", api_name="/start_session")
-    assert payload == "" and image is None, "no task is handed to nobody"
+    assert payload == "" and image == "", "no task is handed to nobody"
     assert f"<{studio_server.url}/annotate?worker=YOUR_ID>" in status, "the page shows the absolute link to open"
     for worker in ("   ", "x" * 129, "tab\there"):
         with pytest.raises(AppError, match="an annotator id must be 1-128 printable characters"):
@@ -312,3 +375,25 @@ def test_the_links_handed_out_open_the_pages_without_a_trailing_slash(studio_ser
         assert admin.status_code == 200 and str(admin.url) == f"{studio_server.url}/admin/"
         assert "Admin console" not in admin.text, "the redirect does not skip the admin login"
         assert client.get("/annotatefoo").status_code == 404
+
+
+def test_a_task_on_a_body_that_is_not_installed_is_never_served(studio_server):
+    store = studio_server.studio.store
+    assert "smplh-6890" not in studio_server.studio.available_bodies()  # this server has only the open body
+    drain(store)
+    stuck = batch.add_task(store, png(901), "smplh.png", labels=["chair"], topology="smplh-6890", redundancy=3,
+                           priority=100)
+    for _ in range(2):
+        _, (image, text, _, payload, _) = session(studio_server, worker_id("nobody-paints-smplh"))
+        assert NO_TASK in text and payload == "" and image == ""
+    (paintable,) = new_tasks(store, (("chair",), 1))  # drains the smplh task's slots directly in the store
+    stuck_again = batch.add_task(store, png(902), "smplh2.png", labels=["chair"], topology="smplh-6890",
+                                 redundancy=1, priority=100)
+    _, (*_, payload, _) = session(studio_server, worker_id("gets-the-open-body"))
+    assert json.loads(payload)["task_id"] == paintable
+    assert not workflow.holds_task(store, all_annotator_ids(store), stuck_again)  # nobody was handed it
+
+
+def all_annotator_ids(store) -> list[int]:
+    with store.session() as db:
+        return list(db.scalars(select(models.AnnotatorRow.id)))

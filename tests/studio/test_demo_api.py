@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -203,12 +204,15 @@ def test_correct_contact_makes_a_task_for_a_new_worker_seeded_with_the_predictio
     image, text, progress, payload, _ = annotate.predict(worker, api_name="/start_session")
     painter = json.loads(payload)
     assert painter["task_id"] == task_id and f"Task {task_id}" in text
-    assert painter["topology"] == TOPOLOGY and painter["mesh_url"] == f"/studio/mesh/body/{TOPOLOGY}.json"
+    assert painter["topology"] == TOPOLOGY and painter["mesh_url"].startswith(f"/studio/payload/body/{TOPOLOGY}/")
     assert painter["labels"] == list(task.labels)
-    assert set(painter["layers"]) == {"chair", "cup"}
+    starting = httpx.get(studio_server.url + painter["annotation_url"], cookies=client.cookies, timeout=30).json()
+    assert set(starting["layers"]) == {"chair", "cup"}
     for label, values in probabilities.items():
-        assert painter["layers"][label] == np.flatnonzero(values >= 0.5).tolist()
-    assert Image.open(image).size == Image.open(picture).size
+        assert starting["layers"][label] == np.flatnonzero(values >= 0.5).tolist()
+    shown = httpx.get(studio_server.url + painter["image_url"], cookies=client.cookies, timeout=30)
+    assert f'src="{painter["image_url"]}"' in image
+    assert Image.open(io.BytesIO(shown.content)).size == Image.open(picture).size
     assert "**0** done" in progress
     # A reload of the painter link gives the same task back; nobody else gets it (its one slot is taken).
     reload = same_browser(studio_server, client)

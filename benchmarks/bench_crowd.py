@@ -15,10 +15,10 @@ cookies), speaking Gradio's queue protocol as the page does (``POST queue/join``
 
 1. opens the page (``GET /annotate/?worker=ID``: the session cookie) and starts its session
    (``start_session``), fetches the body mesh once (the painter caches it) and, for every task, the
-   task's starting layers and image (the cached URLs the page hands out), and sends the page's
-   ``task_changed`` event as the browser does;
+   task's starting layers and image (the cached URLs the page hands out);
 2. paints for a think time drawn uniformly from ``--think`` seconds, one stroke every ``--stroke-every``
-   seconds; each stroke is the painter's server check (``check_painting``): paint -> server-check;
+   seconds; each stroke is the painter's server check, sent as the page sends it: to the JSON endpoint
+   with the task's ticket (``studio.painter_api``): paint -> server-check;
 3. submits (``submit``: ~300 vertex ids per label); the next task comes back with the receipt.
    submit-to-next-task: from sending the submission to having the next task's starting layers and image.
 
@@ -62,7 +62,7 @@ IDS_PER_LABEL = 300
 SUBMIT_P95_TARGET_MS = 300.0
 CHECK_P95_TARGET_MS = 150.0
 SATURATION_TARGET_PER_S = 100.0
-EVENTS = ("start_session", "submit", "check_painting", "task_changed")
+EVENTS = ("start_session", "submit", "check_painting")
 
 
 # ---- the server, in a process of its own ---------------------------------------------------------------
@@ -164,14 +164,24 @@ class Annotator:
         return response.content
 
     async def take(self, outputs: list) -> None:
-        """The task the outputs hand over: fetch its parts as the painter does, send ``task_changed``."""
+        """The task the outputs hand over: fetch its parts as the painter does."""
         payload = outputs[4] if len(outputs) > 4 else ""
         self.task = json.loads(payload) if payload else None
         if self.task is None:
             return
         if "annotation_url" in self.task:
             await asyncio.gather(self.get(self.task["annotation_url"]), self.get(self.task["image_url"]))
-        await self.call("task_changed", [payload])
+
+    async def check(self) -> None:
+        """One stroke's server check, as the page sends it: the JSON endpoint with the task's ticket
+        (``studio.painter_api``), or the queued event when the page gave no ticket."""
+        if "ticket" not in self.task:
+            await self.call("check_painting", [self.painting(), None])
+            return
+        response = await self.client.post(self.base + self.task["check_url"],
+                                          json={"ticket": self.task["ticket"], "painting": self.painting()})
+        if response.status_code != 200:
+            raise RuntimeError(f"check: HTTP {response.status_code} {response.text[:120]}")
 
     def painting(self) -> str:
         layers = {label: self.rng.sample(range(VERTICES), IDS_PER_LABEL) for label in self.task["labels"]}
@@ -191,7 +201,7 @@ class Annotator:
                 while think_s > 0 and time.monotonic() + stroke_every < painted_until:
                     await asyncio.sleep(stroke_every)
                     started = time.monotonic()
-                    await self.call("check_painting", [self.painting(), None])
+                    await self.check()
                     if window[0] <= started < window[1]:
                         figures.check_s.append(time.monotonic() - started)
                 await asyncio.sleep(max(0.0, painted_until - time.monotonic()))

@@ -10,6 +10,7 @@ reload hands back the open assignment (or the next task, once it was submitted).
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import html
 import logging
@@ -26,6 +27,7 @@ from engine.errors import InputError
 from studio.context import STORE_LANE, Studio, user_errors
 from studio.crowd import client_address, session_digest, start_identity
 from studio.exports import label_colours
+from studio.painter_api import CHECK_PATH, ticket_for
 from studio.painter import READ_JS, counts_html, painter_component, payload_json, read_painting
 
 # The page hands over its whole query string ("?worker=ID&sig=HEX"); API callers may send a bare worker id.
@@ -122,7 +124,9 @@ def task_view(studio: Studio, session: Session, assignment: Assignment | None, m
     image_url = payloads.image_url(task)
     payload = payload_json(mesh_url=task_mesh_url(studio, task), kind=task.kind, topology=task.topology,
                            task_id=task.id, labels=task.labels, annotation_url=payloads.annotation_url(task),
-                           image_url=image_url)
+                           image_url=image_url, check=(CHECK_PATH, ticket_for(studio.painter_ticket_key,
+                                                                               session.annotator_id, task.id,
+                                                                               session.browser or "")))
     image = (f'<img id="task-image-view" src="{html.escape(image_url)}" alt="the task image" '
              'style="max-width:100%;height:auto">')
     return session, image, text, progress, payload, message
@@ -237,24 +241,33 @@ def build_annotate(studio: Studio) -> gr.Blocks:
         def on_sync(painted_json, state, request: gr.Request):
             return check_painting(_require(state, request) if state is not None else None, painted_json)
 
-        # A new task (or none): the server's check of the previous painting goes, and the task buttons are
-        # enabled exactly when there is a task.
-        def on_task_changed(payload_value):
-            active = gr.update(interactive=bool(payload_value))
-            return "", active, active, active, active
+        # A new task (or none) comes with the controls' state (no second event per task): the server's check of
+        # the previous painting goes, and the task buttons are enabled exactly when there is a task.
+        task_outputs = outputs + [server_counts, submit, skip, flag, reason]
 
-        payload.change(on_task_changed, inputs=[payload], outputs=[server_counts, submit, skip, flag, reason],
-                       api_name="task_changed", api_visibility="private", show_progress="hidden")
-        page.load(on_start, inputs=[worker], outputs=outputs, js=WORKER_JS, api_name="start_session", **lane)
-        submit.click(on_submit, inputs=[painted, session], outputs=outputs, js=READ_JS, api_name="submit", **lane)
-        skip.click(on_skip, inputs=[session], outputs=outputs, api_name="skip", **lane)
-        flag.click(on_flag, inputs=[reason, session], outputs=outputs, api_name="flag", **lane)
+        page.load(with_controls(on_start), inputs=[worker], outputs=task_outputs, js=WORKER_JS,
+                  api_name="start_session", **lane)
+        submit.click(with_controls(on_submit), inputs=[painted, session], outputs=task_outputs, js=READ_JS,
+                     api_name="submit", **lane)
+        skip.click(with_controls(on_skip), inputs=[session], outputs=task_outputs, api_name="skip", **lane)
+        flag.click(with_controls(on_flag), inputs=[reason, session], outputs=task_outputs, api_name="flag", **lane)
         # The check never touches the store, so it has its own lane and never waits behind submits; a stroke
         # that ends while the previous check runs is checked right after it (always_last), never dropped.
         sync.click(on_sync, inputs=[painted, session], outputs=[server_counts], js=READ_JS, api_name="check_painting",
                    concurrency_id=CHECK_LANE, concurrency_limit=studio.settings.store_concurrency,
                    trigger_mode="always_last", show_progress="hidden")
     return page
+
+
+def with_controls(handler):
+    """The handler's six outputs (``task_view``) and the controls for them: the server's check cleared, and
+    Submit, Skip, Flag and the flag reason enabled exactly when a task is shown."""
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        result = handler(*args, **kwargs)
+        active = gr.update(interactive=bool(result[4]))
+        return (*result, "", active, active, active, active)
+    return wrapper
 
 
 def _require(state: Session | None, request=None) -> Session:

@@ -82,6 +82,9 @@ class Studio:
         self._sweeper: Sweeper | None = None
         self._available: tuple[float, frozenset[str]] | None = None  # (monotonic time, installed bodies)
         self.payloads = TaskPayloads(self._pre_annotation, self.body_mesh_json)  # studio.payloads
+        from studio.painter_api import ticket_key  # (it imports this module)
+
+        self.painter_ticket_key = ticket_key(settings.worker_secret)  # studio.painter_api
 
     def _pre_annotation(self, task) -> dict:
         from studio.annotate import pre_annotation

@@ -33,7 +33,38 @@ MOUNT_JS = f"""
 const box = element.querySelector('.studio-painter');
 window.studioPainterReady = import('{STATIC_URL}/painter.js').then((module) => {{
   const painter = module.createPainter(box);
+  // After every stroke the server checks the painting: straight to the JSON endpoint when the task came with a
+  // ticket (studio/painter_api.py; one request in flight, the latest painting sent when it returns), else
+  // through the hidden sync button's queued event.
+  let inFlight = false, again = false;
+  const checkDirect = async () => {{
+    if (inFlight) {{ again = true; return; }}
+    inFlight = true;
+    try {{
+      do {{
+        again = false;
+        const s = painter.state();
+        if (!s.check) break;
+        const painting = JSON.stringify({{task: s.taskId, topology: s.topology, layers: painter.layers(),
+                                         seconds: s.secondsActive}});
+        const response = await fetch(s.check.url, {{method: 'POST', credentials: 'same-origin',
+          headers: {{'content-type': 'application/json'}}, body: JSON.stringify({{ticket: s.check.ticket, painting}})}});
+        const answer = await response.json().catch(() => ({{error: 'the server check failed'}}));
+        if (painter.state().taskId !== s.taskId) continue;  // another task by now: this answer is stale
+        const target = document.getElementById('painter-check-direct');
+        if (!target) break;
+        if (response.ok) target.innerHTML = answer.html;
+        else target.textContent = answer.error || 'the server check failed';
+      }} while (again);
+    }} catch (error) {{
+      const target = document.getElementById('painter-check-direct');
+      if (target) target.textContent = 'the server check failed; your painting is kept';
+    }} finally {{
+      inFlight = false;
+    }}
+  }};
   box.addEventListener('painter-change', () => {{
+    if (painter.state().check) {{ checkDirect(); return; }}
     const sync = document.querySelector('#painter-sync button') || document.getElementById('painter-sync');
     if (sync) sync.click();
   }});
@@ -42,6 +73,8 @@ window.studioPainterReady = import('{STATIC_URL}/painter.js').then((module) => {
 """
 
 LOAD_JS = """(payload) => {
+  const direct = document.getElementById('painter-check-direct');
+  if (direct) direct.textContent = '';  // the previous task's check goes with it
   if (window.studioPainterReady) window.studioPainterReady.then((p) => (payload ? p.load(payload) : p.unload()));
   return [];
 }"""
@@ -72,7 +105,7 @@ class Painting:
 
 def painter_component() -> tuple[gr.HTML, gr.Textbox, gr.Textbox, gr.Button]:
     """The painter, its two hidden textboxes (payload in, painting out) and the hidden sync button."""
-    painter = gr.HTML('<div class="studio-painter" id="studio-painter"></div>',
+    painter = gr.HTML('<div class="studio-painter" id="studio-painter"></div><div id="painter-check-direct"></div>',
                       js_on_load=MOUNT_JS, elem_id="painter-host", min_height=600)
     payload = gr.Textbox(visible="hidden", elem_id="painter-payload")
     painted = gr.Textbox(visible="hidden", elem_id="painter-painted")
@@ -83,15 +116,18 @@ def painter_component() -> tuple[gr.HTML, gr.Textbox, gr.Textbox, gr.Button]:
 
 def payload_json(*, mesh_url: str, kind: str, topology: str, task_id: int | None, labels, layers=None,
                  prediction: Mapping[str, np.ndarray] | None = None, annotation_url: str | None = None,
-                 image_url: str | None = None) -> str:
+                 image_url: str | None = None, check: tuple[str, str] | None = None) -> str:
     """The JSON ``painter.load`` takes. ``layers`` default to the prediction thresholded at 0.5.
 
     With ``annotation_url`` (``studio.payloads``) the layers and prediction are not inline: the painter
-    fetches them from that cached URL, and the page's event carries only this small JSON."""
+    fetches them from that cached URL, and the page's event carries only this small JSON. ``check``: (URL,
+    ticket) of the stroke check outside the queue (``studio.painter_api``)."""
     head = {"mesh_url": mesh_url, "kind": kind, "topology": topology, "task_id": task_id, "labels": list(labels),
             "colours": label_colours(labels)}
     if image_url is not None:
         head["image_url"] = image_url
+    if check is not None:
+        head["check_url"], head["ticket"] = check
     if annotation_url is not None:
         return json.dumps({**head, "annotation_url": annotation_url})
     prediction = dict(prediction or {})

@@ -37,6 +37,7 @@ from studio.exports import CONTACT_THRESHOLD
 PAYLOAD_PREFIX = "/studio/payload"
 CACHE_BYTES = 256 * 2**20  # compressed bytes kept in memory (a body mesh is ~1 MB, a task's layers ~40 KB)
 GZIP_LEVEL = 6
+REMEMBERED = 100_000  # (browser, task) holders and tasks kept for the payload route
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
@@ -114,6 +115,36 @@ class TaskPayloads:
                  max_bytes: int = CACHE_BYTES):
         self.prediction_for, self.body_json = prediction_for, body_json
         self.cache = PayloadCache(max_bytes)
+        # Fetches repeat per task (starting layers, image, a reload): who was found to hold a task, and the
+        # tasks' parts (image, prediction: fixed when the task is made), remembered so that no repeat asks the DB.
+        self._holders: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._tasks: OrderedDict[int, Task] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def holds(self, browser: str | None, task_id: int) -> bool:
+        """Whether this browser session was already found to hold the task (``remember_holder``)."""
+        with self._lock:
+            return browser is not None and (browser, task_id) in self._holders
+
+    def remember_holder(self, browser: str | None, task_id: int) -> None:
+        if browser is None:
+            return
+        with self._lock:
+            self._holders[(browser, task_id)] = None
+            while len(self._holders) > REMEMBERED:
+                self._holders.popitem(last=False)
+
+    def task(self, task_id: int, load: Callable[[int], Task]) -> Task:
+        """The task (its image and prediction never change; nothing else of it is used here), loaded once."""
+        with self._lock:
+            found = self._tasks.get(task_id)
+        if found is None:
+            found = load(task_id)
+            with self._lock:
+                self._tasks[task_id] = found
+                while len(self._tasks) > REMEMBERED:
+                    self._tasks.popitem(last=False)
+        return found
 
     def body(self, topology: str) -> Payload:
         return self.cache.get(("body", topology), lambda: json_payload(self.body_json(topology)))

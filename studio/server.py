@@ -29,6 +29,7 @@ from studio.context import Studio, mesh_json
 from studio.crowd import session_digest
 from studio.demo import build_demo
 from studio.genzi import add_scene_routes
+from studio.painter_api import add_painter_api
 from studio.payloads import PAYLOAD_PREFIX, image_extension
 from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
 from studio.security import SecurityGate
@@ -62,6 +63,7 @@ def build_server(studio: Studio) -> FastAPI:
     add_static_routes(app)
     add_mesh_routes(app, studio)
     add_payload_routes(app, studio)
+    add_painter_api(app, studio)
     add_scene_routes(app, studio)
     add_study_routes(app, studio)
     add_page_redirects(app, ["/annotate"] + (["/admin"] if settings.admin is not None else []))
@@ -258,10 +260,13 @@ def add_payload_routes(app: FastAPI, studio: Studio) -> None:
         if not task_id.isdigit() or len(task_id) > 10 or not 1 <= int(task_id) <= MAX_ID or len(digest) != 64:
             raise unknown
         number = int(task_id)
-        if logged_in(app, "/admin", request.scope) is None and \
-                not workflow.holds_task(studio.store, studio.session_annotators(session_digest(request)), number):
-            raise unknown
-        task = studio.store.task(number)
+        browser = session_digest(request)
+        if not payloads.holds(browser, number):
+            if logged_in(app, "/admin", request.scope) is None and \
+                    not workflow.holds_task(studio.store, studio.session_annotators(browser), number):
+                raise unknown
+            payloads.remember_holder(browser, number)
+        task = payloads.task(number, studio.store.task)
         try:
             if extension == "json":
                 payload = payloads.annotation(task)

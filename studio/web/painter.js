@@ -379,6 +379,9 @@ function parsePayload(payload) {
     layers: obj(payload.layers, 'layers'),
     prediction: obj(payload.prediction, 'prediction'),
     annotationUrl: typeof payload.annotation_url === 'string' && payload.annotation_url ? payload.annotation_url : null,
+    // The pass for the server's stroke check outside Gradio's queue (studio/painter_api.py), when the page gives one.
+    check: typeof payload.check_url === 'string' && typeof payload.ticket === 'string'
+      ? { url: payload.check_url, ticket: payload.ticket } : null,
   };
 }
 
@@ -1359,6 +1362,7 @@ export function createPainter(container, options = {}) {
     return {
       ready: st.ready,
       taskId: st.payload ? st.payload.taskId : null,
+      check: st.payload ? st.payload.check : null,
       topology: st.payload ? (st.payload.topology || (st.mesh && st.mesh.topology) || null) : null,
       kind: st.payload ? st.payload.kind : null,
       label: st.label,

@@ -24,6 +24,7 @@ from engine.contact.prior import predict_category_prior
 
 TOPOLOGY, VERTICES = "openbody-v1", 10614
 NO_TASK = "No task is waiting for you"
+PAGE_OUTPUTS = 5  # image, task text, progress, painter payload, status (then the controls' state)
 
 
 def png(seed: int, size=(48, 64)) -> bytes:
@@ -53,7 +54,7 @@ def new_tasks(store, *specs: tuple[tuple[str, ...], int]) -> list[int]:
 
 def session(running, worker: str) -> tuple[Client, tuple]:
     client = Client(running.url + "/annotate/", verbose=False)
-    return client, client.predict(worker, api_name="/start_session")
+    return client, client.predict(worker, api_name="/start_session")[:PAGE_OUTPUTS]
 
 
 def painting(task_id, layers: dict, topology: str = TOPOLOGY, seconds: float = 3.0) -> str:
@@ -175,7 +176,7 @@ def test_submit_stores_exactly_the_painted_ids_once(studio_server):
     assert "chair: 4 vertices" in counts and "cup: 1 vertices" in counts, "duplicates are counted once"
     assert count_submissions(store, task_id) == 0, "checking stores nothing"
 
-    _, text, progress, payload, status = client.predict(painted, api_name="/submit")
+    _, text, progress, payload, status = client.predict(painted, api_name="/submit")[:PAGE_OUTPUTS]
     assert status == f"Submitted task {task_id}"
     assert progress == "**1** done this session"
     assert NO_TASK in text and payload == ""
@@ -328,7 +329,7 @@ def test_a_painting_for_another_task_id_is_refused(studio_server):
 
 def test_no_worker_id_is_a_clear_error(studio_server):
     client = Client(studio_server.url + "/annotate/", verbose=False)
-    image, text, progress, payload, status = client.predict("", api_name="/start_session")
+    image, text, progress, payload, status = client.predict("", api_name="/start_session")[:PAGE_OUTPUTS]
     assert payload == "" and image == "", "no task is handed to nobody"
     assert f"<{studio_server.url}/annotate?worker=YOUR_ID>" in status, "the page shows the absolute link to open"
     for worker in ("   ", "x" * 129, "tab\there"):
@@ -397,3 +398,86 @@ def test_a_task_on_a_body_that_is_not_installed_is_never_served(studio_server):
 def all_annotator_ids(store) -> list[int]:
     with store.session() as db:
         return list(db.scalars(select(models.AnnotatorRow.id)))
+
+
+def check_direct(running, client, ticket, painted, **kwargs) -> httpx.Response:
+    return httpx.post(running.url + "/studio/api/check", json={"ticket": ticket, "painting": painted},
+                      cookies=client.cookies if client is not None else None, timeout=30, **kwargs)
+
+
+def test_the_stroke_check_endpoint_answers_the_ticket_holder_only(studio_server):
+    store = studio_server.studio.store
+    new_tasks(store, (("chair", "cup"), 1), (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("ticket"))
+    other, _ = session(studio_server, worker_id("no-ticket"))
+    painter = json.loads(payload)
+    task_id, ticket = painter["task_id"], painter["ticket"]
+    assert painter["check_url"] == "/studio/api/check"
+    answer = check_direct(studio_server, holder, ticket, painting(task_id, {"chair": [5, 1, 5, 10613], "cup": []}))
+    assert answer.status_code == 200
+    assert answer.json()["counts"] == {"chair": 3, "cup": 0} and answer.json()["task"] == task_id
+    assert "chair: 3 vertices" in answer.json()["html"] and "cup: 0 vertices" in answer.json()["html"]
+    # The same check through the queued event says the same.
+    assert holder.predict(painting(task_id, {"chair": [5, 1, 5, 10613]}), api_name="/check_painting") \
+        == answer.json()["html"]
+    good = painting(task_id, {"chair": [1]})
+    assert check_direct(studio_server, other, ticket, good).status_code == 403  # another browser
+    assert check_direct(studio_server, None, ticket, good).status_code == 403  # no session cookie at all
+    annotator, task, expires, mac = ticket.split(".")
+    for forged in (f"{annotator}.{task_id + 1}.{expires}.{mac}", f"{int(annotator) + 1}.{task}.{expires}.{mac}",
+                   f"{annotator}.{task}.{int(expires) + 1}.{mac}", "", "1.2.3", "x" * 500, None, 7):
+        refused = check_direct(studio_server, holder, forged, good)
+        assert refused.status_code == 403 and "ticket" in refused.json()["error"]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"painting": "{\"layers\": {\"chair\": [99999]}}"}, 400, "no topology"),
+    ({"painting": "not json"}, 400, "not valid JSON"),
+    ({"painting": {"layers": {}}}, 400, "JSON text"),
+    ({}, 400, "'ticket' and a 'painting'"),
+])
+def test_the_stroke_check_endpoint_refuses_bad_input_in_words(studio_server, body, status, message):
+    store = studio_server.studio.store
+    new_tasks(store, (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("bad-check"))
+    painter = json.loads(payload)
+    answer = httpx.post(studio_server.url + "/studio/api/check", json={"ticket": painter["ticket"], **body},
+                        cookies=holder.cookies, timeout=30)
+    assert answer.status_code == status and message in answer.json()["error"]
+    assert "/tmp" not in answer.text and "Traceback" not in answer.text
+
+
+def test_the_stroke_check_endpoint_checks_ids_size_task_and_content_type(studio_server):
+    store = studio_server.studio.store
+    new_tasks(store, (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("limits"))
+    painter = json.loads(payload)
+    task_id, ticket = painter["task_id"], painter["ticket"]
+    out_of_range = check_direct(studio_server, holder, ticket, painting(task_id, {"chair": [VERTICES]}))
+    assert out_of_range.status_code == 400 and "must be in 0..10613" in out_of_range.json()["error"]
+    elsewhere = check_direct(studio_server, holder, ticket, painting(task_id + 1, {"chair": [1]}))
+    assert elsewhere.status_code == 400 and "another task" in elsewhere.json()["error"]
+    huge = httpx.post(studio_server.url + "/studio/api/check", cookies=holder.cookies, timeout=30,
+                      headers={"content-type": "application/json"},
+                      content=b'{"ticket": "1", "painting": "' + b" " * (4 * 2**20 + 10) + b'"}')
+    assert huge.status_code == 413
+    form = httpx.post(studio_server.url + "/studio/api/check", cookies=holder.cookies, timeout=30,
+                      data={"ticket": ticket, "painting": painting(task_id, {"chair": [1]})})
+    assert form.status_code == 415  # a cross-site form cannot send JSON without the browser's preflight
+
+
+def test_tickets_expire_and_are_bound_to_the_browser():
+    from studio.painter_api import TICKET_TTL_S, read_ticket, ticket_for, ticket_key
+
+    key = ticket_key(None)
+    ticket = ticket_for(key, 7, 42, "browser-a", now=1000.0)
+    assert read_ticket(key, ticket, "browser-a", now=1000.0 + TICKET_TTL_S - 1) == (7, 42)
+    with pytest.raises(PermissionError, match="expired"):
+        read_ticket(key, ticket, "browser-a", now=1000.0 + TICKET_TTL_S + 1)
+    for browser in ("browser-b", None):
+        with pytest.raises(PermissionError, match="not valid"):
+            read_ticket(key, ticket, browser, now=1000.0)
+    with pytest.raises(PermissionError):
+        read_ticket(ticket_key(None), ticket, "browser-a", now=1000.0)  # another server's random key
+    shared = ticket_key("s" * 32)
+    assert read_ticket(ticket_key("s" * 32), ticket_for(shared, 7, 42, "b", now=5.0), "b", now=5.0) == (7, 42)

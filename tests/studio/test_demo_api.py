@@ -201,7 +201,7 @@ def test_correct_contact_makes_a_task_for_a_new_worker_seeded_with_the_predictio
     with pytest.raises(AppError, match="belongs to another browser session"):
         Client(studio_server.url + "/annotate/", verbose=False).predict(worker, api_name="/start_session")
     annotate = same_browser(studio_server, client)
-    image, text, progress, payload, _ = annotate.predict(worker, api_name="/start_session")
+    image, text, progress, payload, _ = annotate.predict(worker, api_name="/start_session")[:5]
     painter = json.loads(payload)
     assert painter["task_id"] == task_id and f"Task {task_id}" in text
     assert painter["topology"] == TOPOLOGY and painter["mesh_url"].startswith(f"/studio/payload/body/{TOPOLOGY}/")
@@ -258,7 +258,7 @@ def test_paint_affordance_makes_an_object_task_served_as_mesh_json(studio_server
     assert httpx.get(f"{studio_server.url}/studio/mesh/task/{task_id}.json", timeout=30).status_code == 404
     annotate = same_browser(studio_server, client)
     worker = link.split("worker=", 1)[1]
-    _, text, _, payload, _ = annotate.predict(worker, api_name="/start_session")
+    _, text, _, payload, _ = annotate.predict(worker, api_name="/start_session")[:5]
     response = httpx.get(f"{studio_server.url}/studio/mesh/task/{task_id}.json", cookies=client.cookies, timeout=30)
     assert response.status_code == 200
     mesh = response.json()

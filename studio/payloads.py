@@ -38,7 +38,7 @@ PAYLOAD_PREFIX = "/studio/payload"
 CACHE_BYTES = 256 * 2**20  # compressed bytes kept in memory (a body mesh is ~1 MB, a task's layers ~40 KB)
 GZIP_LEVEL = 6
 REMEMBERED = 100_000  # (browser, task) holders and tasks kept for the payload route
-IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
+IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "bmp": "image/bmp"}  # the store's formats
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ def test_the_cache_keeps_the_most_recently_used_within_its_bytes():
     assert cache.builds == 4
 
 
-def test_image_extensions_are_the_served_types_only():
-    assert [image_extension(name) for name in ("png", "JPEG", "webp", "gif", "../x")] == \
-        ["png", "jpeg", "webp", "png", "png"]
+def test_every_stored_image_format_is_served_with_its_own_type():
+    from annotations.files import _SUFFIXES
+    from studio.payloads import IMAGE_TYPES
+
+    assert {image_extension(name) for name in _SUFFIXES} == set(IMAGE_TYPES) == set(_SUFFIXES)
+    assert [image_extension(name) for name in ("JPEG", "BMP", "gif", "../x")] == ["jpeg", "bmp", "png", "png"]

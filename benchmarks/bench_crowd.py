@@ -22,7 +22,9 @@ cookies), speaking Gradio's queue protocol as the page does (``POST queue/join``
 3. submits (``submit``: ~300 vertex ids per label); the next task comes back with the receipt.
    submit-to-next-task: from sending the submission to having the next task's starting layers and image.
 
-Phases per backend: *people* (``--annotators``, ramped up over ``--ramp`` s, measured for ``--seconds``
+Phases per backend: *costs* (one annotator alone repeats each action: the submit event, a stroke check
+through the JSON endpoint and through a queued Gradio event, the two cached GETs; the server's and the
+generator's CPU per action: where a submission's CPU goes), *people* (``--annotators``, ramped up over ``--ramp`` s, measured for ``--seconds``
 after the ramp) and *saturation* (think time 0, no strokes: ``--saturation-annotators`` back to back for
 ``--saturation-seconds``). After each phase the database is compared with what the annotators were told:
 lost = acknowledged submissions missing from the DB; duplicated = a (task, annotator) stored twice or a
@@ -223,6 +225,49 @@ class Annotator:
             await self.client.aclose()
 
 
+# ---- where the server's CPU goes -------------------------------------------------------------------------
+COST_ACTIONS = ("submit event (+ next task)", "check, JSON endpoint", "check, queued Gradio event",
+                "GET starting layers (cached)", "GET image (cached)")
+
+
+async def measure_costs(url: str, server_pid: int, fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """Server CPU (ms) and this generator's CPU (ms) per action, one annotator doing each ``repeats`` times in
+    a row (nothing else running against the server)."""
+    annotator = Annotator(url, fns, f"costs-{uuid.uuid4().hex[:6]}", random.Random(1))
+    await annotator.client.get(f"{annotator.page}/", params={"worker": annotator.worker})
+    outputs = await annotator.call("start_session", [f"?worker={annotator.worker}"])
+    await annotator.take(outputs)
+
+    async def submit():  # the event alone (the next task's parts are fetched by the GET actions below)
+        outputs = await annotator.call("submit", [annotator.painting(), None])
+        annotator.task = json.loads(outputs[4]) if outputs[4] else None
+
+    async def check_queued():
+        await annotator.call("check_painting", [annotator.painting(), None])
+
+    actions = dict(zip(COST_ACTIONS, (submit, annotator.check, check_queued,
+                                      lambda: annotator.get(annotator.task["annotation_url"]),
+                                      lambda: annotator.get(annotator.task["image_url"]))))
+    costs = {}
+    try:
+        for name, action in actions.items():
+            await action()  # warm
+            server, own = process_cpu_s(server_pid), time.process_time()
+            for _ in range(repeats):
+                await action()
+            costs[name] = (1000 * (process_cpu_s(server_pid) - server) / repeats,
+                           1000 * (time.process_time() - own) / repeats)
+    finally:
+        await annotator.client.aclose()
+    return costs
+
+
+def print_costs(costs: dict[str, tuple[float, float]]) -> None:
+    print("    CPU per action (one annotator alone, nothing else on the server):")
+    for name, (server, own) in costs.items():
+        print(f"      {name:<32} server {server:6.1f} ms   generator {own:5.1f} ms")
+
+
 # ---- phases --------------------------------------------------------------------------------------------
 @dataclass
 class PhaseResult:
@@ -316,6 +361,9 @@ def run_backend(backend: str, db_url: str, args, workdir: Path) -> list[PhaseRes
         print(f"\n[{backend}] server {started['url']} (pid {server.pid}); {args.tasks} tasks made in "
               f"{started['made_s']:.1f} s")
         fns = page_functions(started["url"])
+        if "costs" not in args.skip:
+            print(f"  costs: each action {args.cost_repeats} times in a row, one annotator", flush=True)
+            print_costs(asyncio.run(measure_costs(started["url"], server.pid, fns, args.cost_repeats)))
         phases = []
         if "people" not in args.skip:
             phases.append(("people", args.annotators, tuple(args.think), args.stroke_every, args.ramp, args.seconds))
@@ -419,7 +467,8 @@ def main() -> int:
     parser.add_argument("--saturation-seconds", type=float, default=30.0)
     parser.add_argument("--tasks", type=int, default=2500)
     parser.add_argument("--redundancy", type=int, default=3)
-    parser.add_argument("--skip", action="append", default=[], choices=("sqlite", "postgresql", "people", "saturation"))
+    parser.add_argument("--skip", action="append", default=[], choices=("sqlite", "postgresql", "people", "saturation", "costs"))
+    parser.add_argument("--cost-repeats", type=int, default=60, help="repeats per action in the costs phase")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 40 annotators thinking 2-4 s for 15 s, saturation 10 s, 600 tasks")
     parser.add_argument("--seed", type=int, default=0)

@@ -130,7 +130,9 @@ class Annotator:
 
         self.page, self.fns, self.worker, self.rng = base + "/annotate", fns, worker, rng
         self.base = base
-        self.client = httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=4))
+        # Idle connections are dropped before uvicorn's 5 s keep-alive ends (a browser retries a request that
+        # meets a connection the server just closed; this client does not, so it must not meet one).
+        self.client = httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=4, keepalive_expiry=2.0))
         self.session_hash = uuid.uuid4().hex[:11]
         self.task: dict | None = None
 

@@ -30,12 +30,17 @@ from annotations import codec, models
 from annotations.domain import Annotator, Image, Prediction, Task, frozen_layers
 from annotations.errors import UnknownAnnotatorError, UnknownTaskError
 from annotations.files import ImageLimits
+from annotations.rawsql import RawStatement, RawTransaction
 from engine.errors import InputError
 from engine.paths import var_dir
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PREDICTION_CACHE_SIZE = 512  # decoded predictions kept per store (rows are written once, never changed)
 TASK_SHAPE_CACHE_SIZE = 65536
+
+
+class StaleConnection(Exception):
+    """The hot path's database connection was dead; the operation did not happen and may be retried."""
 
 
 class TaskShape(NamedTuple):
@@ -103,7 +108,7 @@ def _configure_sqlite(engine: Engine, memory: bool) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pre_ping: bool = True) -> Engine:
     if _is_memory_sqlite(url):
         engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
         _configure_sqlite(engine, memory=True)
@@ -112,7 +117,7 @@ def make_engine(url: str) -> Engine:
                                pool_size=20, max_overflow=20)
         _configure_sqlite(engine, memory=False)
     else:
-        engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=pre_ping)
     return engine
 
 
@@ -136,6 +141,10 @@ class Store:
         self.last_expiry_check = float("-inf")  # monotonic time of the last sweep for stale assignments
         self._binds = {write: self.engine.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
                        for write in (True, False)}
+        # The hot path's own pool on a server database: no ping per checkout (a round trip each time); a
+        # connection found dead is invalidated and the operation retried (``raw_transaction``).
+        self._hot_engine = self.engine if self.dialect == "sqlite" else make_engine(self.url, pre_ping=False)
+        self._raw_statements: dict[int, RawStatement] = {}
         self._predictions: OrderedDict[int, Prediction] = OrderedDict()
         self._predictions_lock = threading.Lock()  # guards both caches
         self._shapes: OrderedDict[int, TaskShape] = OrderedDict()
@@ -167,12 +176,56 @@ class Store:
         with lock, self._binds[write].begin() as connection:
             yield connection
 
+    @contextmanager
+    def raw_transaction(self, write: bool = False) -> Iterator[RawTransaction]:
+        """One transaction on a pooled DBAPI connection (the hot path, ``annotations.rawsql``): ``BEGIN
+        IMMEDIATE`` for a SQLite writer, commit on success, roll back on any error. A connection the
+        driver reports as dead is dropped from the pool and ``StaleConnection`` raised (retry the operation)."""
+        lock = self._memory_lock or (self._write_lock if write else None) or nullcontext()
+        with lock:
+            connection = self._hot_engine.raw_connection()
+            cursor = None
+            try:
+                cursor = connection.cursor()
+                if self.dialect == "sqlite":
+                    cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield RawTransaction(cursor)
+                connection.commit()
+            except BaseException as error:
+                dead = isinstance(error, self._hot_engine.dialect.loaded_dbapi.Error) and \
+                    self._hot_engine.dialect.is_disconnect(error, connection.dbapi_connection, cursor)
+                if dead:
+                    connection.invalidate(error)
+                    raise StaleConnection("the database connection was lost; try again") from error
+                connection.rollback()
+                raise
+            finally:
+                if cursor is not None and connection.is_valid:
+                    cursor.close()
+                connection.close()  # back to the pool
+
+    def raw(self, statement) -> RawStatement:
+        """``statement`` compiled once for this store's dialect (cached by the statement object)."""
+        compiled = self._raw_statements.get(id(statement))
+        if compiled is None or compiled.source is not statement:
+            compiled = RawStatement(statement, self.engine.dialect)
+            compiled.source = statement
+            self._raw_statements[id(statement)] = compiled
+        return compiled
+
+    @property
+    def integrity_error(self) -> type[BaseException]:
+        """The driver's IntegrityError (a unique constraint raced on the hot path)."""
+        return self._hot_engine.dialect.loaded_dbapi.IntegrityError
+
     def lock_for_update(self, statement):
         """``SELECT ... FOR UPDATE`` where the backend has row locks (SQLite writers are already serialised)."""
         return statement if self.dialect == "sqlite" else statement.with_for_update()
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._hot_engine is not self.engine:
+            self._hot_engine.dispose()
 
     # ---- annotators -------------------------------------------------------------------------
     def ensure_annotator(self, external_id: str, role: str = "annotator") -> Annotator:
@@ -267,17 +320,22 @@ class Store:
                      width=row.width, height=row.height, original_name=row.original_name,
                      source=row.source, licence=row.licence)
 
-    def prediction_from_id(self, session: Session | Connection, prediction_id: int) -> Prediction:
-        """The decoded prediction, from the store's cache after the first read (predictions never change)."""
+    def prediction_from_id(self, session: Session | Connection | None, prediction_id: int) -> Prediction:
+        """The decoded prediction, from the store's cache after the first read (predictions never change).
+
+        ``session`` None: read it in a transaction of its own (the hot path, after its own commit)."""
         with self._predictions_lock:
             cached = self._predictions.get(prediction_id)
             if cached is not None:
                 self._predictions.move_to_end(prediction_id)
                 return cached
+        if session is None:
+            with self.transaction() as connection:
+                return self.prediction_from_id(connection, prediction_id)
         table, layer = models.PredictionRow.__table__, models.PredictionLayerRow.__table__
         row = session.execute(select(table).where(table.c.id == prediction_id)).one()
         layers = session.execute(select(layer.c.label, layer.c.encoding, layer.c.data)
-                                 .where(layer.c.prediction_id == prediction_id))
+                                 .where(layer.c.prediction_id == prediction_id)).all()
         prediction = Prediction(id=row.id, model_name=row.model_name, model_version=row.model_version,
                                 parameters=dict(row.parameters), topology=row.topology,
                                 layers=frozen_layers({label: codec.decode(encoding, data)
@@ -311,8 +369,9 @@ class Store:
         """The task with its image, object class and prediction in one statement (Core; the hot path)."""
         return self.task_from_details(connection, connection.execute(TASK_DETAILS, {"task": task_id}).one())
 
-    def task_from_details(self, connection: Connection, row) -> Task:
-        """A ``Task`` from a row of ``TASK_SELECT`` (its prediction from the cache)."""
+    def task_from_details(self, connection: Connection | None, row) -> Task:
+        """A ``Task`` from a row of ``TASK_SELECT`` (its prediction from the cache, else read on ``connection``
+        or, when None, in a read transaction of its own)."""
         prediction = self.prediction_from_id(connection, row.prediction_id) if row.prediction_id else None
         return Task(id=row.id, kind=row.kind, topology=row.topology, labels=tuple(row.labels),
                     image=Image(id=row.image_id, sha256=row.sha256, path=self.data_dir / row.path, format=row.format,

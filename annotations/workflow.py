@@ -13,9 +13,9 @@ Rules:
 - An annotator who reloads gets their open assignment back instead of a new one.
 - ``submit`` is idempotent by the client's submission key: a repeated key returns the first receipt.
 
-``next_task`` and ``submit`` are the hot path: each is one transaction of a few SQLAlchemy Core
-statements (``Store.transaction``), with the task's details read in the same transaction and its
-prediction decoded once per store.
+``next_task`` and ``submit`` are the hot path: each is one transaction of four SQLAlchemy Core
+statements, compiled once and run on the DBAPI cursor (``Store.raw_transaction``, ``annotations.rawsql``),
+with the task's details read in the same statement that picks it and its prediction decoded once per store.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Mapping
 
 import numpy as np
-from sqlalchemy import bindparam, exists, func, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -35,7 +35,9 @@ from sqlalchemy.orm import Session
 from annotations import codec, models
 from annotations.domain import Assignment, SubmissionReceipt
 from annotations.errors import NotAssignedError, PayloadError, UnknownAnnotatorError
-from annotations.store import TASK_SELECT, Store, task_row_or_error, unknown_task_error, utcnow, valid_id
+from annotations.rawsql import RawTransaction
+from annotations.store import (TASK_DETAILS, TASK_SELECT, StaleConnection, Store, task_row_or_error, unknown_task_error,
+                               utcnow, valid_id)
 from engine.body.topology import num_vertices
 
 FLAG_REASONS = ("image_unusable", "no_contact_visible")
@@ -57,7 +59,11 @@ SUBMISSIONS, SUBMISSION_LAYERS = models.SubmissionRow.__table__, models.Submissi
 
 
 class HotStatements:
-    """The hot path's statements, built once per dialect with bind parameters (no per-call construction)."""
+    """The hot path's statements, built once per dialect with bind parameters (no per-call construction).
+
+    Written with SQLAlchemy Core; ``next_task`` and ``submit`` run them compiled on the DBAPI cursor
+    (``Store.raw`` / ``annotations.rawsql``), the ORM paths run ``change_filled`` through SQLAlchemy.
+    """
 
     def __init__(self, dialect: str):
         a, t, subs = ASSIGNMENTS, TASKS, SUBMISSIONS
@@ -67,12 +73,18 @@ class HotStatements:
         served = select(func.count()).where(a.c.annotator_id == ANNOTATORS.c.id).scalar_subquery()
         open_id = (select(a.c.id).where(a.c.annotator_id == ANNOTATORS.c.id, a.c.status == "assigned")
                    .order_by(a.c.id).limit(1).scalar_subquery())
-        self.annotator_head = select(served, open_id).where(ANNOTATORS.c.id == annotator)
+        self.annotator_head = select(served.label("served"), open_id.label("open_id")).where(ANNOTATORS.c.id == annotator)
         self.assignment = select(a.c.id, a.c.task_id, a.c.status, a.c.assigned_at).where(a.c.id == bindparam("id_"))
+        self.task_details = TASK_DETAILS
+        self.row_locks = row_locks
         self.open_task = {gold: self._open_task(gold, row_locks) for gold in (True, False)}
-        self.insert_assignment = insert(a).returning(a.c.id)
+        self.insert_assignment = insert(a).values(
+            task_id=bindparam("task_id"), annotator_id=bindparam("annotator_id"), status="assigned",
+            assigned_at=bindparam("assigned_at")).returning(a.c.id)
         self.change_filled = (update(t).where(t.c.id == bindparam("task"))
                               .values(filled=t.c.filled + bindparam("delta")))
+        slots = select(t.c.filled, t.c.redundancy, t.c.is_gold).where(t.c.id == bindparam("task"))
+        self.task_slots = slots.with_for_update() if row_locks else slots
         self.by_key = (select(subs.c.id, subs.c.submission_key, subs.c.task_id, subs.c.annotator_id, subs.c.created_at)
                        .where(subs.c.submission_key == bindparam("key")))
         # The task and this annotator's assignment of it (on PostgreSQL the assignment row is locked:
@@ -83,18 +95,30 @@ class HotStatements:
                 .select_from(t.join(a, a.c.task_id == t.c.id))
                 .where(t.c.id == bindparam("task"), a.c.annotator_id == annotator))
         self.held_assignment = held.with_for_update(of=a) if row_locks else held
-        self.insert_submission = insert(subs).returning(subs.c.id)
-        self.insert_layers = insert(SUBMISSION_LAYERS)
+        self.insert_submission = insert(subs).values(
+            **{name: bindparam(name) for name in ("submission_key", "assignment_id", "task_id", "annotator_id",
+                                                 "prediction_id", "seconds_spent", "client_info", "created_at")}
+        ).returning(subs.c.id)
+        self.insert_layers = insert(SUBMISSION_LAYERS).values(
+            **{name: bindparam(name) for name in ("submission_id", "label", "encoding", "data")})
         self.mark_submitted = (update(a).where(a.c.id == bindparam("id_"))
                                .values(status="submitted", finished_at=bindparam("finished"),
                                        seconds_spent=bindparam("spent")))
 
+    @functools.lru_cache(maxsize=64)
+    def open_task_on(self, gold: bool, bodies: frozenset[str] | None):
+        """``open_task`` limited to human-contact tasks on these body topologies (object tasks always pass)."""
+        return self.open_task[gold] if bodies is None else self._open_task(gold, self.row_locks, bodies)
+
     @staticmethod
-    def _open_task(gold: bool, row_locks: bool):
+    def _open_task(gold: bool, row_locks: bool, bodies: frozenset[str] | None = None):
         task = TASKS
         already = exists().where(ASSIGNMENTS.c.task_id == task.c.id, ASSIGNMENTS.c.annotator_id == bindparam("annotator"))
         # The task's details come with it (no second statement); on PostgreSQL only its row is locked.
         query = TASK_SELECT.where(task.c.is_gold == gold, task.c.pool == "crowd", ~already)
+        if bodies is not None:
+            query = query.where(or_(task.c.kind != "human_contact",
+                                    *[task.c.topology == topology for topology in sorted(bodies)]))
         if not gold:
             query = query.where(task.c.filled < task.c.redundancy)
         query = query.order_by(task.c.priority.desc(), task.c.id).limit(1)
@@ -106,15 +130,26 @@ def hot_statements(dialect: str) -> HotStatements:
     return HotStatements(dialect)
 
 
-def next_task(store: Store, annotator_id: int) -> Assignment | None:
-    """Assign the next task to this annotator (or hand back their open one); None when nothing is left."""
+def _retrying(store: Store, operation):
+    """Run ``operation`` again when a unique constraint raced (two tabs, one key) or the pooled connection
+    was dead; the last failure propagates."""
     for attempt in range(_RETRIES):
         try:
-            return _next_task_once(store, annotator_id)
-        except IntegrityError:  # the same annotator claimed the same task from two tabs at once
+            return operation()
+        except (store.integrity_error, IntegrityError, StaleConnection):
             if attempt == _RETRIES - 1:
                 raise
-    return None
+    raise AssertionError("unreachable")
+
+
+def next_task(store: Store, annotator_id: int, bodies=None) -> Assignment | None:
+    """Assign the next task to this annotator (or hand back their open one); None when nothing is left.
+
+    ``bodies``: the body topologies the caller can show (the studio: the installed bodies); a human-contact
+    task on any other topology is never claimed (None: no limit). An open assignment is handed back as it is.
+    """
+    bodies = None if bodies is None else frozenset(str(topology) for topology in bodies)
+    return _retrying(store, lambda: _next_task_once(store, annotator_id, bodies))
 
 
 def assign_task(store: Store, annotator_id: int, task_id: int) -> Assignment:
@@ -139,25 +174,30 @@ def assign_task(store: Store, annotator_id: int, task_id: int) -> Assignment:
                       assigned_at=claimed[2])
 
 
-def _next_task_once(store: Store, annotator_id: int) -> Assignment | None:
+def _next_task_once(store: Store, annotator_id: int, bodies: frozenset[str] | None) -> Assignment | None:
+    """One write transaction of four statements (annotator, open task, insert assignment, take the slot);
+    the stale-assignment sweep, when due, runs in its own transaction just before."""
+    if not valid_id(annotator_id):
+        raise UnknownAnnotatorError(f"no annotator with id {annotator_id}")
+    if expiry_due(store):
+        with store.transaction(write=True) as connection:
+            expire_stale_assignments(store, connection)
     sql = hot_statements(store.dialect)
-    with store.transaction(write=True) as connection:
-        expire_stale_assignments(store, connection)
-        found = connection.execute(sql.annotator_head, {"annotator": annotator_id}).first() \
-            if valid_id(annotator_id) else None
+    with store.raw_transaction(write=True) as db:
+        found = db.first(store.raw(sql.annotator_head), annotator=annotator_id)
         if found is None:
             raise UnknownAnnotatorError(f"no annotator with id {annotator_id}")
-        count, open_id = found
-        if open_id is not None:
-            assignment_id, task_id, status, assigned_at = connection.execute(sql.assignment, {"id_": open_id}).one()
-            task = store.task_by_id(connection, task_id)
+        if found.open_id is not None:
+            assignment_id, task_id, status, assigned_at = db.first(store.raw(sql.assignment), id_=found.open_id)
+            details = db.first(store.raw(sql.task_details), task=task_id)
         else:
-            claimed = _claim(store, connection, annotator_id, _gold_turn(count, store.config.gold_rate))
+            claimed = _claim(store, db, annotator_id, _gold_turn(found.served, store.config.gold_rate), bodies)
             if claimed is None:
                 return None
             assignment_id, details, assigned_at = claimed
-            task, status = store.task_from_details(connection, details), "assigned"
-    return Assignment(id=assignment_id, task=task, annotator_id=annotator_id, status=status, assigned_at=assigned_at)
+            status = "assigned"
+    return Assignment(id=assignment_id, task=store.task_from_details(None, details), annotator_id=annotator_id,
+                      status=status, assigned_at=assigned_at)
 
 
 def open_assignment(store: Store, annotator_id: int) -> Assignment | None:
@@ -189,16 +229,16 @@ def _open_assignment(session: Session, annotator_id: int) -> models.AssignmentRo
                           .order_by(models.AssignmentRow.id).limit(1))
 
 
-def _claim(store: Store, connection: Connection, annotator_id: int, gold_first: bool):
+def _claim(store: Store, db: RawTransaction, annotator_id: int, gold_first: bool, bodies: frozenset[str] | None):
     """(assignment id, the task's ``TASK_SELECT`` row, assigned_at) of a newly claimed task, or None."""
     sql = hot_statements(store.dialect)
     for gold in ((True, False) if gold_first else (False, True)):
-        details = connection.execute(sql.open_task[gold], {"annotator": annotator_id}).first()
+        details = db.first(store.raw(sql.open_task_on(gold, bodies)), annotator=annotator_id)
         if details is not None:
             now = utcnow()
-            assignment_id = connection.scalar(sql.insert_assignment, {
-                "task_id": details.id, "annotator_id": annotator_id, "status": "assigned", "assigned_at": now})
-            _change_filled(connection, details.id, +1)
+            assignment_id = db.scalar(store.raw(sql.insert_assignment), task_id=details.id,
+                                      annotator_id=annotator_id, assigned_at=now)
+            db.execute(store.raw(sql.change_filled), task=details.id, delta=1)
             return assignment_id, details, now
     return None
 
@@ -220,17 +260,23 @@ def _change_filled(connection: Connection, task_id: int, delta: int) -> None:
     connection.execute(hot_statements(connection.dialect.name).change_filled, {"task": task_id, "delta": delta})
 
 
+def expiry_due(store: Store) -> bool:
+    """Whether the stale-assignment sweep is due: at most once per ``EXPIRY_CHECK_S`` per store (or per
+    tenth of the timeout, when shorter)."""
+    config = store.config
+    shortest = min(config.assignment_timeout_s, config.unverified_timeout_s or config.assignment_timeout_s)
+    return time.monotonic() - store.last_expiry_check >= min(EXPIRY_CHECK_S, shortest / 10)
+
+
 def expire_stale_assignments(store: Store, connection: Connection) -> int:
     """Free the slots of assignments left open longer than the timeout. Returns how many expired.
 
-    Runs at most once per ``EXPIRY_CHECK_S`` per store (or per tenth of the timeout, when shorter).
+    Does nothing when the sweep is not due (``expiry_due``).
     """
-    config = store.config
-    shortest = min(config.assignment_timeout_s, config.unverified_timeout_s or config.assignment_timeout_s)
-    now = time.monotonic()
-    if now - store.last_expiry_check < min(EXPIRY_CHECK_S, shortest / 10):
+    if not expiry_due(store):
         return 0
-    store.last_expiry_check = now
+    store.last_expiry_check = time.monotonic()
+    config = store.config
     assignment, task, annotator = ASSIGNMENTS, TASKS, ANNOTATORS
     cutoff = utcnow() - timedelta(seconds=config.assignment_timeout_s)
     stale_rule = assignment.c.assigned_at < cutoff
@@ -259,49 +305,49 @@ def submit(store: Store, annotator_id: int, task_id: int, layers: Mapping, submi
     """
     key = _check_key(submission_key)
     info = _check_client_info(client_info)
-    for attempt in range(_RETRIES):
-        try:
-            return _submit_once(store, annotator_id, task_id, layers, key, seconds_spent, info, topology)
-        except IntegrityError:  # the same key raced in from a second request: the first one won
-            if attempt == _RETRIES - 1:
-                raise
-    raise AssertionError("unreachable")
+    return _retrying(store, lambda: _submit_once(store, annotator_id, task_id, layers, key, seconds_spent, info,
+                                                 topology))
 
 
 def _submit_once(store, annotator_id, task_id, layers, key, seconds_spent, info, topology) -> SubmissionReceipt:
+    """One write transaction: the held assignment (and an earlier use of the key) in one statement, then
+    insert the submission, its layers, and mark the assignment submitted."""
     sql = hot_statements(store.dialect)
     encoded = _encode_ahead(store, task_id, layers, topology)
-    with store.transaction(write=True) as connection:
-        found = connection.execute(sql.held_assignment, {"task": task_id, "annotator": annotator_id,
-                                                         "key": key}).first() \
-            if valid_id(task_id) and valid_id(annotator_id) else None
+    found = None
+    with store.raw_transaction(write=True) as db:
+        if valid_id(task_id) and valid_id(annotator_id):
+            found = db.first(store.raw(sql.held_assignment), task=task_id, annotator=annotator_id, key=key)
         if found is None or found.earlier is not None:
-            earlier = connection.execute(sql.by_key, {"key": key}).first()
+            earlier = db.first(store.raw(sql.by_key), key=key)
             if earlier is not None:
                 return _receipt_for_repeat(earlier, annotator_id, task_id)
-        if found is None:
-            _raise_not_assigned(connection, annotator_id, task_id, layers, topology)
-        if encoded is None:  # the payload (or the topology) is wrong: the same checks again, with their message
-            if topology is not None and topology != found.topology:
-                raise PayloadError(f"the annotation was made on {topology!r} but task {found.id} uses {found.topology!r}")
-            encoded = encode_payload(found.kind, found.topology, tuple(found.labels), layers,
-                                     f"the payload for task {found.id}")
-        if found.status == "expired":
-            _reclaim_expired(store, connection, found.id)
-        elif found.status != "assigned":
-            raise NotAssignedError(f"task {found.id} was already {found.status} by this annotator")
-        now = utcnow()
-        spent = _check_seconds(seconds_spent, default=(now - found.assigned_at).total_seconds())
-        submission_id = connection.scalar(sql.insert_submission, {
-            "submission_key": key, "assignment_id": found.assignment_id, "task_id": found.id,
-            "annotator_id": annotator_id, "prediction_id": found.prediction_id, "seconds_spent": spent,
-            "client_info": info, "created_at": now})
-        connection.execute(sql.insert_layers, [
-            {"submission_id": submission_id, "label": label, "encoding": encoding, "data": data}
-            for label, (encoding, data) in encoded.items()])
-        connection.execute(sql.mark_submitted, {"id_": found.assignment_id, "finished": now, "spent": spent})
-        return SubmissionReceipt(submission_id=submission_id, submission_key=key, task_id=found.id,
-                                 annotator_id=annotator_id, created_at=now, duplicate=False)
+        if found is not None:
+            if encoded is None:  # the payload (or the topology) is wrong: the same checks again, with their message
+                if topology is not None and topology != found.topology:
+                    raise PayloadError(f"the annotation was made on {topology!r} but task {found.id} uses "
+                                       f"{found.topology!r}")
+                encoded = encode_payload(found.kind, found.topology, tuple(found.labels), layers,
+                                         f"the payload for task {found.id}")
+            if found.status == "expired":
+                _reclaim_expired_raw(store, db, found.id)
+            elif found.status != "assigned":
+                raise NotAssignedError(f"task {found.id} was already {found.status} by this annotator")
+            now = utcnow()
+            spent = _check_seconds(seconds_spent, default=(now - found.assigned_at).total_seconds())
+            submission_id = db.scalar(store.raw(sql.insert_submission), submission_key=key,
+                                      assignment_id=found.assignment_id, task_id=found.id, annotator_id=annotator_id,
+                                      prediction_id=found.prediction_id, seconds_spent=spent, client_info=info,
+                                      created_at=now)
+            db.execute_many(store.raw(sql.insert_layers), [
+                {"submission_id": submission_id, "label": label, "encoding": encoding, "data": data}
+                for label, (encoding, data) in encoded.items()])
+            db.execute(store.raw(sql.mark_submitted), id_=found.assignment_id, finished=now, spent=spent)
+            return SubmissionReceipt(submission_id=submission_id, submission_key=key, task_id=found.id,
+                                     annotator_id=annotator_id, created_at=now, duplicate=False)
+    with store.transaction() as connection:  # no assignment: say why, in the order the checks run
+        _raise_not_assigned(connection, annotator_id, task_id, layers, topology)
+    raise AssertionError("unreachable")
 
 
 def _encode_ahead(store: Store, task_id, layers, topology) -> dict | None:
@@ -351,6 +397,15 @@ def _claimable_assignment(store: Store, session: Session, task: models.TaskRow,
     elif row.status != "assigned":
         raise NotAssignedError(f"task {task.id} was already {row.status} by this annotator")
     return row
+
+
+def _reclaim_expired_raw(store: Store, db: RawTransaction, task_id: int) -> None:
+    """``_reclaim_expired`` on the hot path's cursor."""
+    sql = hot_statements(store.dialect)
+    filled, redundancy, is_gold = db.first(store.raw(sql.task_slots), task=task_id)
+    if not is_gold and filled >= redundancy:
+        raise NotAssignedError(f"your assignment of task {task_id} expired and others have filled it")
+    db.execute(store.raw(sql.change_filled), task=task_id, delta=1)
 
 
 def _reclaim_expired(store: Store, connection: Connection, task_id: int) -> None:

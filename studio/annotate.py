@@ -10,6 +10,7 @@ reload hands back the open assignment (or the next task, once it was submitted).
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import html
 import json
@@ -22,12 +23,12 @@ import numpy as np
 
 from annotations import workflow
 from annotations.domain import Assignment, Task
-from engine.body.topology import missing_body_file
 from engine.contact.prior import OBJECT_PARTS, PRIOR_SOURCE, predict_category_prior
 from engine.errors import InputError
 from studio.context import STORE_LANE, Studio, user_errors
 from studio.crowd import client_address, session_digest, start_identity
 from studio.exports import label_colours
+from studio.painter_api import CHECK_PATH, ticket_for
 from studio.painter import READ_JS, counts_html, painter_component, payload_json, read_painting
 
 # The page hands over its whole query string ("?worker=ID&sig=HEX"); API callers may send a bare worker id.
@@ -222,7 +223,7 @@ def affordance_words(affordance: str, object_class: str | None) -> str:
 
 def body_available(studio: Studio, task: Task) -> bool:
     """Whether the server can show the task's body (always true for object tasks)."""
-    return task.kind != "human_contact" or missing_body_file(task.topology, studio.settings.models_dir) is None
+    return task.kind != "human_contact" or task.topology in studio.available_bodies()
 
 
 def prior_version() -> str:
@@ -279,14 +280,16 @@ def no_worker_message(request) -> str:
 
 
 def task_view(studio: Studio, session: Session, assignment: Assignment | None, message: str = ""):
-    """(session, image, task text, progress text, painter payload, status) for the page."""
+    """(session, image, task text, progress text, painter payload, status) for the page.
+
+    The page's event carries only URLs: the mesh, the starting layers and the image are cached,
+    content-addressed responses the browser fetches itself (``studio.payloads``)."""
     progress = f"**{session.done}** done this session"
     if assignment is None:
-        return session, None, NO_TASK, progress, "", message
+        return session, "", NO_TASK, progress, "", message
     task = assignment.task
-    prediction, source = pre_annotation(studio, task)
+    source = pre_annotation_source(studio, task)
     session = replace(session, seed=seed_info(task, source))
-    image = str(task.image.path)  # the stored file: Gradio copies it into its cache atomically
     if task.kind == "human_contact":
         what = "contact with " + ", ".join(f"<b>{html.escape(label)}</b>" for label in task.labels)
     else:
@@ -297,10 +300,32 @@ def task_view(studio: Studio, session: Session, assignment: Assignment | None, m
                  "painted. Please press <b>Skip</b> (or <b>Flag</b> it).</div>")
     view = None
     if task.kind == "object_affordance":
-        view = object_view(task.labels[0], studio.store.object_points(task.object_id), prediction.get(task.labels[0]))
-    payload = payload_json(mesh_url=mesh_url(task), kind=task.kind, topology=task.topology, task_id=task.id,
-                           labels=task.labels, prediction=prediction, view=view)
+        stored = task.prediction.layers.get(task.labels[0]) if task.prediction is not None else None
+        view = object_view(task.labels[0], studio.store.object_points(task.object_id), stored)
+    payloads = studio.payloads
+    image_url = payloads.image_url(task)
+    payload = payload_json(mesh_url=task_mesh_url(studio, task), kind=task.kind, topology=task.topology,
+                           task_id=task.id, labels=task.labels, view=view, annotation_url=payloads.annotation_url(task),
+                           image_url=image_url, check=(CHECK_PATH, ticket_for(studio.painter_ticket_key,
+                                                                               session.annotator_id, task.id,
+                                                                               session.browser or "")))
+    image = (f'<img id="task-image-view" src="{html.escape(image_url)}" alt="the task image" '
+             'style="max-width:100%;height:auto">')
     return session, image, text, progress, payload, message
+
+
+def pre_annotation_source(studio: Studio, task: Task) -> str:
+    """The name of what ``pre_annotation`` gives the painter, without computing it."""
+    if task.prediction is not None:
+        return task.prediction.model_name
+    return PRIOR_SOURCE if task.kind == "human_contact" and body_available(studio, task) else "none"
+
+
+def task_mesh_url(studio: Studio, task: Task) -> str:
+    """The body's cached mesh URL (content-addressed); an object's mesh from its task route."""
+    if task.kind == "human_contact" and body_available(studio, task):
+        return studio.payloads.body_url(task.topology)
+    return mesh_url(task)  # an object's mesh, or a missing body's route (which says so in words)
 
 
 def layers_for_store(session: Session, painting) -> dict:
@@ -318,7 +343,7 @@ def layers_for_store(session: Session, painting) -> dict:
 def submit_painting(studio: Studio, session: Session, painted: str) -> tuple[Session, str]:
     if session.task_id is None:
         raise InputError("there is no open task to submit; ask for the next one")
-    if session.kind == "human_contact" and missing_body_file(session.topology, studio.settings.models_dir):
+    if session.kind == "human_contact" and session.topology not in studio.available_bodies():
         raise InputError("this task's body is not installed on this server, so it cannot be painted; "
                          "press Skip or Flag")
     painting = painting_for(session, painted)
@@ -360,7 +385,7 @@ def build_annotate(studio: Studio) -> gr.Blocks:
                 _, payload, painted, sync = painter_component()
                 server_counts = gr.HTML(elem_id="server-counts")
             with gr.Column(scale=1, min_width=120, elem_id="image-column"):
-                image = gr.Image(label="image", interactive=False, elem_id="task-image", buttons=["fullscreen"])
+                image = gr.HTML(elem_id="task-image")  # an <img> of the task's cached image URL (studio.payloads)
                 task_text = gr.HTML(elem_id="task-info")
                 progress = gr.Markdown(elem_id="progress")
                 status = gr.Markdown(elem_id="status")
@@ -380,7 +405,7 @@ def build_annotate(studio: Studio) -> gr.Blocks:
             worker_id, sig = worker_from_link(link)
             if not worker_id and not studio.settings.annotator_logins:
                 # Said on the page, with the link to use (absolute and clickable), not in a passing toast.
-                return None, None, NO_TASK, "", "", no_worker_message(request)
+                return None, "", NO_TASK, "", "", no_worker_message(request)
             state = start_session(studio, worker_id, getattr(request, "username", None), signature=sig,
                                   browser=session_digest(request), address=client_address(request))
             return _advance(studio, state, "", request)
@@ -408,25 +433,34 @@ def build_annotate(studio: Studio) -> gr.Blocks:
         def on_sync(painted_json, state, request: gr.Request):
             return check_painting(_require(state, request) if state is not None else None, painted_json)
 
-        # A new task (or none): the server's check of the previous painting goes, and the task buttons are
-        # enabled exactly when there is a task.
-        def on_task_changed(payload_value):
-            active = gr.update(interactive=bool(payload_value))
-            return "", active, active, active, active, active
+        # A new task (or none) comes with the controls' state (no second event per task): the server's check of
+        # the previous painting goes, and the task buttons are enabled exactly when there is a task.
+        task_outputs = outputs + [server_counts, submit, skip, flag, reason, typed_reason]
 
-        payload.change(on_task_changed, inputs=[payload],
-                       outputs=[server_counts, submit, skip, flag, reason, typed_reason],
-                       api_name="task_changed", api_visibility="private", show_progress="hidden")
-        page.load(on_start, inputs=[worker], outputs=outputs, js=WORKER_JS, api_name="start_session", **lane)
-        submit.click(on_submit, inputs=[painted, session], outputs=outputs, js=READ_JS, api_name="submit", **lane)
-        skip.click(on_skip, inputs=[session], outputs=outputs, api_name="skip", **lane)
-        flag.click(on_flag, inputs=[reason, typed_reason, session], outputs=outputs, api_name="flag", **lane)
+        page.load(with_controls(on_start), inputs=[worker], outputs=task_outputs, js=WORKER_JS,
+                  api_name="start_session", **lane)
+        submit.click(with_controls(on_submit), inputs=[painted, session], outputs=task_outputs, js=READ_JS,
+                     api_name="submit", **lane)
+        skip.click(with_controls(on_skip), inputs=[session], outputs=task_outputs, api_name="skip", **lane)
+        flag.click(with_controls(on_flag), inputs=[reason, typed_reason, session], outputs=task_outputs,
+                   api_name="flag", **lane)
         # The check never touches the store, so it has its own lane and never waits behind submits; a stroke
         # that ends while the previous check runs is checked right after it (always_last), never dropped.
         sync.click(on_sync, inputs=[painted, session], outputs=[server_counts], js=READ_JS, api_name="check_painting",
                    concurrency_id=CHECK_LANE, concurrency_limit=studio.settings.store_concurrency,
                    trigger_mode="always_last", show_progress="hidden")
     return page
+
+
+def with_controls(handler):
+    """The handler's six outputs (``task_view``) and the controls for them: the server's check cleared, and
+    Submit, Skip, Flag and the flag reasons (chosen and typed) enabled exactly when a task is shown."""
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        result = handler(*args, **kwargs)
+        active = gr.update(interactive=bool(result[4]))
+        return (*result, "", active, active, active, active, active)
+    return wrapper
 
 
 def _require(state: Session | None, request=None) -> Session:
@@ -451,14 +485,15 @@ def _advance(studio: Studio, state: Session, message: str, request=None):
     """Show the annotator's open assignment, or claim the next task (None when nothing is left).
 
     A demo visitor only ever gets the demo task it made, never the crowd queue: once it is done, a thank-you
-    and the link back to the demo."""
+    and the link back to the demo. A task on a body this server has not installed is never handed out (nobody
+    could paint it); an assignment already open on one is shown with Skip and Flag."""
     if state.demo:
         assignment = workflow.open_assignment(studio.store, state.annotator_id)
         if assignment is None:
-            return (open_task(state, None), None, demo_thanks(request), f"**{state.done}** done this session", "",
+            return (open_task(state, None), "", demo_thanks(request), f"**{state.done}** done this session", "",
                     message)
     else:
-        assignment = workflow.next_task(studio.store, state.annotator_id)
+        assignment = workflow.next_task(studio.store, state.annotator_id, bodies=studio.available_bodies())
     return task_view(studio, open_task(state, assignment), assignment, message)
 
 

@@ -12,6 +12,7 @@ import logging
 import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -20,6 +21,7 @@ import numpy as np
 from annotations.runs import prune_runs
 from annotations.store import Store
 from engine.errors import InputError, MissingAssetError
+from studio.payloads import TaskPayloads
 from studio.resources import PixelBudget, Sweeper
 from studio.security import LoginThrottle, RateLimiter
 from studio.settings import StudioSettings
@@ -28,6 +30,7 @@ log = logging.getLogger("studio")
 GPU_LANE = "gpu"  # the concurrency_id every GPU-bound event shares
 STORE_LANE = "store"
 MAX_REMEMBERED_SESSIONS = 200_000
+BODY_CHECK_S = 30.0  # how often the installed bodies are looked for again
 TOPOLOGY_BODIES = {"openbody-v1": "openbody", "smplh-6890": "smplh", "smplx-10475": "smplx", "smpl-6890": "smpl"}
 
 
@@ -78,6 +81,16 @@ class Studio:
         self.pixel_budgets = {lane: PixelBudget(settings.pixel_budget, settings.pixel_wait_s, lane)
                               for lane in (GPU_LANE, STORE_LANE)}
         self._sweeper: Sweeper | None = None
+        self._available: tuple[float, frozenset[str]] | None = None  # (monotonic time, installed bodies)
+        self.payloads = TaskPayloads(self._pre_annotation, self.body_mesh_json)  # studio.payloads
+        from studio.painter_api import ticket_key  # (it imports this module)
+
+        self.painter_ticket_key = ticket_key(settings.worker_secret)  # studio.painter_api
+
+    def _pre_annotation(self, task) -> dict:
+        from studio.annotate import pre_annotation
+
+        return pre_annotation(self, task)[0]
 
     def start_sweeper(self) -> None:
         """Sweep old uploads, cached and output files on a background thread (``studio.resources``)."""
@@ -130,6 +143,21 @@ class Studio:
             self._mesh_json[topology] = mesh_json(topology, vertices, np.asarray(body.faces),
                                                   np.asarray(body.part_labels), list(body.part_names))
         return self._mesh_json[topology]
+
+    def available_bodies(self) -> frozenset[str]:
+        """The body topologies this server can show (their files installed), re-checked every
+        ``BODY_CHECK_S``: ``next_task`` never hands out a task on any other body."""
+        now = time.monotonic()
+        if self._available is None or now - self._available[0] > BODY_CHECK_S:
+            ready = []
+            for topology in TOPOLOGY_BODIES:
+                try:
+                    self.body(topology)
+                except (MissingAssetError, InputError):  # not installed, or its file does not load
+                    continue
+                ready.append(topology)
+            self._available = (now, frozenset(ready))
+        return self._available[1]
 
     def warm_up(self) -> tuple[str, ...]:
         """Load every installed body and its painter mesh now, so no visitor pays for it; returns the topologies."""

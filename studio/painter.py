@@ -1,8 +1,9 @@
 """The 3D painter as a Gradio component: ``gr.HTML`` that mounts ``studio/web/painter.js`` (three.js from npm).
 
 Python talks to the painter through two hidden textboxes:
-- ``payload`` (Python -> browser): JSON with the mesh URL, labels, colours, starting layers and the
-  prediction. Its change event hands it to ``painter.load``.
+- ``payload`` (Python -> browser): JSON with the mesh URL, labels, colours, and the starting layers and
+  prediction (inline, or an ``annotation_url`` the painter fetches: ``studio.payloads``). Its change event
+  hands it to ``painter.load``.
 - ``painted`` (browser -> Python): events that need the painting read it in their ``js`` step from
   ``window.studioPainter``; the handler parses and validates it (``read_painting``) before anything
   is stored.
@@ -32,7 +33,38 @@ MOUNT_JS = f"""
 const box = element.querySelector('.studio-painter');
 window.studioPainterReady = import('{STATIC_URL}/painter.js').then((module) => {{
   const painter = module.createPainter(box);
+  // After every stroke the server checks the painting: straight to the JSON endpoint when the task came with a
+  // ticket (studio/painter_api.py; one request in flight, the latest painting sent when it returns), else
+  // through the hidden sync button's queued event.
+  let inFlight = false, again = false;
+  const checkDirect = async () => {{
+    if (inFlight) {{ again = true; return; }}
+    inFlight = true;
+    try {{
+      do {{
+        again = false;
+        const s = painter.state();
+        if (!s.check) break;
+        const painting = JSON.stringify({{task: s.taskId, topology: s.topology, layers: painter.layers(),
+                                         seconds: s.secondsActive}});
+        const response = await fetch(s.check.url, {{method: 'POST', credentials: 'same-origin',
+          headers: {{'content-type': 'application/json'}}, body: JSON.stringify({{ticket: s.check.ticket, painting}})}});
+        const answer = await response.json().catch(() => ({{error: 'the server check failed'}}));
+        if (painter.state().taskId !== s.taskId) continue;  // another task by now: this answer is stale
+        const target = document.getElementById('painter-check-direct');
+        if (!target) break;
+        if (response.ok) target.innerHTML = answer.html;
+        else target.textContent = answer.error || 'the server check failed';
+      }} while (again);
+    }} catch (error) {{
+      const target = document.getElementById('painter-check-direct');
+      if (target) target.textContent = 'the server check failed; your painting is kept';
+    }} finally {{
+      inFlight = false;
+    }}
+  }};
   box.addEventListener('painter-change', () => {{
+    if (painter.state().check) {{ checkDirect(); return; }}
     const sync = document.querySelector('#painter-sync button') || document.getElementById('painter-sync');
     if (sync) sync.click();
   }});
@@ -41,6 +73,8 @@ window.studioPainterReady = import('{STATIC_URL}/painter.js').then((module) => {
 """
 
 LOAD_JS = """(payload) => {
+  const direct = document.getElementById('painter-check-direct');
+  if (direct) direct.textContent = '';  // the previous task's check goes with it
   if (window.studioPainterReady) window.studioPainterReady.then((p) => (payload ? p.load(payload) : p.unload()));
   return [];
 }"""
@@ -71,7 +105,7 @@ class Painting:
 
 def painter_component() -> tuple[gr.HTML, gr.Textbox, gr.Textbox, gr.Button]:
     """The painter, its two hidden textboxes (payload in, painting out) and the hidden sync button."""
-    painter = gr.HTML('<div class="studio-painter" id="studio-painter"></div>',
+    painter = gr.HTML('<div class="studio-painter" id="studio-painter"></div><div id="painter-check-direct"></div>',
                       js_on_load=MOUNT_JS, elem_id="painter-host", min_height=600)
     payload = gr.Textbox(visible="hidden", elem_id="painter-payload")
     painted = gr.Textbox(visible="hidden", elem_id="painter-painted")
@@ -81,19 +115,31 @@ def painter_component() -> tuple[gr.HTML, gr.Textbox, gr.Textbox, gr.Button]:
 
 
 def payload_json(*, mesh_url: str, kind: str, topology: str, task_id: int | None, labels, layers=None,
-                 prediction: Mapping[str, np.ndarray] | None = None, view=None) -> str:
+                 prediction: Mapping[str, np.ndarray] | None = None, view=None, annotation_url: str | None = None,
+                 image_url: str | None = None, check: tuple[str, str] | None = None) -> str:
     """The JSON ``painter.load`` takes. ``layers`` default to the prediction thresholded at 0.5. ``view``: an
-    optional direction (3,) from the mesh's centre towards the opening camera (default: the front, +Z)."""
+    optional direction (3,) from the mesh's centre towards the opening camera (default: the front, +Z).
+
+    With ``annotation_url`` (``studio.payloads``) the layers and prediction are not inline: the painter
+    fetches them from that cached URL, and the page's event carries only this small JSON. ``check``: (URL,
+    ticket) of the stroke check outside the queue (``studio.painter_api``)."""
+    head = {"mesh_url": mesh_url, "kind": kind, "topology": topology, "task_id": task_id, "labels": list(labels),
+            "colours": label_colours(labels)}
+    if view is not None:
+        head["view"] = np.round(np.asarray(view, dtype=np.float64), 4).tolist()
+    if image_url is not None:
+        head["image_url"] = image_url
+    if check is not None:
+        head["check_url"], head["ticket"] = check
+    if annotation_url is not None:
+        return json.dumps({**head, "annotation_url": annotation_url})
     prediction = dict(prediction or {})
     if layers is None:
         layers = {label: np.flatnonzero(np.asarray(values) >= CONTACT_THRESHOLD) for label, values in prediction.items()}
     return json.dumps({
-        "mesh_url": mesh_url, "kind": kind, "topology": topology, "task_id": task_id, "labels": list(labels),
-        "colours": label_colours(labels),
-        "layers": {label: np.asarray(ids, dtype=np.int64).tolist() for label, ids in layers.items()},
+        **head, "layers": {label: np.asarray(ids, dtype=np.int64).tolist() for label, ids in layers.items()},
         "prediction": {label: np.round(np.asarray(values, dtype=np.float64), 3).tolist()
-                       for label, values in prediction.items()},
-        **({"view": np.round(np.asarray(view, dtype=np.float64), 4).tolist()} if view is not None else {})})
+                       for label, values in prediction.items()}})
 
 
 def read_painting(text: str, labels: tuple[str, ...], topology: str, count: int | None = None) -> Painting:

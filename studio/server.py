@@ -29,6 +29,8 @@ from studio.context import Studio, mesh_json, public_message
 from studio.crowd import session_digest
 from studio.demo import build_demo
 from studio.genzi import add_scene_routes
+from studio.painter_api import add_painter_api
+from studio.payloads import PAYLOAD_PREFIX, image_extension
 from studio.settings import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, any_login
 from studio.security import SecurityGate
 from studio.study import add_study_routes
@@ -60,6 +62,8 @@ def build_server(studio: Studio) -> FastAPI:
                        admin_user=lambda scope: logged_in(app, "/admin", scope))
     add_static_routes(app)
     add_mesh_routes(app, studio)
+    add_payload_routes(app, studio)
+    add_painter_api(app, studio)
     add_scene_routes(app, studio)
     add_study_routes(app, studio)
     add_page_redirects(app, ["/annotate"] + (["/admin"] if settings.admin is not None else []))
@@ -219,6 +223,62 @@ def add_mesh_routes(app: FastAPI, studio: Studio) -> None:
         except InputError as error:
             raise HTTPException(404, str(error)) from None
         return JSONResponse(mesh_json(task.topology, points, faces), headers={"Cache-Control": "private, max-age=3600"})
+
+
+def add_payload_routes(app: FastAPI, studio: Studio) -> None:
+    """The painter's cached, content-addressed parts (``studio.payloads``): the body mesh for anyone, a task's
+    starting layers and image only for a browser session holding the task, or the admin."""
+    payloads = studio.payloads
+    immutable = "max-age=31536000, immutable"
+
+    def respond(payload, request: Request, cache: str) -> Response:
+        if request.headers.get("if-none-match") == f'"{payload.digest}"':
+            return Response(status_code=304, headers={"ETag": f'"{payload.digest}"', "Cache-Control": cache})
+        headers = {"ETag": f'"{payload.digest}"', "Cache-Control": cache, "Vary": "Accept-Encoding"}
+        body = payload.body
+        if payload.gzipped:
+            if "gzip" in request.headers.get("accept-encoding", ""):
+                headers["Content-Encoding"] = "gzip"
+            else:
+                body = payload.plain()
+        return Response(body, media_type=payload.media_type, headers=headers)
+
+    @app.get(PAYLOAD_PREFIX + "/body/{topology}/{digest}.json")
+    def body_payload(topology: str, digest: str, request: Request) -> Response:
+        try:
+            payload = payloads.body(topology)
+        except (InputError, MissingAssetError):
+            raise HTTPException(404, "no such body on this server") from None
+        if digest != payload.digest:
+            raise HTTPException(404, "this mesh changed; reload the page")
+        return respond(payload, request, "public, " + immutable)
+
+    @app.get(PAYLOAD_PREFIX + "/task/{task_id}/{name}")
+    def task_payload(task_id: str, name: str, request: Request) -> Response:
+        unknown = HTTPException(404, "no such task for you; open it from your annotator page")
+        digest, _, extension = name.partition(".")
+        if not task_id.isdigit() or len(task_id) > 10 or not 1 <= int(task_id) <= MAX_ID or len(digest) != 64:
+            raise unknown
+        number = int(task_id)
+        browser = session_digest(request)
+        if not payloads.holds(browser, number):
+            if logged_in(app, "/admin", request.scope) is None and \
+                    not workflow.holds_task(studio.store, studio.session_annotators(browser), number):
+                raise unknown
+            payloads.remember_holder(browser, number)
+        task = payloads.task(number, studio.store.task)
+        try:
+            if extension == "json":
+                payload = payloads.annotation(task)
+            elif extension == image_extension(task.image.format):
+                payload = payloads.image(task)
+            else:
+                raise unknown
+        except (InputError, MissingAssetError, OSError):
+            raise unknown from None
+        if payload.digest != digest:
+            raise unknown
+        return respond(payload, request, "private, " + immutable)
 
 
 class BackgroundServer:

@@ -379,6 +379,10 @@ function parsePayload(payload) {
     layers: obj(payload.layers, 'layers'),
     prediction: obj(payload.prediction, 'prediction'),
     view: viewDirection(payload.view),
+    annotationUrl: typeof payload.annotation_url === 'string' && payload.annotation_url ? payload.annotation_url : null,
+    // The pass for the server's stroke check outside Gradio's queue (studio/painter_api.py), when the page gives one.
+    check: typeof payload.check_url === 'string' && typeof payload.ticket === 'string'
+      ? { url: payload.check_url, ticket: payload.ticket } : null,
   };
 }
 
@@ -391,6 +395,26 @@ function viewDirection(value) {
   }
   const length = Math.hypot(value[0], value[1], value[2]);
   return length > 1e-9 ? value.map((v) => v / length) : null;
+}
+
+// The starting layers and prediction of a task, when the payload names them by URL (a cached,
+// content-addressed response of the server, fetched alongside the mesh) instead of carrying them inline.
+async function fetchAnnotation(url) {
+  let response;
+  try {
+    response = await fetch(url, { credentials: 'same-origin' });
+  } catch (error) {
+    fail(`could not fetch the task's starting layers: ${error.message || error}`);
+  }
+  if (!response.ok) fail(`could not fetch the task's starting layers: HTTP ${response.status}`);
+  let json;
+  try {
+    json = await response.json();
+  } catch (error) {
+    fail('the task\'s starting layers are not valid JSON');
+  }
+  if (!json || typeof json !== 'object' || Array.isArray(json)) fail('the task\'s starting layers must be an object');
+  return json;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1234,8 +1258,13 @@ export function createPainter(container, options = {}) {
       st.ready = false;
       container.dataset.ready = '0';
       showMessage('Loading mesh…');
-      const mesh = await fetchMesh(payload.meshUrl);
+      const [mesh, annotation] = await Promise.all([
+        fetchMesh(payload.meshUrl), payload.annotationUrl ? fetchAnnotation(payload.annotationUrl) : null]);
       if (token !== st.loadToken || st.destroyed) return false; // a newer load() superseded this one
+      if (annotation) {
+        if (annotation.layers && typeof annotation.layers === 'object') payload.layers = annotation.layers;
+        if (annotation.prediction && typeof annotation.prediction === 'object') payload.prediction = annotation.prediction;
+      }
       // Colours, layers and predictions for this mesh.
       const colours = {};
       payload.labels.forEach((label, index) => {
@@ -1348,6 +1377,7 @@ export function createPainter(container, options = {}) {
     return {
       ready: st.ready,
       taskId: st.payload ? st.payload.taskId : null,
+      check: st.payload ? st.payload.check : null,
       topology: st.payload ? (st.payload.topology || (st.mesh && st.mesh.topology) || null) : null,
       kind: st.payload ? st.payload.kind : null,
       label: st.label,

@@ -8,7 +8,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from annotations import batch, workflow
+from annotations import batch, models, workflow
 
 
 def png(seed: int) -> bytes:
@@ -56,3 +56,25 @@ def test_unverified_assignments_expire_sooner_and_demo_ones_never(make_store):
     assert workflow.open_assignment(store, verified) is not None
     assert workflow.open_assignment(store, maker).task.id == demo
     assert store.annotator(maker).bound_session == "ab" * 32 and store.annotator(verified).verified
+
+
+def test_next_task_never_claims_a_task_on_a_body_the_caller_cannot_show(store):
+    missing = batch.add_task(store, png(40), "m.png", labels=["chair"], topology="smplh-6890", redundancy=2,
+                             priority=50)
+    shown = task(store, 41)
+    points = np.random.default_rng(0).random((16, 3)).astype(np.float32)
+    obj = batch.add_task(store, png(42), "o.png", labels=["sit"], kind="object_affordance", topology="points-16",
+                         object_points=points, object_class="chair", redundancy=1, priority=10)
+    worker = store.ensure_annotator("open-body-only").id
+    served = []
+    while (assignment := workflow.next_task(store, worker, bodies={"openbody-v1"})) is not None:
+        served.append(assignment.task.id)
+        workflow.skip(store, worker, assignment.task.id)
+    assert served == [obj, shown]  # the object task needs no body; the smplh task is never claimed
+    assert workflow.holds_task(store, [worker], obj) and not workflow.holds_task(store, [worker], missing)
+    with store.session() as session:
+        assert session.get(models.TaskRow, missing).filled == 0  # no slot taken
+    # Nothing claimable with no bodies at all but object tasks; with the body, the task is served first.
+    assert workflow.next_task(store, store.ensure_annotator("no-bodies").id, bodies=()).task.id == obj
+    assert workflow.next_task(store, store.ensure_annotator("has-smplh").id, bodies=["smplh-6890"]).task.id == missing
+    assert workflow.next_task(store, store.ensure_annotator("no-limit").id).task.id == missing

@@ -5,10 +5,12 @@ call after ``/start_session`` acts for the worker that session started with.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import uuid
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client
@@ -22,6 +24,7 @@ from engine.contact.prior import predict_category_prior
 
 TOPOLOGY, VERTICES = "openbody-v1", 10614
 NO_TASK = "No task is waiting for you"
+PAGE_OUTPUTS = 5  # image, task text, progress, painter payload, status (then the controls' state)
 
 
 def png(seed: int, size=(48, 64)) -> bytes:
@@ -51,7 +54,7 @@ def new_tasks(store, *specs: tuple[tuple[str, ...], int]) -> list[int]:
 
 def session(running, worker: str) -> tuple[Client, tuple]:
     client = Client(running.url + "/annotate/", verbose=False)
-    return client, client.predict(worker, api_name="/start_session")
+    return client, client.predict(worker, api_name="/start_session")[:PAGE_OUTPUTS]
 
 
 def painting(task_id, layers: dict, topology: str = TOPOLOGY, seconds: float = 3.0) -> str:
@@ -80,24 +83,85 @@ def worker_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def fetch(running, client: Client, url: str, **kwargs) -> httpx.Response:
+    """GET a URL the page handed out, as the same browser (its session cookie)."""
+    return httpx.get(running.url + url, cookies=client.cookies, timeout=30, **kwargs)
+
+
 def test_start_session_shows_the_task_with_the_prior_as_pre_annotation(studio_server):
     store = studio_server.studio.store
     (task_id,) = new_tasks(store, (("chair", "cup"), 1))
-    _, (image, text, progress, payload, status) = session(studio_server, worker_id("start"))
+    client, (image, text, progress, payload, status) = session(studio_server, worker_id("start"))
     painter = json.loads(payload)
     assert painter["task_id"] == task_id and painter["kind"] == "human_contact"
-    assert painter["topology"] == TOPOLOGY and painter["mesh_url"] == f"/studio/mesh/body/{TOPOLOGY}.json"
-    assert painter["labels"] == ["chair", "cup"]
+    assert painter["topology"] == TOPOLOGY and painter["labels"] == ["chair", "cup"]
     assert painter["colours"] == {"chair": "#e6194b", "cup": "#3cb44b"}
+    # The event carries URLs only: no per-vertex list rides on the event stream.
+    assert "layers" not in painter and "prediction" not in painter and len(payload) < 1000
+    mesh = fetch(studio_server, client, painter["mesh_url"]).json()
+    assert mesh == studio_server.studio.body_mesh_json(TOPOLOGY)
+    starting = fetch(studio_server, client, painter["annotation_url"]).json()
     body = studio_server.studio.body(TOPOLOGY)
     for label in ("chair", "cup"):
         prior = predict_category_prior(body, label).probabilities
-        assert painter["layers"][label] == np.flatnonzero(prior >= 0.5).tolist()
-        assert len(painter["prediction"][label]) == VERTICES
-        np.testing.assert_allclose(painter["prediction"][label], prior, atol=1e-3)
+        assert starting["layers"][label] == np.flatnonzero(prior >= 0.5).tolist()
+        assert len(starting["prediction"][label]) == VERTICES
+        np.testing.assert_allclose(starting["prediction"][label], prior, atol=1e-3)
     assert f"Task {task_id}" in text and "<b>chair</b>, <b>cup</b>" in text and "baseline: category prior" in text
-    assert np.asarray(Image.open(image)).shape == (48, 64, 3)
+    assert f'src="{painter["image_url"]}"' in image
+    picture = fetch(studio_server, client, painter["image_url"])
+    assert picture.headers["content-type"] == "image/png"
+    assert picture.content == store.task(task_id).image.path.read_bytes()  # the stored file, not re-encoded
+    assert np.asarray(Image.open(io.BytesIO(picture.content))).shape == (48, 64, 3)
     assert progress == "**0** done this session" and status == ""
+
+
+def test_task_payloads_are_content_addressed_gzipped_and_built_once(studio_server):
+    store, payloads = studio_server.studio.store, studio_server.studio.payloads
+    first, second = new_tasks(store, (("chair",), 1), (("chair",), 1))
+    client_a, (*_, payload_a, _) = session(studio_server, worker_id("hash-a"))
+    client_b, (*_, payload_b, _) = session(studio_server, worker_id("hash-b"))
+    painter_a, painter_b = json.loads(payload_a), json.loads(payload_b)
+    assert {painter_a["task_id"], painter_b["task_id"]} == {first, second}
+    # The same starting layers (same prior, same labels) are one response: the same digest for both tasks.
+    assert painter_a["annotation_url"].rsplit("/", 1)[1] == painter_b["annotation_url"].rsplit("/", 1)[1]
+    digest = painter_a["annotation_url"].rsplit("/", 1)[1].removesuffix(".json")
+    answer = fetch(studio_server, client_a, painter_a["annotation_url"], headers={"accept-encoding": "gzip"})
+    assert answer.status_code == 200 and answer.headers["content-encoding"] == "gzip"
+    assert hashlib.sha256(answer.content).hexdigest() == digest  # httpx un-gzips: the digest is of the content
+    assert "immutable" in answer.headers["cache-control"] and answer.headers["etag"] == f'"{digest}"'
+    plain = fetch(studio_server, client_a, painter_a["annotation_url"], headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == answer.content
+    again = fetch(studio_server, client_a, painter_a["annotation_url"], headers={"if-none-match": f'"{digest}"'})
+    assert again.status_code == 304
+    builds = payloads.cache.builds
+    for _ in range(3):
+        fetch(studio_server, client_b, painter_b["annotation_url"])
+        session(studio_server, worker_id("hash-c"))
+    assert payloads.cache.builds == builds  # served from the cache, never rebuilt
+
+
+def test_task_payloads_go_only_to_the_browser_holding_the_task(studio_server):
+    store = studio_server.studio.store
+    new_tasks(store, (("chair",), 1), (("cup",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("holder"))
+    other, _ = session(studio_server, worker_id("other"))
+    painter = json.loads(payload)
+    for url in (painter["annotation_url"], painter["image_url"]):
+        assert fetch(studio_server, holder, url).status_code == 200
+        assert fetch(studio_server, other, url).status_code == 404  # another annotator's browser
+        assert httpx.get(studio_server.url + url, timeout=30).status_code == 404  # no session at all
+    task_id = painter["task_id"]
+    wrong_digest = f"/studio/payload/task/{task_id}/{'0' * 64}.json"
+    other_task = painter["annotation_url"].replace(f"/task/{task_id}/", f"/task/{task_id + 1}/")
+    for url in (wrong_digest, other_task, f"/studio/payload/task/{task_id}/{'0' * 64}.gif",
+                f"/studio/payload/task/99999999999/{'0' * 64}.json", f"/studio/payload/task/x/{'0' * 64}.json",
+                painter["image_url"].replace(".png", ".jpg")):
+        answer = fetch(studio_server, holder, url)
+        assert answer.status_code == 404 and "/tmp" not in answer.text and "Traceback" not in answer.text
+    assert fetch(studio_server, holder, painter["mesh_url"].replace("openbody-v1", "smplh-6890")).status_code == 404
+    assert fetch(studio_server, holder, painter["mesh_url"][:-10] + "0" * 5 + ".json").status_code == 404
+    assert httpx.get(studio_server.url + painter["mesh_url"], timeout=30).status_code == 200  # the body is public
 
 
 def test_submit_stores_exactly_the_painted_ids_once(studio_server):
@@ -112,7 +176,7 @@ def test_submit_stores_exactly_the_painted_ids_once(studio_server):
     assert "chair: 4 vertices" in counts and "cup: 1 vertices" in counts, "duplicates are counted once"
     assert count_submissions(store, task_id) == 0, "checking stores nothing"
 
-    _, text, progress, payload, status = client.predict(painted, api_name="/submit")
+    _, text, progress, payload, status = client.predict(painted, api_name="/submit")[:PAGE_OUTPUTS]
     assert status == f"Submitted task {task_id}"
     assert progress == "**1** done this session"
     assert NO_TASK in text and payload == ""
@@ -206,7 +270,7 @@ def test_a_worker_never_gets_another_workers_task(studio_server):
     assert json.loads(opened[3])["task_id"] == task_id
     bob, offered = session(studio_server, worker_id("bob"))
     image, text, _, payload, _ = offered
-    assert NO_TASK in text and payload == "" and image is None
+    assert NO_TASK in text and payload == "" and image == ""
     painted = painting(task_id, {"chair": [1, 2]})
     assert bob.predict(painted, api_name="/check_painting") == "", "no task: nothing to check against"
     with pytest.raises(AppError, match="no open task to submit"):
@@ -265,8 +329,8 @@ def test_a_painting_for_another_task_id_is_refused(studio_server):
 
 def test_no_worker_id_is_a_clear_error(studio_server):
     client = Client(studio_server.url + "/annotate/", verbose=False)
-    image, text, progress, payload, status = client.predict("", api_name="/start_session")
-    assert payload == "" and image is None, "no task is handed to nobody"
+    image, text, progress, payload, status = client.predict("", api_name="/start_session")[:PAGE_OUTPUTS]
+    assert payload == "" and image == "", "no task is handed to nobody"
     assert f"<{studio_server.url}/annotate?worker=YOUR_ID>" in status, "the page shows the absolute link to open"
     for worker in ("   ", "x" * 129, "tab\there"):
         with pytest.raises(AppError, match="an annotator id must be 1-128 printable characters"):
@@ -331,13 +395,16 @@ def test_a_typed_flag_reason_is_checked_stored_and_escaped(studio_server):
         workflow.flag(store, store.ensure_annotator(worker).id, task_id, "other:no space")
 
 
-def test_a_task_on_a_body_the_server_cannot_show_can_be_skipped_and_flagged(studio_server):
-    """The server has no SMPL-H file: the page says so in words (no path), Submit is refused, Skip and Flag work."""
+def test_an_open_task_on_a_body_the_server_cannot_show_can_be_skipped_and_flagged(studio_server):
+    """A task claimed before its body went missing (next_task never hands such a task out): the page says so in
+    words (no path), Submit is refused, Skip and Flag work."""
     store = studio_server.studio.store
     drain(store)
     unshowable = [batch.add_task(store, png(900 + k), f"smplh{k}.png", labels=["chair"], topology="smplh-6890",
                                  redundancy=1) for k in range(2)]
     worker = worker_id("nobody")
+    annotator = store.ensure_annotator(worker).id
+    assert workflow.next_task(store, annotator).task.id == unshowable[0]  # claimed without the body filter
     client, opened = session(studio_server, worker)
     assert json.loads(opened[3])["task_id"] == unshowable[0]
     assert "cannot be painted" in opened[1] and "Pre-annotation: none" in opened[1]
@@ -346,13 +413,118 @@ def test_a_task_on_a_body_the_server_cannot_show_can_be_skipped_and_flagged(stud
         client.predict(painting(unshowable[0], {"chair": [1]}, "smplh-6890"), api_name="/submit")
     assert "/" not in str(refused.value).split("Error")[-1]
     answer = client.predict(api_name="/skip")
-    assert answer[4] == f"Skipped task {unshowable[0]}" and json.loads(answer[3])["task_id"] == unshowable[1]
-    answer = client.predict("image_unusable", api_name="/flag")
+    assert answer[4] == f"Skipped task {unshowable[0]}" and answer[3] == ""  # the other one is never served
+    assert workflow.next_task(store, annotator).task.id == unshowable[1]
+    client, opened = session(studio_server, worker)
+    answer = client.predict("image_unusable", "", api_name="/flag")
     assert answer[4].startswith(f"Flagged task {unshowable[1]}")
     assert statuses(store, unshowable[1]) == {worker: ("flagged", "image_unusable")}
     assert count_submissions(store, unshowable[0]) == 0
-    import httpx
-
     mesh = httpx.get(f"{studio_server.url}/studio/mesh/body/smplh-6890.json", timeout=30)
     assert mesh.status_code == 404 and "not installed on this server" in mesh.text
     assert str(studio_server.models_dir) not in mesh.text, "the 404 says it in words, without the server path"
+
+
+def test_a_task_on_a_body_that_is_not_installed_is_never_served(studio_server):
+    store = studio_server.studio.store
+    assert "smplh-6890" not in studio_server.studio.available_bodies()  # this server has only the open body
+    drain(store)
+    stuck = batch.add_task(store, png(901), "smplh.png", labels=["chair"], topology="smplh-6890", redundancy=3,
+                           priority=100)
+    for _ in range(2):
+        _, (image, text, _, payload, _) = session(studio_server, worker_id("nobody-paints-smplh"))
+        assert NO_TASK in text and payload == "" and image == ""
+    (paintable,) = new_tasks(store, (("chair",), 1))  # drains the smplh task's slots directly in the store
+    stuck_again = batch.add_task(store, png(902), "smplh2.png", labels=["chair"], topology="smplh-6890",
+                                 redundancy=1, priority=100)
+    _, (*_, payload, _) = session(studio_server, worker_id("gets-the-open-body"))
+    assert json.loads(payload)["task_id"] == paintable
+    assert not workflow.holds_task(store, all_annotator_ids(store), stuck_again)  # nobody was handed it
+
+
+def all_annotator_ids(store) -> list[int]:
+    with store.session() as db:
+        return list(db.scalars(select(models.AnnotatorRow.id)))
+
+
+def check_direct(running, client, ticket, painted, **kwargs) -> httpx.Response:
+    return httpx.post(running.url + "/studio/api/check", json={"ticket": ticket, "painting": painted},
+                      cookies=client.cookies if client is not None else None, timeout=30, **kwargs)
+
+
+def test_the_stroke_check_endpoint_answers_the_ticket_holder_only(studio_server):
+    store = studio_server.studio.store
+    new_tasks(store, (("chair", "cup"), 1), (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("ticket"))
+    other, _ = session(studio_server, worker_id("no-ticket"))
+    painter = json.loads(payload)
+    task_id, ticket = painter["task_id"], painter["ticket"]
+    assert painter["check_url"] == "/studio/api/check"
+    answer = check_direct(studio_server, holder, ticket, painting(task_id, {"chair": [5, 1, 5, 10613], "cup": []}))
+    assert answer.status_code == 200
+    assert answer.json()["counts"] == {"chair": 3, "cup": 0} and answer.json()["task"] == task_id
+    assert "chair: 3 vertices" in answer.json()["html"] and "cup: 0 vertices" in answer.json()["html"]
+    # The same check through the queued event says the same.
+    assert holder.predict(painting(task_id, {"chair": [5, 1, 5, 10613]}), api_name="/check_painting") \
+        == answer.json()["html"]
+    good = painting(task_id, {"chair": [1]})
+    assert check_direct(studio_server, other, ticket, good).status_code == 403  # another browser
+    assert check_direct(studio_server, None, ticket, good).status_code == 403  # no session cookie at all
+    annotator, task, expires, mac = ticket.split(".")
+    for forged in (f"{annotator}.{task_id + 1}.{expires}.{mac}", f"{int(annotator) + 1}.{task}.{expires}.{mac}",
+                   f"{annotator}.{task}.{int(expires) + 1}.{mac}", "", "1.2.3", "x" * 500, None, 7):
+        refused = check_direct(studio_server, holder, forged, good)
+        assert refused.status_code == 403 and "ticket" in refused.json()["error"]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"painting": "{\"layers\": {\"chair\": [99999]}}"}, 400, "no topology"),
+    ({"painting": "not json"}, 400, "not valid JSON"),
+    ({"painting": {"layers": {}}}, 400, "JSON text"),
+    ({}, 400, "'ticket' and a 'painting'"),
+])
+def test_the_stroke_check_endpoint_refuses_bad_input_in_words(studio_server, body, status, message):
+    store = studio_server.studio.store
+    new_tasks(store, (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("bad-check"))
+    painter = json.loads(payload)
+    answer = httpx.post(studio_server.url + "/studio/api/check", json={"ticket": painter["ticket"], **body},
+                        cookies=holder.cookies, timeout=30)
+    assert answer.status_code == status and message in answer.json()["error"]
+    assert "/tmp" not in answer.text and "Traceback" not in answer.text
+
+
+def test_the_stroke_check_endpoint_checks_ids_size_task_and_content_type(studio_server):
+    store = studio_server.studio.store
+    new_tasks(store, (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("limits"))
+    painter = json.loads(payload)
+    task_id, ticket = painter["task_id"], painter["ticket"]
+    out_of_range = check_direct(studio_server, holder, ticket, painting(task_id, {"chair": [VERTICES]}))
+    assert out_of_range.status_code == 400 and "must be in 0..10613" in out_of_range.json()["error"]
+    elsewhere = check_direct(studio_server, holder, ticket, painting(task_id + 1, {"chair": [1]}))
+    assert elsewhere.status_code == 400 and "another task" in elsewhere.json()["error"]
+    huge = httpx.post(studio_server.url + "/studio/api/check", cookies=holder.cookies, timeout=30,
+                      headers={"content-type": "application/json"},
+                      content=b'{"ticket": "1", "painting": "' + b" " * (4 * 2**20 + 10) + b'"}')
+    assert huge.status_code == 413
+    form = httpx.post(studio_server.url + "/studio/api/check", cookies=holder.cookies, timeout=30,
+                      data={"ticket": ticket, "painting": painting(task_id, {"chair": [1]})})
+    assert form.status_code == 415  # a cross-site form cannot send JSON without the browser's preflight
+
+
+def test_tickets_expire_and_are_bound_to_the_browser():
+    from studio.painter_api import TICKET_TTL_S, read_ticket, ticket_for, ticket_key
+
+    key = ticket_key(None)
+    ticket = ticket_for(key, 7, 42, "browser-a", now=1000.0)
+    assert read_ticket(key, ticket, "browser-a", now=1000.0 + TICKET_TTL_S - 1) == (7, 42)
+    with pytest.raises(PermissionError, match="expired"):
+        read_ticket(key, ticket, "browser-a", now=1000.0 + TICKET_TTL_S + 1)
+    for browser in ("browser-b", None):
+        with pytest.raises(PermissionError, match="not valid"):
+            read_ticket(key, ticket, browser, now=1000.0)
+    with pytest.raises(PermissionError):
+        read_ticket(ticket_key(None), ticket, "browser-a", now=1000.0)  # another server's random key
+    shared = ticket_key("s" * 32)
+    assert read_ticket(ticket_key("s" * 32), ticket_for(shared, 7, 42, "b", now=5.0), "b", now=5.0) == (7, 42)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from pathlib import Path
@@ -202,15 +203,18 @@ def test_correct_contact_makes_a_task_for_a_new_worker_seeded_with_the_predictio
     with pytest.raises(AppError, match="belongs to another browser session"):
         Client(studio_server.url + "/annotate/", verbose=False).predict(worker, api_name="/start_session")
     annotate = same_browser(studio_server, client)
-    image, text, progress, payload, _ = annotate.predict(worker, api_name="/start_session")
+    image, text, progress, payload, _ = annotate.predict(worker, api_name="/start_session")[:5]
     painter = json.loads(payload)
     assert painter["task_id"] == task_id and f"Task {task_id}" in text
-    assert painter["topology"] == TOPOLOGY and painter["mesh_url"] == f"/studio/mesh/body/{TOPOLOGY}.json"
+    assert painter["topology"] == TOPOLOGY and painter["mesh_url"].startswith(f"/studio/payload/body/{TOPOLOGY}/")
     assert painter["labels"] == list(task.labels)
-    assert set(painter["layers"]) == {"chair", "cup"}
+    starting = httpx.get(studio_server.url + painter["annotation_url"], cookies=client.cookies, timeout=30).json()
+    assert set(starting["layers"]) == {"chair", "cup"}
     for label, values in probabilities.items():
-        assert painter["layers"][label] == np.flatnonzero(values >= 0.5).tolist()
-    assert Image.open(image).size == Image.open(picture).size
+        assert starting["layers"][label] == np.flatnonzero(values >= 0.5).tolist()
+    shown = httpx.get(studio_server.url + painter["image_url"], cookies=client.cookies, timeout=30)
+    assert f'src="{painter["image_url"]}"' in image
+    assert Image.open(io.BytesIO(shown.content)).size == Image.open(picture).size
     assert "**0** done" in progress
     # A reload of the painter link gives the same task back; nobody else gets it (its one slot is taken).
     reload = same_browser(studio_server, client)
@@ -256,7 +260,7 @@ def test_paint_affordance_makes_an_object_task_served_as_mesh_json(studio_server
     assert httpx.get(f"{studio_server.url}/studio/mesh/task/{task_id}.json", timeout=30).status_code == 404
     annotate = same_browser(studio_server, client)
     worker = link.split("worker=", 1)[1]
-    _, text, _, payload, _ = annotate.predict(worker, api_name="/start_session")
+    _, text, _, payload, _ = annotate.predict(worker, api_name="/start_session")[:5]
     response = httpx.get(f"{studio_server.url}/studio/mesh/task/{task_id}.json", cookies=client.cookies, timeout=30)
     assert response.status_code == 200
     mesh = response.json()

@@ -147,7 +147,8 @@ def test_the_admin_client_sees_its_endpoints(admin):
     assert endpoints == {"/import_batch", "/quality", "/review_task", "/export", "/task_list", "/set_priority",
                          "/retire_task", "/retire_batch", "/promote_listed",
                          "/require_signed_links", "/signed_links", "/demo_pool", "/promote_task",
-                         "/study_create", "/study_state", "/study_link", "/study_analysis", "/study_power", "/study_export"}
+                         "/study_create", "/study_state", "/study_link", "/study_analysis", "/study_power", "/study_export",
+                         "/study_run_pairs", "/study_pick_run_pair"}
 
 
 def test_an_annotator_cannot_call_admin_endpoints(studio_server):

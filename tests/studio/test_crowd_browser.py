@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from annotations import batch, models, workflow
+from test_annotate_api import drain
 from test_browser import front_vertices, open_annotator, open_demo, png_bytes, project, touch_drag
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -109,10 +110,15 @@ def test_paint_instead_ends_with_thanks_and_the_admin_promotes_reviews_and_retir
     context.close()
 
 
-def test_a_task_on_a_missing_body_can_be_skipped_and_flagged_in_the_page(browser, studio_server):
+def test_a_task_on_a_missing_body_is_never_served_and_an_open_one_can_be_skipped_and_flagged(browser, studio_server):
+    """next_task never hands out a task on a body this server lacks; one claimed before its body went missing
+    says so in the page, and Skip and Flag work on it."""
     store = studio_server.studio.store
+    drain(store)  # earlier tests' open slots would otherwise follow the skip
     stuck = [batch.add_task(store, png_bytes(60 + k), f"smplh{k}.png", labels=["chair"], topology="smplh-6890",
                             redundancy=1, priority=100) for k in range(2)]
+    annotator = store.ensure_annotator("stuck-worker").id
+    assert workflow.next_task(store, annotator).task.id == stuck[0]  # claimed without the body filter
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.goto(f"{studio_server.url}/annotate?worker=stuck-worker")
@@ -122,6 +128,10 @@ def test_a_task_on_a_missing_body_can_be_skipped_and_flagged_in_the_page(browser
     page.click("#skip")
     page.wait_for_function(f"() => document.querySelector('#status')?.innerText.includes('Skipped task {stuck[0]}')",
                            timeout=30000)
+    assert page.locator("#task-unavailable").count() == 0, "the other task on the missing body is never served"
+    assert workflow.next_task(store, annotator).task.id == stuck[1]
+    page.reload()
+    page.wait_for_selector("#task-unavailable", timeout=60000)
     page.wait_for_selector("#flag:not([disabled])", timeout=30000)
     page.click("#flag")
     page.wait_for_function(f"() => document.querySelector('#status')?.innerText.includes('Flagged task {stuck[1]}')",

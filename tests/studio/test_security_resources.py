@@ -200,9 +200,8 @@ def test_the_same_image_served_to_eight_annotators_at_once_arrives_complete(boun
         def open_and_fetch(index):
             outcome = pages[index].call("start_session", [f"viewer-{round_number}-{index}"])
             assert painter_payload(outcome)["task_id"] == task_id
-            image = next(item for item in outcome.data if isinstance(item, dict) and item.get("url"))
-            return httpx.get(image["url"] if image["url"].startswith("http") else bounded_server.url + image["url"],
-                             timeout=60).content
+            # The painter fetches the task's cached image with the page's own cookie (studio.payloads).
+            return pages[index].client.get(bounded_server.url + painter_payload(outcome)["image_url"]).content
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             served = list(pool.map(open_and_fetch, range(8)))

@@ -506,8 +506,7 @@ def build_annotate(studio: Studio) -> gr.Blocks:
                     "on a phone, tap it to enlarge it.")
         session = gr.State(None)
         worker = gr.Textbox(visible="hidden", elem_id="worker-id")
-        gr.HTML("", js_on_load=IMAGE_JS, elem_id="task-image-zoom", padding=False)
-        gr.HTML("", js_on_load=ACTIONS_JS, elem_id="task-actions", padding=False)
+        gr.HTML("", js_on_load=IMAGE_JS + ACTIONS_JS, elem_id="task-image-zoom", padding=False)  # no room taken
         with gr.Row(elem_id="task-row"):
             with gr.Column(scale=2, min_width=240):
                 _, payload, painted, sync = painter_component()

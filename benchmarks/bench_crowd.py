@@ -107,6 +107,12 @@ def serve(db_url: str, workdir: str, tasks: int, redundancy: int, pipe) -> None:
     made_s = time.perf_counter() - started
     server = BackgroundServer(studio)
     lag = LoopLag(server._server.servers[0].get_loop())  # uvicorn's loop (bench-only: a private attribute)
+    if os.environ.get("BENCH_SLOW_CALLBACKS_MS"):  # name what blocks the loop: asyncio's debug mode logs it
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        lag.loop.slow_callback_duration = float(os.environ["BENCH_SLOW_CALLBACKS_MS"]) / 1000
+        lag.loop.call_soon_threadsafe(lag.loop.set_debug, True)
     pipe.send({"url": server.url, "made_s": made_s})
     while (message := pipe.recv()) != "stop":  # ("lag", start, end): the loop's lag over a window
         pipe.send(lag.figures(*message[1:]))

@@ -15,6 +15,7 @@ import hmac
 import html
 import json
 import logging
+import re
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qs
 
@@ -366,6 +367,23 @@ def painting_for(session: Session, painted: str):
     return painting
 
 
+PAINTED_TASK = re.compile(r'\s*\{\s*"task"\s*:\s*(\d{1,12})\b')
+
+
+def synced_to_painting(studio: Studio, session: Session, painted) -> Session:
+    """The session at the task the painting is of, when that is the annotator's open assignment and the page's
+    state still holds an earlier one (the page moved on through the JSON actions, ``ticket_action``, which
+    Gradio's state does not see). Otherwise unchanged: a resent submission of the state's task stays a resend."""
+    found = PAINTED_TASK.match(painted) if isinstance(painted, str) else None
+    if found is None or int(found.group(1)) == session.task_id:
+        return session
+    assignment = workflow.open_assignment(studio.store, session.annotator_id)
+    if assignment is None or assignment.task.id != int(found.group(1)):
+        return session  # painting_for refuses it: the painter shows another task than the one held
+    return replace(open_task(session, assignment),
+                   seed=seed_info(assignment.task, pre_annotation_source(studio, assignment.task)))
+
+
 def check_painting(session: Session, painted: str) -> str:
     """The sync event: validate the painting as submit would, and report what the server sees."""
     if session is None or session.task_id is None:
@@ -539,7 +557,8 @@ def build_annotate(studio: Studio) -> gr.Blocks:
 
         @user_errors
         def on_submit(painted_json, state, request: gr.Request):
-            state, message = submit_painting(studio, _require(state, request), painted_json)
+            state = synced_to_painting(studio, _require(state, request), painted_json)
+            state, message = submit_painting(studio, state, painted_json)
             return _advance(studio, state, message, request)
 
         @user_errors

@@ -662,3 +662,17 @@ def test_json_submit_of_a_retired_task_is_kept_and_the_next_task_is_never_retire
                  painting=painting(first, {"chair": [3]}))
     assert answer.status_code == 200 and count_submissions(store, first) == 1  # as the queued event: kept
     assert answer.json()["task"] is None and answer.json()["payload"] == ""  # the retired one is served to nobody
+
+
+def test_a_queued_submit_after_json_actions_acts_on_the_task_the_page_shows(studio_server):
+    store = studio_server.studio.store
+    first, second, third = new_tasks(store, (("chair",), 1), (("chair",), 1), (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("mixed"))
+    answer = act(studio_server, holder, "submit", ticket=json.loads(payload)["ticket"],
+                 painting=painting(first, {"chair": [2]})).json()
+    assert answer["task"] == second  # Gradio's state still holds the first task
+    outputs = holder.predict(painting(second, {"chair": [4]}), api_name="/submit")
+    assert json.loads(outputs[3])["task_id"] == third and f"Submitted task {second}" in outputs[4]
+    assert count_submissions(store, second) == 1
+    with pytest.raises(AppError, match="another task"):  # a painting of a task the annotator does not hold
+        holder.predict(painting(first + 10_000, {"chair": [4]}), api_name="/submit")

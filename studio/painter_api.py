@@ -29,8 +29,8 @@ without paths; a bad or foreign ticket is a 403 that says only that. The task ac
 and their own rate limit per annotator (``ACTIONS_PER_MINUTE``).
 
 Nothing blocking runs on the event loop: the body is read there, everything else (the database, parsing
-and checking the painting) in worker threads, at most ``store_concurrency`` at a time like the page's
-store lane.
+and checking the painting) in worker threads, at most ``store_concurrency`` at a time per lane (checks,
+task actions) like the page's events.
 """
 from __future__ import annotations
 
@@ -98,7 +98,10 @@ def add_painter_api(app: FastAPI, studio) -> None:
     key = studio.painter_ticket_key
     limiter = RateLimiter(CHECKS_PER_MINUTE, 60.0, "stroke checks")
     action_limiter = RateLimiter(ACTIONS_PER_MINUTE, 60.0, "submissions")
-    lane = anyio.CapacityLimiter(studio.settings.store_concurrency)  # like the page's store lane
+    # Worker threads at most store_concurrency at a time per lane, as the page's events: the checks never wait
+    # behind submissions (their own lane), the task actions share one like the page's store lane.
+    check_lane = anyio.CapacityLimiter(studio.settings.store_concurrency)
+    action_lane = anyio.CapacityLimiter(studio.settings.store_concurrency)
 
     def refuse(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -148,7 +151,7 @@ def add_painter_api(app: FastAPI, studio) -> None:
         if isinstance(found, JSONResponse):
             return found
         data, _, task_id = found
-        return await anyio.to_thread.run_sync(check_painting, data, task_id, limiter=lane)
+        return await anyio.to_thread.run_sync(check_painting, data, task_id, limiter=check_lane)
 
     def act(action: str, request: Request, data: dict, annotator_id: int, task_id: int) -> JSONResponse:
         try:
@@ -163,7 +166,8 @@ def add_painter_api(app: FastAPI, studio) -> None:
             if isinstance(found, JSONResponse):
                 return found
             data, annotator_id, task_id = found
-            return await anyio.to_thread.run_sync(act, action, request, data, annotator_id, task_id, limiter=lane)
+            return await anyio.to_thread.run_sync(act, action, request, data, annotator_id, task_id,
+                                                  limiter=action_lane)
         return route
 
     for action, path in ACTION_PATHS.items():

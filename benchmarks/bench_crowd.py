@@ -19,19 +19,23 @@ cookies), speaking Gradio's queue protocol as the page does (``POST queue/join``
 2. paints for a think time drawn uniformly from ``--think`` seconds, one stroke every ``--stroke-every``
    seconds; each stroke is the painter's server check, sent as the page sends it: to the JSON endpoint
    with the task's ticket (``studio.painter_api``): paint -> server-check;
-3. submits (``submit``: ~300 vertex ids per label); the next task comes back with the receipt.
+3. submits as the page does when its task came with a ticket: ``POST /studio/api/submit`` (ticket, ~300
+   vertex ids per label); the next task comes back in the answer (``--queued-submit``: the queued Gradio
+   ``submit`` event instead, as pages without tickets and gradio_client users send it).
    submit-to-next-task: from sending the submission to having the next task's starting layers and image.
 
-Phases per backend: *costs* (one annotator alone repeats each action: the submit event, a stroke check
-through the JSON endpoint and through a queued Gradio event, the two cached GETs; the server's and the
-generator's CPU per action: where a submission's CPU goes), *people* (``--annotators``, ramped up over ``--ramp`` s, measured for ``--seconds``
+Phases per backend: *costs* (one annotator alone repeats each action: the JSON submit and the queued submit
+event, a stroke check through the JSON endpoint and through a queued Gradio event, the two cached GETs; the
+server's and the generator's CPU per action: where a submission's CPU goes), *people* (``--annotators``, ramped up over ``--ramp`` s, measured for ``--seconds``
 after the ramp) and *saturation* (think time 0, no strokes: ``--saturation-annotators`` back to back for
 ``--saturation-seconds``). After each phase the database is compared with what the annotators were told:
 lost = acknowledged submissions missing from the DB; duplicated = a (task, annotator) stored twice or a
 submission stored more often than acknowledged.
 
 CPU: the server process's and this generator's own CPU seconds over each window are printed (per
-submission and as a share of the 2 cores), next to the load average. Prints figures and ratios to the
+submission and as a share of the 2 cores), next to the load average. Event-loop lag: a thread in the
+server process schedules an empty callback on uvicorn's loop every 20 ms and times how long it waits to
+run (anything blocking the loop, or the GIL held by other threads, shows here); p50/p95/max per window. Prints figures and ratios to the
 targets only; nothing here asserts.
 
 Targets (issue 17, this 2-core machine): people (300): p95 submit-to-next-task <= 300 ms, 0 lost, 0
@@ -102,9 +106,56 @@ def serve(db_url: str, workdir: str, tasks: int, redundancy: int, pipe) -> None:
                  redundancy=redundancy)
     made_s = time.perf_counter() - started
     server = BackgroundServer(studio)
+    lag = LoopLag(server._server.servers[0].get_loop())  # uvicorn's loop (bench-only: a private attribute)
+    if os.environ.get("BENCH_SLOW_CALLBACKS_MS"):  # name what blocks the loop: asyncio's debug mode logs it
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        lag.loop.slow_callback_duration = float(os.environ["BENCH_SLOW_CALLBACKS_MS"]) / 1000
+        lag.loop.call_soon_threadsafe(lag.loop.set_debug, True)
     pipe.send({"url": server.url, "made_s": made_s})
-    pipe.recv()  # stop
+    while (message := pipe.recv()) != "stop":  # ("lag", start, end): the loop's lag over a window
+        pipe.send(lag.figures(*message[1:]))
+    lag.stop()
     server.stop()
+
+
+class LoopLag:
+    """Samples the event loop's lag from a thread: how long an empty callback waits to run on the loop."""
+
+    EVERY_S = 0.02
+
+    def __init__(self, loop):
+        import threading
+
+        self.loop, self.samples, self._stop = loop, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="loop-lag")
+        self._thread.start()
+
+    def _run(self) -> None:
+        import threading
+
+        while not self._stop.wait(self.EVERY_S):
+            ran = threading.Event()
+            started = time.monotonic()
+            self.loop.call_soon_threadsafe(ran.set)
+            if not ran.wait(30):
+                break
+            self.samples.append((started, time.monotonic() - started))
+
+    def figures(self, start: float, end: float) -> dict:
+        import numpy as np
+
+        lags = np.array([lag for at, lag in list(self.samples) if start <= at < end]) * 1000
+        if lags.size == 0:
+            return {"samples": 0}
+        return {"samples": int(lags.size), "p50_ms": float(np.percentile(lags, 50)),
+                "p95_ms": float(np.percentile(lags, 95)), "p99_ms": float(np.percentile(lags, 99)),
+                "max_ms": float(lags.max()), "over_50ms": int((lags > 50).sum())}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def process_cpu_s(pid: int) -> float:
@@ -122,13 +173,16 @@ class Figures:
     acked: list[tuple[str, int]] = field(default_factory=list)  # (worker, task) of every acknowledged submission
     in_window: int = 0
     errors: list[str] = field(default_factory=list)
+    loop_lag: dict = field(default_factory=dict)  # the server's event-loop lag over the window (LoopLag)
 
 
 class Annotator:
-    def __init__(self, base: str, fns: dict[str, int], worker: str, rng: random.Random):
+    def __init__(self, base: str, fns: dict[str, int], worker: str, rng: random.Random, queued: bool = False):
         import httpx
 
         self.page, self.fns, self.worker, self.rng = base + "/annotate", fns, worker, rng
+        self.queued = queued  # submit through Gradio's queue even when the task came with a ticket
+        self.done = 0
         self.base = base
         # Idle connections are dropped before uvicorn's 5 s keep-alive ends (a browser retries a request that
         # meets a connection the server just closed; this client does not, so it must not meet one).
@@ -176,6 +230,21 @@ class Annotator:
         if "annotation_url" in self.task:
             await asyncio.gather(self.get(self.task["annotation_url"]), self.get(self.task["image_url"]))
 
+    async def submit(self) -> tuple[str, list]:
+        """Submit the painting as the page does: the JSON endpoint with the task's ticket (the next task in
+        the answer), else the queued event. (status text, outputs in the queued event's order)."""
+        if self.queued or "ticket" not in self.task:
+            outputs = await self.call("submit", [self.painting(), None])
+            return str(outputs[5]), outputs
+        response = await self.client.post(self.base + "/studio/api/submit", json={
+            "ticket": self.task["ticket"], "painting": self.painting(), "done": self.done})
+        if response.status_code != 200:
+            raise RuntimeError(f"submit: HTTP {response.status_code} {response.text[:120]}")
+        answer = response.json()
+        self.done = answer["done"]
+        return answer["status"], [None, answer["image"], answer["text"], answer["progress"], answer["payload"],
+                                  answer["status"]]
+
     async def check(self) -> None:
         """One stroke's server check, as the page sends it: the JSON endpoint with the task's ticket
         (``studio.painter_api``), or the queued event when the page gave no ticket."""
@@ -211,10 +280,10 @@ class Annotator:
                 await asyncio.sleep(max(0.0, painted_until - time.monotonic()))
                 task_id = self.task["task_id"]
                 started = time.monotonic()
-                outputs = await self.call("submit", [self.painting(), None])
+                status, outputs = await self.submit()
                 answered = time.monotonic()
-                if not str(outputs[5]).startswith(f"Submitted task {task_id}"):
-                    raise RuntimeError(f"submit: unexpected status {str(outputs[5])[:80]!r}")
+                if not status.startswith(f"Submitted task {task_id}"):
+                    raise RuntimeError(f"submit: unexpected status {status[:80]!r}")
                 figures.acked.append((self.worker, task_id))
                 await self.take(outputs)
                 if window[0] <= started < window[1]:
@@ -228,8 +297,9 @@ class Annotator:
 
 
 # ---- where the server's CPU goes -------------------------------------------------------------------------
-COST_ACTIONS = ("submit event (+ next task)", "check, JSON endpoint", "check, queued Gradio event",
-                "GET starting layers (cached)", "GET image (cached)")
+COST_ACTIONS = ("submit, JSON endpoint (+ next task)", "submit, queued Gradio event (+ next task)",
+                "check, JSON endpoint", "check, queued Gradio event", "GET starting layers (cached)",
+                "GET image (cached)")
 
 
 async def measure_costs(url: str, server_pid: int, fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
@@ -240,14 +310,18 @@ async def measure_costs(url: str, server_pid: int, fns: dict, repeats: int) -> d
     outputs = await annotator.call("start_session", [f"?worker={annotator.worker}"])
     await annotator.take(outputs)
 
-    async def submit():  # the event alone (the next task's parts are fetched by the GET actions below)
+    async def submit():  # the submission alone (the next task's parts are fetched by the GET actions below)
+        _, outputs = await annotator.submit()
+        annotator.task = json.loads(outputs[4]) if outputs[4] else None
+
+    async def submit_queued():
         outputs = await annotator.call("submit", [annotator.painting(), None])
         annotator.task = json.loads(outputs[4]) if outputs[4] else None
 
     async def check_queued():
         await annotator.call("check_painting", [annotator.painting(), None])
 
-    actions = dict(zip(COST_ACTIONS, (submit, annotator.check, check_queued,
+    actions = dict(zip(COST_ACTIONS, (submit, submit_queued, annotator.check, check_queued,
                                       lambda: annotator.get(annotator.task["annotation_url"]),
                                       lambda: annotator.get(annotator.task["image_url"]))))
     costs = {}
@@ -295,13 +369,15 @@ def percentile_ms(values, q: float) -> float:
 
 
 async def run_phase(name: str, url: str, server_pid: int, fns: dict, annotators: int, think: tuple[float, float],
-                    stroke_every: float, ramp_s: float, seconds: float, seed: int) -> tuple[Figures, float, float]:
+                    stroke_every: float, ramp_s: float, seconds: float, seed: int,
+                    queued: bool = False) -> tuple[Figures, float, float, tuple[float, float]]:
     figures = Figures()
     rng = random.Random(seed)
     now = time.monotonic()
     window = (now + ramp_s, now + ramp_s + seconds)
     tag = uuid.uuid4().hex[:6]
-    crowd = [Annotator(url, fns, f"{name}-{tag}-{index:04d}", random.Random(rng.random())) for index in range(annotators)]
+    crowd = [Annotator(url, fns, f"{name}-{tag}-{index:04d}", random.Random(rng.random()), queued)
+             for index in range(annotators)]
 
     async def start(index: int, annotator: Annotator):
         await asyncio.sleep(ramp_s * index / max(1, annotators))
@@ -313,7 +389,7 @@ async def run_phase(name: str, url: str, server_pid: int, fns: dict, annotators:
     await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
     server_cpu, own_cpu = process_cpu_s(server_pid) - server_cpu, time.process_time() - own_cpu
     await asyncio.gather(*runs)
-    return figures, server_cpu, own_cpu
+    return figures, server_cpu, own_cpu, window
 
 
 def count_in_db(db_url: str, acked: list[tuple[str, int]]) -> tuple[int, int]:
@@ -377,8 +453,11 @@ def run_backend(backend: str, db_url: str, args, workdir: Path) -> list[PhaseRes
             print(f"  {name}: {annotators} annotators, think {think[0]:g}-{think[1]:g} s"
                   + (f", a stroke every {stroke_every:g} s" if think[1] > 0 else "")
                   + f", ramp {ramp_s:g} s, window {seconds:g} s ...", flush=True)
-            figures, server_cpu, own_cpu = asyncio.run(run_phase(name, started["url"], server.pid, fns, annotators,
-                                                                 think, stroke_every, ramp_s, seconds, args.seed))
+            figures, server_cpu, own_cpu, window = asyncio.run(run_phase(
+                name, started["url"], server.pid, fns, annotators, think, stroke_every, ramp_s, seconds, args.seed,
+                args.queued_submit))
+            ours.send(("lag", *window))
+            figures.loop_lag = ours.recv()
             lost, duplicated = count_in_db(db_url, figures.acked)
             result = PhaseResult(name, annotators, seconds, figures, server_cpu, own_cpu, lost, duplicated,
                                  os.getloadavg()[0])
@@ -403,6 +482,11 @@ def print_phase(result: PhaseResult) -> None:
     if figures.check_s:
         print(f"    paint -> server check: {len(figures.check_s)} strokes, p50 {percentile_ms(figures.check_s, 50):.0f} ms, "
               f"p95 {percentile_ms(figures.check_s, 95):.0f} ms")
+    lag = figures.loop_lag
+    if lag.get("samples"):
+        print(f"    server event-loop lag ({lag['samples']} samples): p50 {lag['p50_ms']:.1f} ms, p95 "
+              f"{lag['p95_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, max {lag['max_ms']:.0f} ms; "
+              f"{lag['over_50ms']} samples over 50 ms")
     print(f"    CPU over the window: server {result.server_cpu_s:.1f} s ({result.server_cpu_s / result.window_s:.2f} "
           f"cores, {1000 * result.server_cpu_s / count:.1f} ms per submission), load generator "
           f"{result.generator_cpu_s:.1f} s ({result.generator_cpu_s / result.window_s:.2f} cores, "
@@ -470,6 +554,8 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=2500)
     parser.add_argument("--redundancy", type=int, default=3)
     parser.add_argument("--skip", action="append", default=[], choices=("sqlite", "postgresql", "people", "saturation", "costs"))
+    parser.add_argument("--queued-submit", action="store_true",
+                        help="submit through the queued Gradio event (the old path) instead of the JSON endpoint")
     parser.add_argument("--cost-repeats", type=int, default=60, help="repeats per action in the costs phase")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 40 annotators thinking 2-4 s for 15 s, saturation 10 s, 600 tasks")

@@ -15,20 +15,23 @@ import hmac
 import html
 import json
 import logging
+import re
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qs
 
 import gradio as gr
 import numpy as np
 
-from annotations import workflow
+from sqlalchemy import select
+
+from annotations import models, workflow
 from annotations.domain import Assignment, Task
 from engine.contact.prior import OBJECT_PARTS, PRIOR_SOURCE, predict_category_prior
 from engine.errors import InputError
 from studio.context import STORE_LANE, Studio, user_errors
 from studio.crowd import client_address, session_digest, start_identity
 from studio.exports import label_colours
-from studio.painter_api import CHECK_PATH, ticket_for
+from studio.painter_api import ACTION_PATHS, CHECK_PATH, ticket_for
 from studio.painter import READ_JS, counts_html, painter_component, payload_json, read_painting
 
 # The page hands over its whole query string ("?worker=ID&sig=HEX"); API callers may send a bare worker id.
@@ -364,11 +367,153 @@ def painting_for(session: Session, painted: str):
     return painting
 
 
+PAINTED_TASK = re.compile(r'\s*\{\s*"task"\s*:\s*(\d{1,12})\b')
+
+
+def synced_to_painting(studio: Studio, session: Session, painted) -> Session:
+    """The session at the task the painting is of, when that is the annotator's open assignment and the page's
+    state still holds an earlier one (the page moved on through the JSON actions, ``ticket_action``, which
+    Gradio's state does not see). Otherwise unchanged: a resent submission of the state's task stays a resend."""
+    found = PAINTED_TASK.match(painted) if isinstance(painted, str) else None
+    if found is None or int(found.group(1)) == session.task_id:
+        return session
+    assignment = workflow.open_assignment(studio.store, session.annotator_id)
+    if assignment is None or assignment.task.id != int(found.group(1)):
+        return session  # painting_for refuses it: the painter shows another task than the one held
+    return replace(open_task(session, assignment),
+                   seed=seed_info(assignment.task, pre_annotation_source(studio, assignment.task)))
+
+
 def check_painting(session: Session, painted: str) -> str:
     """The sync event: validate the painting as submit would, and report what the server sees."""
     if session is None or session.task_id is None:
         return ""
     return counts_html(painting_for(session, painted), label_colours(session.labels))
+
+
+MAX_DONE = 10**6  # the page's count of this session, as it sends it to the JSON actions (only shown)
+FLAG_WORDS = {words: stored for words, stored in FLAG_CHOICES}
+
+
+def ticket_session(studio: Studio, annotator_id: int, task_id: int, browser: str, done) -> Session:
+    """The page session a ticket stands for (``studio.painter_api``): its annotator, the assignment of the
+    ticket's task and what seeded the painter, re-derived from the store; ``done`` is the page's count."""
+    annotator = studio.store.annotator(annotator_id)
+    with studio.store.session() as db:
+        assignment_id = db.scalar(select(models.AssignmentRow.id)
+                                  .where(models.AssignmentRow.annotator_id == annotator_id,
+                                         models.AssignmentRow.task_id == task_id)
+                                  .order_by(models.AssignmentRow.id.desc()).limit(1))
+    shape = studio.store.task_shape(task_id)
+    if assignment_id is None or shape is None:
+        raise InputError("this task is not yours; reload the page")
+    task = studio.payloads.task(task_id, studio.store.task)
+    count = done if isinstance(done, int) and not isinstance(done, bool) and 0 <= done <= MAX_DONE else 0
+    return Session(annotator.id, annotator.external_id, browser=browser, demo=annotator.bound_session is not None,
+                   done=count, assignment_id=assignment_id, task_id=task_id, kind=shape.kind,
+                   topology=shape.topology, labels=tuple(shape.labels),
+                   seed=seed_info(task, pre_annotation_source(studio, task)))
+
+
+def ticket_action(studio: Studio, action: str, annotator_id: int, task_id: int, browser: str, data: dict,
+                  request) -> dict:
+    """Submit, skip or flag the ticket's task exactly as the page's queued events do, and answer the next task
+    as the page shows it (``task_view``; a demo visitor gets the thank-you once its task is done)."""
+    state = ticket_session(studio, annotator_id, task_id, browser, data.get("done"))
+    if action == "submit":
+        state, message = submit_painting(studio, state, data["painting"])
+    elif action == "skip":
+        workflow.skip(studio.store, annotator_id, task_id)
+        message = f"Skipped task {task_id}"
+    elif action == "flag":
+        choice = str(data.get("reason") or "")[:200]
+        stored = workflow.flag_reason(FLAG_WORDS.get(choice, choice), str(data.get("typed") or "")[:2000])
+        workflow.flag(studio.store, annotator_id, task_id, stored)
+        message = f"Flagged task {task_id} ({html.escape(reason_words(stored))})"
+    else:
+        raise InputError(f"unknown action {action[:20]!r}")
+    state, image, text, progress, payload, message = _advance(studio, state, message, request)
+    return {"task": state.task_id, "done": state.done, "payload": payload, "image": image, "text": text,
+            "progress": f"<p><strong>{state.done}</strong> done this session</p>", "status": html.escape(message)
+            if action != "flag" else message}
+
+
+# The page's Submit, Skip and Flag go to the JSON actions when the task came with a ticket (studio/painter_api.py):
+# the click is taken before Gradio's own handler sees it, the answer is the next task, shown here. Pages without a
+# ticket (and gradio_client users) keep the queued events.
+ACTIONS_JS = """
+if (!window.studioTaskActions) {
+  const paths = %s;
+  const actions = window.studioTaskActions = { busy: false, done: null };
+  const content = (id) => {
+    const host = document.getElementById(id);
+    return host && (host.querySelector('span.md') || host.querySelector('.html-container .prose')
+                    || host.querySelector('.prose'));
+  };
+  const show = (id, markup) => { const target = content(id); if (target) target.innerHTML = markup; };
+  const controls = (on) => {
+    for (const selector of ['#submit', '#skip', '#flag', '#flag-reason input', '#flag-typed textarea']) {
+      const node = document.querySelector(selector);
+      if (node) node.disabled = !on;
+    }
+  };
+  window.addEventListener('click', async (event) => {
+    const button = event.target instanceof Element && event.target.closest('#submit, #skip, #flag');
+    const painter = window.studioPainter;
+    const s = painter && painter.state();
+    if (!button || !s || !s.check) return;  // no ticket: Gradio's queued event handles it
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    if (actions.busy || button.disabled) return;
+    actions.busy = true;
+    controls(false);
+    const action = button.id;
+    if (actions.done === null) {
+      const shown = document.querySelector('#progress strong');
+      actions.done = shown ? Number(shown.textContent) || 0 : 0;
+    }
+    const request = { ticket: s.check.ticket, done: actions.done };
+    if (action === 'submit') {
+      request.painting = JSON.stringify({ task: s.taskId, topology: s.topology, layers: painter.layers(),
+                                          seconds: s.secondsActive });
+    } else if (action === 'flag') {
+      const reason = document.querySelector('#flag-reason input');
+      const typed = document.querySelector('#flag-typed textarea');
+      request.reason = reason ? reason.value : '';
+      request.typed = typed ? typed.value : '';
+    }
+    try {
+      const response = await fetch(paths[action], { method: 'POST', credentials: 'same-origin',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify(request) });
+      const answer = await response.json().catch(() => ({ error: 'the server did not answer; try again' }));
+      if (!response.ok) {
+        show('status', '');
+        const target = content('status');
+        if (target) target.textContent = answer.error || 'the request failed; try again';
+        controls(true);
+        return;
+      }
+      actions.done = answer.done;
+      show('task-image', answer.image);
+      show('task-info', answer.text);
+      show('progress', answer.progress);
+      show('status', answer.status);
+      show('server-counts', '');
+      const direct = document.getElementById('painter-check-direct');
+      if (direct) direct.textContent = '';
+      controls(Boolean(answer.payload));
+      if (answer.payload) await painter.load(answer.payload);
+      else painter.unload();
+    } catch (error) {
+      const target = content('status');
+      if (target) target.textContent = 'the server did not answer; your painting is kept, try again';
+      controls(true);
+    } finally {
+      actions.busy = false;
+    }
+  }, true);
+}
+""" % json.dumps(ACTION_PATHS)
 
 
 def build_annotate(studio: Studio) -> gr.Blocks:
@@ -379,7 +524,7 @@ def build_annotate(studio: Studio) -> gr.Blocks:
                     "on a phone, tap it to enlarge it.")
         session = gr.State(None)
         worker = gr.Textbox(visible="hidden", elem_id="worker-id")
-        gr.HTML("", js_on_load=IMAGE_JS, elem_id="task-image-zoom", padding=False)
+        gr.HTML("", js_on_load=IMAGE_JS + ACTIONS_JS, elem_id="task-image-zoom", padding=False)  # no room taken
         with gr.Row(elem_id="task-row"):
             with gr.Column(scale=2, min_width=240):
                 _, payload, painted, sync = painter_component()
@@ -412,7 +557,8 @@ def build_annotate(studio: Studio) -> gr.Blocks:
 
         @user_errors
         def on_submit(painted_json, state, request: gr.Request):
-            state, message = submit_painting(studio, _require(state, request), painted_json)
+            state = synced_to_painting(studio, _require(state, request), painted_json)
+            state, message = submit_painting(studio, state, painted_json)
             return _advance(studio, state, message, request)
 
         @user_errors

@@ -1,7 +1,16 @@
-"""The painter's stroke check as a small JSON endpoint, outside Gradio's queue (the hot action of a crowd).
+"""The painter's hot actions as small JSON endpoints, outside Gradio's queue (what a crowd does most).
 
     POST /studio/api/check   {"ticket": "...", "painting": "<the painter's JSON: task, topology, layers, seconds>"}
                              -> {"task": N, "counts": {label: vertices}, "html": "<div id=painter-server-counts>..."}
+    POST /studio/api/submit  {"ticket", "painting", "done"}  -> the next task (``studio.annotate.ticket_action``)
+    POST /studio/api/skip    {"ticket", "done"}              -> the next task
+    POST /studio/api/flag    {"ticket", "reason", "typed", "done"} -> the next task
+
+The three task actions store exactly what the page's queued Submit / Skip / Flag events store (the same
+functions: the submission key derived from the assignment, so a resend is stored once) and answer the next
+task as the page shows it: ``{"task", "payload", "image", "text", "progress", "status"}``, the payload with
+a new ticket ("" when no task is left). ``done`` is the page's count of this session (shown, never trusted
+for anything else).
 
 Why: every stroke of every annotator is checked on the server. With 300 annotators painting a stroke
 every few seconds that is the most frequent request of all, and through Gradio's queue each one is a
@@ -16,7 +25,12 @@ database. The key is derived from ``StudioSettings.worker_secret`` when one is s
 accepts every replica's tickets), else drawn at random per process. Same limits as the queued check:
 the painting's size (``MAX_PAINTING_BYTES``, refused before parsing), its ids checked against the task's
 topology (``read_painting``); and a rate limit per annotator (``CHECKS_PER_MINUTE``). Errors are words
-without paths; a bad or foreign ticket is a 403 that says only that.
+without paths; a bad or foreign ticket is a 403 that says only that. The task actions have the same limits
+and their own rate limit per annotator (``ACTIONS_PER_MINUTE``).
+
+Nothing blocking runs on the event loop: the body is read there, everything else (the database, parsing
+and checking the painting) in worker threads, at most ``store_concurrency`` at a time per lane (checks,
+task actions) like the page's events.
 """
 from __future__ import annotations
 
@@ -27,11 +41,12 @@ import logging
 import secrets
 import time
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from annotations.errors import PayloadError
-from engine.errors import InputError
+from engine.errors import InputError, MissingAssetError
 from studio.context import public_message
 from studio.crowd import session_digest
 from studio.exports import label_colours
@@ -39,8 +54,10 @@ from studio.painter import MAX_PAINTING_BYTES, counts_html, read_painting
 from studio.security import RateLimiter
 
 CHECK_PATH = "/studio/api/check"
+ACTION_PATHS = {"submit": "/studio/api/submit", "skip": "/studio/api/skip", "flag": "/studio/api/flag"}
 TICKET_TTL_S = 24 * 3600.0
 CHECKS_PER_MINUTE = 240  # per annotator: four strokes a second, far above any person's pace
+ACTIONS_PER_MINUTE = 240  # submit / skip / flag per annotator: far above a person's pace, as for the check
 log = logging.getLogger("studio.security")
 
 
@@ -76,16 +93,23 @@ def read_ticket(key: bytes, ticket, browser: str | None, now: float | None = Non
 
 
 def add_painter_api(app: FastAPI, studio) -> None:
+    from studio.annotate import ticket_action  # the page's own functions (annotate imports this module)
+
     key = studio.painter_ticket_key
     limiter = RateLimiter(CHECKS_PER_MINUTE, 60.0, "stroke checks")
+    action_limiter = RateLimiter(ACTIONS_PER_MINUTE, 60.0, "submissions")
+    # Worker threads at most store_concurrency at a time per lane, as the page's events: the checks never wait
+    # behind submissions (their own lane), the task actions share one like the page's store lane.
+    check_lane = anyio.CapacityLimiter(studio.settings.store_concurrency)
+    action_lane = anyio.CapacityLimiter(studio.settings.store_concurrency)
 
     def refuse(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    @app.post(CHECK_PATH)
-    async def check(request: Request) -> JSONResponse:
+    async def read_request(request: Request, needs_painting: bool, rate: RateLimiter):
+        """(data, annotator id, task id) of a JSON request with a valid ticket, or the refusal to send."""
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            return refuse(415, "send the painting as application/json")
+            return refuse(415, "send the request as application/json")
         body = await request.body()
         if len(body) > MAX_PAINTING_BYTES:
             return refuse(413, f"the painting is larger than {MAX_PAINTING_BYTES // 2**20} MiB")
@@ -93,17 +117,21 @@ def add_painter_api(app: FastAPI, studio) -> None:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return refuse(400, "the request is not valid JSON")
-        if not isinstance(data, dict) or not isinstance(data.get("painting"), str):
-            return refuse(400, "the request must be an object with a 'ticket' and a 'painting' (JSON text)")
+        if not isinstance(data, dict) or (needs_painting and not isinstance(data.get("painting"), str)):
+            return refuse(400, "the request must be an object with a 'ticket'" +
+                          (" and a 'painting' (JSON text)" if needs_painting else ""))
         try:
             annotator_id, task_id = read_ticket(key, data.get("ticket"), session_digest(request))
         except PermissionError as error:
-            log.warning("painter check refused (%s) from %s", error, request.client.host if request.client else "?")
+            log.warning("painter request refused (%s) from %s", error, request.client.host if request.client else "?")
             return refuse(403, str(error))
         try:
-            limiter.check(str(annotator_id))
+            rate.check(str(annotator_id))
         except InputError as error:
             return refuse(429, str(error))
+        return data, annotator_id, task_id
+
+    def check_painting(data: dict, task_id: int) -> JSONResponse:
         shape = studio.store.task_shape(task_id)
         if shape is None:
             return refuse(400, "the painter shows another task than the one you hold; reload the page")
@@ -116,3 +144,31 @@ def add_painter_api(app: FastAPI, studio) -> None:
             return refuse(400, "the painter shows another task than the one you hold; reload the page")
         return JSONResponse({"task": task_id, "counts": painting.counts(),
                              "html": counts_html(painting, label_colours(shape.labels))})
+
+    @app.post(CHECK_PATH)
+    async def check(request: Request) -> JSONResponse:
+        found = await read_request(request, True, limiter)
+        if isinstance(found, JSONResponse):
+            return found
+        data, _, task_id = found
+        return await anyio.to_thread.run_sync(check_painting, data, task_id, limiter=check_lane)
+
+    def act(action: str, request: Request, data: dict, annotator_id: int, task_id: int) -> JSONResponse:
+        try:
+            return JSONResponse(ticket_action(studio, action, annotator_id, task_id, session_digest(request), data,
+                                              request))
+        except (InputError, MissingAssetError) as error:
+            return refuse(400, public_message(error))
+
+    def action_route(action: str):
+        async def route(request: Request) -> JSONResponse:
+            found = await read_request(request, action == "submit", action_limiter)
+            if isinstance(found, JSONResponse):
+                return found
+            data, annotator_id, task_id = found
+            return await anyio.to_thread.run_sync(act, action, request, data, annotator_id, task_id,
+                                                  limiter=action_lane)
+        return route
+
+    for action, path in ACTION_PATHS.items():
+        app.add_api_route(path, action_route(action), methods=["POST"], include_in_schema=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 import uuid
 
 import httpx
@@ -528,3 +529,150 @@ def test_tickets_expire_and_are_bound_to_the_browser():
         read_ticket(ticket_key(None), ticket, "browser-a", now=1000.0)  # another server's random key
     shared = ticket_key("s" * 32)
     assert read_ticket(ticket_key("s" * 32), ticket_for(shared, 7, 42, "b", now=5.0), "b", now=5.0) == (7, 42)
+
+
+def act(running, client, action: str, **body) -> httpx.Response:
+    """The page's JSON Submit / Skip / Flag (``studio.painter_api``), as the browser of ``client`` sends it."""
+    return httpx.post(running.url + f"/studio/api/{action}", json=body,
+                      cookies=client.cookies if client is not None else None, timeout=30)
+
+
+def submission_rows(store, task_id: int) -> list[tuple[str, dict]]:
+    with store.session() as db:
+        return [tuple(row) for row in db.execute(select(models.SubmissionRow.submission_key,
+                                                        models.SubmissionRow.client_info)
+                                                 .where(models.SubmissionRow.task_id == task_id))]
+
+
+def test_json_submit_stores_like_the_page_and_answers_the_next_task(studio_server):
+    store = studio_server.studio.store
+    first, second, third = new_tasks(store, (("chair", "cup"), 1), (("chair",), 1), (("cup",), 1))
+    holder, (_, _, progress, payload, _) = session(studio_server, worker_id("json-submit"))
+    painter = json.loads(payload)
+    assert painter["task_id"] == first
+    sent = painting(first, {"chair": [5, 1, 5, 10613], "cup": [7]})
+    answer = act(studio_server, holder, "submit", ticket=painter["ticket"], painting=sent, done=0)
+    assert answer.status_code == 200, answer.text
+    reply = answer.json()
+    assert reply["task"] == second and reply["done"] == 1 and "<strong>1</strong> done" in reply["progress"]
+    assert reply["status"] == f"Submitted task {first}"
+    nxt = json.loads(reply["payload"])
+    assert nxt["task_id"] == second and nxt["ticket"] != painter["ticket"]
+    assert nxt["ticket"].split(".")[1] == str(second) and f"Task {second}:" in reply["text"]
+    assert "task-image-view" in reply["image"]
+    with store.session() as db:
+        assignment = db.scalar(select(models.AssignmentRow.id).where(models.AssignmentRow.task_id == first))
+    rows = submission_rows(store, first)
+    assert len(rows) == 1 and rows[0][0] == f"studio-assignment-{assignment}"  # the queued event's key
+    info = rows[0][1]
+    from engine.contact.prior import PRIOR_SOURCE
+    from studio.annotate import prior_version
+
+    assert info == {"client": "studio", "seed": {"model_name": PRIOR_SOURCE, "model_version": prior_version(),
+                                                 "source": "computed by the studio for the painter"}}
+    assert list(statuses(store, first).values()) == [("submitted", None)]
+    # the same request again (a double click, a resend): stored once, the same next task, the count kept
+    again = act(studio_server, holder, "submit", ticket=painter["ticket"], painting=sent, done=1)
+    assert again.status_code == 200 and again.json()["task"] == second and again.json()["done"] == 1
+    assert "already stored" in again.json()["status"] and len(submission_rows(store, first)) == 1
+    # skip and flag the next ones with their tickets; then nothing is left
+    skipped = act(studio_server, holder, "skip", ticket=nxt["ticket"], done=1).json()
+    assert skipped["task"] == third and skipped["status"] == f"Skipped task {second}"
+    assert list(statuses(store, second).values()) == [("skipped", None)]
+    flagged = act(studio_server, holder, "flag", ticket=json.loads(skipped["payload"])["ticket"], done=1,
+                  reason=FLAG_WORDS_FIRST, typed="").json()
+    assert flagged["task"] is None and flagged["payload"] == "" and NO_TASK in flagged["text"]
+    assert list(statuses(store, third).values()) == [("flagged", workflow.FLAG_REASONS[0])]
+    assert count_submissions(store, second) == 0 and count_submissions(store, third) == 0
+    # a finished task's ticket acts no more
+    late = act(studio_server, holder, "skip", ticket=nxt["ticket"], done=1)
+    assert late.status_code == 400 and "already skipped" in late.json()["error"]
+
+
+FLAG_WORDS_FIRST = workflow.FLAG_REASON_WORDS[workflow.FLAG_REASONS[0]]
+
+
+def test_json_flag_takes_a_typed_reason_and_refuses_an_unknown_one(studio_server):
+    store = studio_server.studio.store
+    first, = new_tasks(store, (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("json-flag"))
+    ticket = json.loads(payload)["ticket"]
+    unknown = act(studio_server, holder, "flag", ticket=ticket, reason="<b>nope</b>", typed="")
+    assert unknown.status_code == 400 and "flag reason must be one of" in unknown.json()["error"]
+    empty = act(studio_server, holder, "flag", ticket=ticket, reason="other", typed="   ")
+    assert empty.status_code == 400 and "type the reason" in empty.json()["error"]
+    typed = act(studio_server, holder, "flag", ticket=ticket, reason="Something else (type it below)",
+                typed="the <cup> is  cut off")
+    assert typed.status_code == 200 and "the &lt;cup&gt; is cut off" in typed.json()["status"]
+    assert list(statuses(store, first).values()) == [("flagged", workflow.OTHER_REASON + "the <cup> is cut off")]
+
+
+def test_json_actions_refuse_forged_foreign_and_expired_tickets_and_bad_paintings(studio_server):
+    from studio.painter_api import TICKET_TTL_S, ticket_for
+
+    store = studio_server.studio.store
+    first, _ = new_tasks(store, (("chair",), 1), (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("json-forged"))
+    other, _ = session(studio_server, worker_id("json-other"))
+    ticket = json.loads(payload)["ticket"]
+    good = painting(first, {"chair": [1]})
+    annotator, task, expires, mac = ticket.split(".")
+    for forged in (f"{annotator}.{first + 1}.{expires}.{mac}", f"{int(annotator) + 1}.{task}.{expires}.{mac}",
+                   f"{annotator}.{task}.{int(expires) + 1}.{mac}", "", "1.2.3", None, 7):
+        for action in ("submit", "skip", "flag"):
+            refused = act(studio_server, holder, action, ticket=forged, painting=good, reason="other", typed="x")
+            assert refused.status_code == 403 and "ticket" in refused.json()["error"]
+    assert act(studio_server, other, "submit", ticket=ticket, painting=good).status_code == 403  # another browser
+    assert act(studio_server, None, "skip", ticket=ticket).status_code == 403  # no session cookie
+    key = studio_server.studio.painter_ticket_key
+    browser = hashlib.sha256(holder.cookies["studio-session"].encode()).hexdigest()
+    expired = ticket_for(key, int(annotator), first, browser, now=time.time() - TICKET_TTL_S - 3600)
+    refused = act(studio_server, holder, "submit", ticket=expired, painting=good)  # its browser, an hour too late
+    assert refused.status_code == 403 and "expired" in refused.json()["error"]
+    for sent, message in ((painting(first, {"chair": [VERTICES]}), "must be in 0..10613"),
+                          (painting(first + 1, {"chair": [1]}), "another task"),
+                          (painting(first, {"chair": [1]}, topology="smplx"), "smplx"),
+                          ("not json", "not valid JSON"), (painting(first, {"table": [1]}), "table")):
+        refused = act(studio_server, holder, "submit", ticket=ticket, painting=sent)
+        assert refused.status_code == 400 and message in refused.json()["error"], (sent, refused.text)
+        assert "/tmp" not in refused.text and "Traceback" not in refused.text
+    no_painting = act(studio_server, holder, "submit", ticket=ticket)
+    assert no_painting.status_code == 400 and "'painting'" in no_painting.json()["error"]
+    form = httpx.post(studio_server.url + "/studio/api/submit", cookies=holder.cookies, timeout=30,
+                      data={"ticket": ticket, "painting": good})
+    assert form.status_code == 415
+    huge = httpx.post(studio_server.url + "/studio/api/submit", cookies=holder.cookies, timeout=30,
+                      headers={"content-type": "application/json"},
+                      content=b'{"ticket": "1", "painting": "' + b" " * (4 * 2**20 + 10) + b'"}')
+    assert huge.status_code == 413
+    assert count_submissions(store, first) == 0  # nothing refused was stored
+    assert act(studio_server, holder, "submit", ticket=ticket, painting=good).status_code == 200
+
+
+def test_json_submit_of_a_retired_task_is_kept_and_the_next_task_is_never_retired(studio_server):
+    from annotations import task_admin
+
+    store = studio_server.studio.store
+    first, second = new_tasks(store, (("chair",), 1), (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("json-retired"))
+    assert json.loads(payload)["task_id"] == first
+    task_admin.retire_task(store, first)
+    task_admin.retire_task(store, second)
+    answer = act(studio_server, holder, "submit", ticket=json.loads(payload)["ticket"],
+                 painting=painting(first, {"chair": [3]}))
+    assert answer.status_code == 200 and count_submissions(store, first) == 1  # as the queued event: kept
+    assert answer.json()["task"] is None and answer.json()["payload"] == ""  # the retired one is served to nobody
+
+
+def test_a_queued_submit_after_json_actions_acts_on_the_task_the_page_shows(studio_server):
+    store = studio_server.studio.store
+    first, second, third = new_tasks(store, (("chair",), 1), (("chair",), 1), (("chair",), 1))
+    holder, (*_, payload, _) = session(studio_server, worker_id("mixed"))
+    answer = act(studio_server, holder, "submit", ticket=json.loads(payload)["ticket"],
+                 painting=painting(first, {"chair": [2]})).json()
+    assert answer["task"] == second  # Gradio's state still holds the first task
+    outputs = holder.predict(painting(second, {"chair": [4]}), api_name="/submit")
+    assert json.loads(outputs[3])["task_id"] == third and f"Submitted task {second}" in outputs[4]
+    assert count_submissions(store, second) == 1
+    with pytest.raises(AppError, match="another task"):  # a painting of a task the annotator does not hold
+        holder.predict(painting(first + 10_000, {"chair": [4]}), api_name="/submit")

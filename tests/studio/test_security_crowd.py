@@ -302,3 +302,31 @@ def test_a_hundred_thousand_deep_json_body_is_a_400_not_a_500(crowd_server):
         answer = client.post(crowd_server.url + "/annotate/gradio_api/queue/join", content=deep,
                              headers={"content-type": "application/json"})
         assert "nested deeper than" in answer.json()["detail"]
+
+
+def test_a_demo_visitor_submits_its_own_task_through_json_and_gets_the_thanks_never_the_crowd(crowd_server, picture):
+    store, url = crowd_server.studio.store, crowd_server.url
+    queued = crowd_task(store, 951)  # a crowd task waits: the visitor must never be handed it
+    visitor = browser(url, "")
+    link = paint_instead(visitor, picture).data[0]
+    mine = RawPage(url, "/annotate", client=visitor.client)
+    held = painter_payload(start(mine, link.split("/annotate", 1)[1]))
+    thief = browser(url, "/annotate")
+    stolen = thief.client.post(url + "/studio/api/submit", json={"ticket": held["ticket"], "painting": painting(
+        held["task_id"], {"chair": [1]}, topology=held["topology"])})
+    assert stolen.status_code == 403  # the ticket is bound to the visitor's browser
+    count = int(held["topology"].removeprefix("points-"))
+    answer = visitor.client.post(url + "/studio/api/submit", json={"ticket": held["ticket"], "painting": painting(
+        held["task_id"], {"sit": list(range(min(count, 5)))}, topology=held["topology"])})
+    assert answer.status_code == 200, answer.text
+    reply = answer.json()
+    assert reply["payload"] == "" and reply["task"] is None and "demo-thanks" in reply["text"]
+    assert f"{url}/" in reply["text"]  # the absolute link back to the demo
+    with store.session() as db:
+        mine_rows = db.scalar(select(func.count()).select_from(models.SubmissionRow)
+                              .where(models.SubmissionRow.task_id == held["task_id"]))
+        crowd_on_queued = db.scalar(select(func.count()).select_from(models.AssignmentRow)
+                                    .join(models.AnnotatorRow, models.AnnotatorRow.id == models.AssignmentRow.annotator_id)
+                                    .where(models.AssignmentRow.task_id == queued,
+                                           models.AnnotatorRow.bound_session.is_not(None)))
+    assert mine_rows == 1 and crowd_on_queued == 0  # stored once; no demo visitor holds the crowd task

@@ -81,6 +81,22 @@ def default_url() -> str:
     return os.environ.get("STUDIO_DB") or f"sqlite:///{var_dir() / 'annotations.db'}"
 
 
+def reset_postgres_schema(url: str) -> str | None:
+    """Drop and recreate schema ``public`` of a throw-away PostgreSQL database (tests and benchmarks only:
+    everything in it is gone). Returns why PostgreSQL at ``url`` cannot be used, or None."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP SCHEMA public CASCADE")
+            connection.exec_driver_sql("CREATE SCHEMA public")
+        engine.dispose()
+    except (SQLAlchemyError, OSError) as error:
+        return f"PostgreSQL at {url.split('@')[-1]} is unreachable: {error}"
+    return None
+
+
 def utcnow() -> datetime:
     """Naive UTC (the columns are timezone-less on every backend), to the microsecond."""
     return datetime.now(timezone.utc).replace(tzinfo=None)

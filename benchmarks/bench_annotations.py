@@ -53,7 +53,7 @@ from PIL import Image  # noqa: E402
 from annotations import codec, models, workflow  # noqa: E402
 from annotations.batch import BatchDefaults, import_batch  # noqa: E402
 from annotations.export import ExportFilters, export_training_data  # noqa: E402
-from annotations.store import Store  # noqa: E402
+from annotations.store import Store, reset_postgres_schema  # noqa: E402
 
 TOPOLOGY = "smplh-6890"
 VERTICES = 6890
@@ -248,22 +248,6 @@ def verify_workload(store: Store, acknowledged: int) -> bool:
     return all(ok for ok, _ in checks)
 
 
-def reset_postgres(url: str) -> str | None:
-    """Drop and recreate schema public; returns why PostgreSQL cannot be used, or None."""
-    try:
-        engine = sa.create_engine(url)
-        try:
-            with engine.begin() as connection:
-                connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-                connection.exec_driver_sql("CREATE SCHEMA public")
-        finally:
-            engine.dispose()
-    except Exception as error:
-        return f"PostgreSQL at {url} is unusable: {describe_error(error)}"
-    return None
-
-
-# ---- (c) export of 100k submissions ---------------------------------------------------------------------
 def populate_for_export(store: Store, num_tasks: int, redundancy: int, num_annotators: int, seed: int) -> dict:
     """Bulk-insert images (real files under the data dir), tasks, assignments, submissions and layers."""
     rng = np.random.default_rng(seed)
@@ -412,7 +396,7 @@ def main() -> None:
         if not url:
             pg_note = "skipped: STUDIO_TEST_PG_URL is not set (eval \"$(.ci/start-postgres)\" starts a server)"
         else:
-            pg_note = reset_postgres(url)
+            pg_note = reset_postgres_schema(url)
         if pg_note:
             print(f"\n[postgresql] {pg_note}")
         else:

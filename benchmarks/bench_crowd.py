@@ -62,6 +62,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from annotations.store import reset_postgres_schema  # noqa: E402
+
 TOPOLOGY, VERTICES = "openbody-v1", 10614
 LABELS = ("chair", "supporting")
 IDS_PER_LABEL = 300
@@ -526,21 +528,6 @@ def summary(results: dict[str, list[PhaseResult]]) -> None:
                 print(f"  {label:<58}  {measured:>10}  {target:>8}  {shown:>5}  {verdict}")
 
 
-def reset_postgres(url: str) -> str | None:
-    """Drop and recreate schema public; returns why PostgreSQL cannot be used, or None."""
-    import sqlalchemy as sa
-
-    try:
-        engine = sa.create_engine(url)
-        with engine.begin() as connection:
-            connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            connection.exec_driver_sql("CREATE SCHEMA public")
-        engine.dispose()
-    except Exception as error:  # a figure to print, not a crash: the SQLite half still runs
-        return f"PostgreSQL at {url.split('@')[-1]} is unusable: {type(error).__name__}: {str(error)[:200]}"
-    return None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--annotators", type=int, default=300)
@@ -581,7 +568,7 @@ def main() -> int:
     if "postgresql" not in args.skip:
         url = os.environ.get("STUDIO_TEST_PG_URL")
         note = "STUDIO_TEST_PG_URL is not set (eval \"$(.ci/start-postgres)\" starts a server)" if not url \
-            else reset_postgres(url)
+            else reset_postgres_schema(url)
         if note:
             print(f"\n[postgresql] skipped: {note}")
         else:

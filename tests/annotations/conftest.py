@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from annotations.store import reset_postgres_schema
+
 BACKENDS = ("sqlite-memory", "sqlite-file", "postgresql")
 
 
@@ -20,16 +22,7 @@ def postgres_url() -> str:
     if not url:
         problem = "STUDIO_TEST_PG_URL is not set (run .ci/start-postgres to start a server)"
     else:
-        import sqlalchemy as sa
-
-        try:
-            engine = sa.create_engine(url)
-            with engine.begin() as connection:
-                connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-                connection.exec_driver_sql("CREATE SCHEMA public")
-            engine.dispose()
-        except (sa.exc.SQLAlchemyError, OSError) as error:
-            problem = f"PostgreSQL at {url} is unreachable: {error}"
+        problem = reset_postgres_schema(url)
     if problem and os.environ.get("STUDIO_REQUIRE_PG") == "1":
         pytest.fail(f"STUDIO_REQUIRE_PG=1 but {problem}")
     if problem:

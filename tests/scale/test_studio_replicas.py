@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
+from annotations.store import reset_postgres_schema
 from scale_helpers import ROOT, requirement
 
 sys.path.insert(0, str(ROOT / "tests" / "studio"))
@@ -38,19 +39,12 @@ pytestmark = pytest.mark.slow
 
 
 def postgres_url() -> str:
-    import sqlalchemy as sa
-
     url = os.environ.get("STUDIO_TEST_PG_URL")
     if not url:
         requirement("STUDIO_REQUIRE_PG", "STUDIO_TEST_PG_URL is not set (run .ci/start-postgres to start a server)")
-    try:
-        engine = sa.create_engine(url)
-        with engine.begin() as connection:
-            connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            connection.exec_driver_sql("CREATE SCHEMA public")
-        engine.dispose()
-    except (sa.exc.SQLAlchemyError, OSError) as error:
-        requirement("STUDIO_REQUIRE_PG", f"PostgreSQL at {url} is unreachable: {error}")
+    problem = reset_postgres_schema(url)
+    if problem:
+        requirement("STUDIO_REQUIRE_PG", problem)
     return url
 
 

@@ -23,6 +23,7 @@ import functools
 import json
 import math
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Mapping
 
@@ -557,3 +558,32 @@ def _check_seconds(seconds, default: float) -> float:
     if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
         raise PayloadError(f"seconds_spent must be in 0..{MAX_SECONDS:.0f}, got {seconds!r}")
     return value
+
+
+@dataclass(frozen=True)
+class TaskHolder:
+    """Who holds (or held) a task, as a painter ticket names them (``ticket_holder``)."""
+
+    annotator_id: int
+    external_id: str
+    demo: bool  # a demo visitor (bound to one browser session): only its own demo tasks
+    assignment_id: int  # the annotator's latest assignment of the task
+
+
+_TICKET_HOLDER = select(
+    ANNOTATORS.c.external_id, ANNOTATORS.c.bound_session,
+    select(ASSIGNMENTS.c.id).where(ASSIGNMENTS.c.annotator_id == ANNOTATORS.c.id,
+                                   ASSIGNMENTS.c.task_id == bindparam("task"))
+    .order_by(ASSIGNMENTS.c.id.desc()).limit(1).scalar_subquery().label("assignment_id"),
+).where(ANNOTATORS.c.id == bindparam("annotator"))
+
+
+def ticket_holder(store: Store, annotator_id: int, task_id: int) -> TaskHolder | None:
+    """The annotator and its latest assignment of the task, in one read; None when the annotator never had it."""
+    if not valid_id(annotator_id) or not valid_id(task_id):
+        return None
+    with store.raw_transaction() as db:
+        row = db.first(store.raw(_TICKET_HOLDER), annotator=annotator_id, task=task_id)
+    if row is None or row.assignment_id is None:
+        return None
+    return TaskHolder(annotator_id, row.external_id, row.bound_session is not None, row.assignment_id)

@@ -22,9 +22,7 @@ from urllib.parse import parse_qs
 import gradio as gr
 import numpy as np
 
-from sqlalchemy import select
-
-from annotations import models, workflow
+from annotations import workflow
 from annotations.domain import Assignment, Task
 from engine.contact.prior import OBJECT_PARTS, PRIOR_SOURCE, predict_category_prior
 from engine.errors import InputError
@@ -229,10 +227,10 @@ def body_available(studio: Studio, task: Task) -> bool:
     return task.kind != "human_contact" or task.topology in studio.available_bodies()
 
 
+@functools.lru_cache(maxsize=1)
 def prior_version() -> str:
     """The category prior's version: the hash of its table (a changed table is a new version)."""
     import hashlib
-    import json
 
     table = json.dumps({label: dict(parts) for label, parts in OBJECT_PARTS.items()}, sort_keys=True)
     return "table-" + hashlib.sha256(table.encode()).hexdigest()[:12]
@@ -306,6 +304,7 @@ def task_view(studio: Studio, session: Session, assignment: Assignment | None, m
         stored = task.prediction.layers.get(task.labels[0]) if task.prediction is not None else None
         view = object_view(task.labels[0], studio.store.object_points(task.object_id), stored)
     payloads = studio.payloads
+    payloads.hand_out(task, session.browser)  # its parts' URLs and the ticket's actions need no database read
     image_url = payloads.image_url(task)
     payload = payload_json(mesh_url=task_mesh_url(studio, task), kind=task.kind, topology=task.topology,
                            task_id=task.id, labels=task.labels, view=view, annotation_url=payloads.annotation_url(task),
@@ -397,22 +396,16 @@ FLAG_WORDS = {words: stored for words, stored in FLAG_CHOICES}
 
 def ticket_session(studio: Studio, annotator_id: int, task_id: int, browser: str, done) -> Session:
     """The page session a ticket stands for (``studio.painter_api``): its annotator, the assignment of the
-    ticket's task and what seeded the painter, re-derived from the store; ``done`` is the page's count."""
-    annotator = studio.store.annotator(annotator_id)
-    with studio.store.session() as db:
-        assignment_id = db.scalar(select(models.AssignmentRow.id)
-                                  .where(models.AssignmentRow.annotator_id == annotator_id,
-                                         models.AssignmentRow.task_id == task_id)
-                                  .order_by(models.AssignmentRow.id.desc()).limit(1))
-    shape = studio.store.task_shape(task_id)
-    if assignment_id is None or shape is None:
+    ticket's task and what seeded the painter, re-derived from the store (one read; the task itself is the one
+    ``task_view`` handed out, remembered); ``done`` is the page's count."""
+    holder = workflow.ticket_holder(studio.store, annotator_id, task_id)
+    if holder is None:
         raise InputError("this task is not yours; reload the page")
     task = studio.payloads.task(task_id, studio.store.task)
     count = done if isinstance(done, int) and not isinstance(done, bool) and 0 <= done <= MAX_DONE else 0
-    return Session(annotator.id, annotator.external_id, browser=browser, demo=annotator.bound_session is not None,
-                   done=count, assignment_id=assignment_id, task_id=task_id, kind=shape.kind,
-                   topology=shape.topology, labels=tuple(shape.labels),
-                   seed=seed_info(task, pre_annotation_source(studio, task)))
+    return Session(annotator_id, holder.external_id, browser=browser, demo=holder.demo, done=count,
+                   assignment_id=holder.assignment_id, task_id=task_id, kind=task.kind, topology=task.topology,
+                   labels=tuple(task.labels), seed=seed_info(task, pre_annotation_source(studio, task)))
 
 
 def ticket_action(studio: Studio, action: str, annotator_id: int, task_id: int, browser: str, data: dict,

@@ -127,12 +127,25 @@ class TaskPayloads:
             return browser is not None and (browser, task_id) in self._holders
 
     def remember_holder(self, browser: str | None, task_id: int) -> None:
-        if browser is None:
+        if not browser:
             return
         with self._lock:
             self._holders[(browser, task_id)] = None
             while len(self._holders) > REMEMBERED:
                 self._holders.popitem(last=False)
+
+    def hand_out(self, task: Task, browser: str | None) -> None:
+        """This browser session was given the task: its parts are this browser's to fetch, and the task (read
+        with the assignment) is remembered for the ticket's actions."""
+        self.remember_holder(browser, task.id)
+        with self._lock:
+            self._remember_task(task)
+
+    def _remember_task(self, task: Task) -> None:
+        self._tasks[task.id] = task
+        self._tasks.move_to_end(task.id)
+        while len(self._tasks) > REMEMBERED:
+            self._tasks.popitem(last=False)
 
     def task(self, task_id: int, load: Callable[[int], Task]) -> Task:
         """The task (its image and prediction never change; nothing else of it is used here), loaded once."""
@@ -141,9 +154,7 @@ class TaskPayloads:
         if found is None:
             found = load(task_id)
             with self._lock:
-                self._tasks[task_id] = found
-                while len(self._tasks) > REMEMBERED:
-                    self._tasks.popitem(last=False)
+                self._remember_task(found)
         return found
 
     def body(self, topology: str) -> Payload:

@@ -629,6 +629,12 @@ def test_json_actions_refuse_forged_foreign_and_expired_tickets_and_bad_painting
     expired = ticket_for(key, int(annotator), first, browser, now=time.time() - TICKET_TTL_S - 3600)
     refused = act(studio_server, holder, "submit", ticket=expired, painting=good)  # its browser, an hour too late
     assert refused.status_code == 403 and "expired" in refused.json()["error"]
+    foreign = ticket_for(key, int(annotator), first + 1, browser)  # signed right, but the other annotator's task
+    for action in ("submit", "skip", "flag"):
+        refused = act(studio_server, holder, action, ticket=foreign, painting=painting(first + 1, {"chair": [1]}),
+                      reason="other", typed="x")
+        assert refused.status_code == 400 and "not yours" in refused.json()["error"], refused.text
+    assert count_submissions(store, first + 1) == 0 and list(statuses(store, first + 1).values()) == [("assigned", None)]
     for sent, message in ((painting(first, {"chair": [VERTICES]}), "must be in 0..10613"),
                           (painting(first + 1, {"chair": [1]}), "another task"),
                           (painting(first, {"chair": [1]}, topology="smplx"), "smplx"),

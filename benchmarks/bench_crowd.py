@@ -57,12 +57,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from annotations.store import reset_postgres_schema  # noqa: E402
+from benchmarks.keepalive import KeepAliveClient  # noqa: E402
 
 TOPOLOGY, VERTICES = "openbody-v1", 10614
 LABELS = ("chair", "supporting")
@@ -186,11 +188,30 @@ class Annotator:
         self.queued = queued  # submit through Gradio's queue even when the task came with a ticket
         self.done = 0
         self.base = base
-        # Idle connections are dropped before uvicorn's 5 s keep-alive ends (a browser retries a request that
-        # meets a connection the server just closed; this client does not, so it must not meet one).
+        # Gradio's queue protocol (the page, start_session, the queued events) through httpx; idle connections
+        # are dropped before uvicorn's 5 s keep-alive ends (this client does not retry a request that meets
+        # a connection the server just closed, so it must not meet one).
         self.client = httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=4, keepalive_expiry=2.0))
+        # The hot requests (submit, check, the task's parts) as a browser sends them, on a minimal keep-alive
+        # client of the same cookies: its CPU per request is a fraction of httpx's (benchmarks/keepalive.py).
+        # Two connections, as a browser opens several: the task's two parts are fetched in parallel.
+        parsed = urlparse(base)
+        self.browser, self.second = KeepAliveClient(parsed.hostname, parsed.port), KeepAliveClient(parsed.hostname,
+                                                                                                    parsed.port)
+        self.second.cookies = self.browser.cookies
         self.session_hash = uuid.uuid4().hex[:11]
         self.task: dict | None = None
+
+    async def open_page(self) -> None:
+        """The annotator page (its response sets the studio-session cookie, which both clients then send)."""
+        await self.client.get(f"{self.page}/", params={"worker": self.worker})
+        self.browser.cookies.update(self.client.cookies.items())
+
+    async def post_json(self, path: str, body: dict, what: str) -> dict:
+        status, answer = await self.browser.request("POST", path, body)
+        if status != 200:
+            raise RuntimeError(f"{what}: HTTP {status} {answer[:120]!r}")
+        return json.loads(answer)
 
     async def call(self, name: str, data: list) -> list:
         """One queued event, as the page sends it; its outputs (``RuntimeError`` with the error shown)."""
@@ -217,11 +238,12 @@ class Annotator:
                     raise RuntimeError(f"{name}: {str(message.get('message'))[:160]}")
         raise RuntimeError(f"{name}: the event stream ended early")
 
-    async def get(self, url: str) -> bytes:
-        response = await self.client.get(self.base + url)
-        if response.status_code != 200:
-            raise RuntimeError(f"GET {url.split('/')[2]}: HTTP {response.status_code}")
-        return response.content
+    async def get(self, url: str, second: bool = False) -> bytes:
+        status, body = await (self.second if second else self.browser).request("GET", url,
+                                                                                headers={"Accept-Encoding": "gzip"})
+        if status != 200:
+            raise RuntimeError(f"GET {url.split('/')[2]}: HTTP {status}")
+        return body
 
     async def take(self, outputs: list) -> None:
         """The task the outputs hand over: fetch its parts as the painter does."""
@@ -230,7 +252,7 @@ class Annotator:
         if self.task is None:
             return
         if "annotation_url" in self.task:
-            await asyncio.gather(self.get(self.task["annotation_url"]), self.get(self.task["image_url"]))
+            await asyncio.gather(self.get(self.task["annotation_url"]), self.get(self.task["image_url"], True))
 
     async def submit(self) -> tuple[str, list]:
         """Submit the painting as the page does: the JSON endpoint with the task's ticket (the next task in
@@ -238,11 +260,8 @@ class Annotator:
         if self.queued or "ticket" not in self.task:
             outputs = await self.call("submit", [self.painting(), None])
             return str(outputs[5]), outputs
-        response = await self.client.post(self.base + "/studio/api/submit", json={
-            "ticket": self.task["ticket"], "painting": self.painting(), "done": self.done})
-        if response.status_code != 200:
-            raise RuntimeError(f"submit: HTTP {response.status_code} {response.text[:120]}")
-        answer = response.json()
+        answer = await self.post_json("/studio/api/submit", {
+            "ticket": self.task["ticket"], "painting": self.painting(), "done": self.done}, "submit")
         self.done = answer["done"]
         return answer["status"], [None, answer["image"], answer["text"], answer["progress"], answer["payload"],
                                   answer["status"]]
@@ -253,10 +272,8 @@ class Annotator:
         if "ticket" not in self.task:
             await self.call("check_painting", [self.painting(), None])
             return
-        response = await self.client.post(self.base + self.task["check_url"],
-                                          json={"ticket": self.task["ticket"], "painting": self.painting()})
-        if response.status_code != 200:
-            raise RuntimeError(f"check: HTTP {response.status_code} {response.text[:120]}")
+        await self.post_json(self.task["check_url"], {"ticket": self.task["ticket"], "painting": self.painting()},
+                             "check")
 
     def painting(self) -> str:
         layers = {label: self.rng.sample(range(VERTICES), IDS_PER_LABEL) for label in self.task["labels"]}
@@ -266,7 +283,7 @@ class Annotator:
     async def run(self, think: tuple[float, float], stroke_every: float, window: tuple[float, float],
                   stop_at: float, figures: Figures) -> None:
         try:
-            await self.client.get(f"{self.page}/", params={"worker": self.worker})
+            await self.open_page()
             outputs = await self.call("start_session", [f"?worker={self.worker}"])
             await self.get(json.loads(outputs[4])["mesh_url"])  # once: the painter caches the body mesh
             await self.take(outputs)
@@ -296,6 +313,8 @@ class Annotator:
             figures.errors.append(f"{type(error).__name__}: {str(error)[:200]}")
         finally:
             await self.client.aclose()
+            self.browser.close()
+            self.second.close()
 
 
 # ---- where the server's CPU goes -------------------------------------------------------------------------
@@ -308,7 +327,7 @@ async def measure_costs(url: str, server_pid: int, fns: dict, repeats: int) -> d
     """Server CPU (ms) and this generator's CPU (ms) per action, one annotator doing each ``repeats`` times in
     a row (nothing else running against the server)."""
     annotator = Annotator(url, fns, f"costs-{uuid.uuid4().hex[:6]}", random.Random(1))
-    await annotator.client.get(f"{annotator.page}/", params={"worker": annotator.worker})
+    await annotator.open_page()
     outputs = await annotator.call("start_session", [f"?worker={annotator.worker}"])
     await annotator.take(outputs)
 
@@ -337,6 +356,8 @@ async def measure_costs(url: str, server_pid: int, fns: dict, repeats: int) -> d
                            1000 * (time.process_time() - own) / repeats)
     finally:
         await annotator.client.aclose()
+        annotator.browser.close()
+        annotator.second.close()
     return costs
 
 

@@ -7,7 +7,7 @@ Runs once on SQLite (a file in a temporary folder) and once on PostgreSQL when `
 (``studio.server.BackgroundServer``, uvicorn) runs in a child process over that store, holding one new open
 study (a fresh name each run) of ``--items`` seeded image pairs. This
 process simulates ``--participants`` participants at once (asyncio, one keep-alive connection each, a minimal HTTP/1.1
-client: see ``Connection``): each joins
+client: ``benchmarks/keepalive.py``): each joins
 with consent, fetches its first trial and both stimuli, then answers every trial (``POST .../respond``, whose
 answer carries the next trial) and fetches the next stimuli. Between seeing a pair and answering, each waits a
 think time drawn uniformly from [0.5, 1.5] x ``--think`` seconds (default 3 s: people take several seconds to
@@ -39,6 +39,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 if str(REPO_ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+from benchmarks.keepalive import KeepAliveClient  # noqa: E402
 
 TARGET_P95_MS = 200.0
 
@@ -76,74 +78,6 @@ def serve(folder: str, db_url: str, slug: str, items: int, ready, stop, cpu) -> 
     server.stop()
 
 
-class Connection:
-    """One simulated browser's keep-alive HTTP/1.1 connection: a minimal client that sends a request and reads
-    the status, headers and body (Content-Length or chunked). httpx cost this 2-core machine about 13 ms of CPU
-    per response cycle, more than the server itself, and the generator's CPU is taken from the server's cores."""
-
-    def __init__(self, host: str, port: int, times: dict):
-        self.host, self.port, self.times = host, port, times
-        self.reader = self.writer = None
-        self.cookies: dict[str, str] = {}  # kept and sent back, as a browser does
-
-    async def request(self, method: str, path: str, body: dict | None = None,
-                      headers: dict | None = None) -> tuple[int, bytes]:
-        """(status, body). A kept-alive connection the server closed just as it was reused (uvicorn closes idle
-        ones after 5 s) is reopened and the request sent once more: every study request may be repeated,
-        responses are idempotent by trial key."""
-        data = json.dumps(body).encode() if body is not None else b""
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(data)}"]
-        lines += ["Content-Type: application/json"] if body is not None else []
-        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        lines += ["Cookie: " + "; ".join(f"{name}={value}" for name, value in self.cookies.items())] \
-            if self.cookies else []
-        message = ("\r\n".join(lines) + "\r\n\r\n").encode() + data
-        reused = self.writer is not None
-        try:
-            return await self._exchange(message)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            self.close()
-            if not reused:
-                raise
-            self.times["retries"].append(1)
-            return await self._exchange(message)
-
-    async def _exchange(self, message: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(message)
-        status_line = await self.reader.readline()
-        if not status_line:
-            raise ConnectionResetError("the server closed the connection")
-        status, length, chunked, close = int(status_line.split()[1]), 0, False, False
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            name, value = name.strip().lower(), value.strip().lower()
-            length = int(value) if name == "content-length" else length
-            chunked = chunked or (name == "transfer-encoding" and "chunked" in value)
-            close = close or (name == "connection" and value == "close")
-            if name == "set-cookie":
-                cookie, _, _ = line.decode("latin-1").partition(":")[2].strip().partition(";")
-                self.cookies[cookie.split("=", 1)[0]] = cookie.split("=", 1)[1] if "=" in cookie else ""
-        payload = await self._chunks() if chunked else await self.reader.readexactly(length)
-        if close:
-            self.close()
-        return status, payload
-
-    async def _chunks(self) -> bytes:
-        parts = []
-        while size := int((await self.reader.readline()).split(b";")[0], 16):
-            parts.append(await self.reader.readexactly(size))
-            await self.reader.readline()
-        await self.reader.readline()
-        return b"".join(parts)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
 def _json(status: int, payload: bytes, what: str) -> dict:
     if status != 200:
         raise RuntimeError(f"{what}: HTTP {status}: {payload[:200]!r}")
@@ -153,7 +87,7 @@ def _json(status: int, payload: bytes, what: str) -> dict:
 async def participant(address: tuple[str, int], slug: str, index: int, times: dict, acknowledged: list,
                       think: float) -> None:
     rng = random.Random(index)
-    browser = Connection(*address, times)
+    browser = KeepAliveClient(*address)
     start = time.perf_counter()
     joined = _json(*await browser.request("POST", f"/study/{slug}/api/join",
                                           {"pid": f"bench-{index}", "session": "S", "consent": True}), "join")
@@ -176,6 +110,7 @@ async def participant(address: tuple[str, int], slug: str, index: int, times: di
         times["respond_at"].append(start)
         payload = _json(*answer, "respond")
         acknowledged.append(trial["key"])
+    times["retries"].append(browser.retries)
     browser.close()
 
 
@@ -266,7 +201,7 @@ def run(name: str, db_url: str, folder: str, args) -> None:
     print(f"in the store: {counts['stored']} responses stored for {len(acknowledged)} acknowledged; lost "
           f"{counts['lost']}, duplicated trials {counts['duplicated_trials']}, duplicated (participant, item) "
           f"{counts['duplicated_items']}; {counts['finished']} of {args.participants} participants finished "
-          f"(requests retried after the server closed an idle keep-alive connection: {len(times['retries'])})")
+          f"(requests retried after the server closed an idle keep-alive connection: {sum(times['retries'])})")
 
 
 def main() -> int:

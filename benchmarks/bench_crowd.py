@@ -9,9 +9,12 @@ store: file SQLite, and PostgreSQL when ``$STUDIO_TEST_PG_URL`` is set (its sche
 and recreated: never point it at a database whose contents matter). Tasks: human contact on the open
 body (labels chair + supporting, a small seeded PNG each, the category prior as pre-annotation).
 
-The load generator is this process: one asyncio loop, one ``httpx.AsyncClient`` per annotator (its own
-cookies), speaking Gradio's queue protocol as the page does (``POST queue/join`` then the event stream
-``GET queue/data`` until ``process_completed``). Each annotator, like a person:
+The load generator is this process: one asyncio loop. Each annotator is one browser: an ``httpx.AsyncClient``
+for the page and Gradio's queue protocol as the page speaks it (``POST queue/join`` then the event stream
+``GET queue/data`` until ``process_completed``), and two keep-alive connections of a minimal HTTP/1.1 client
+(``benchmarks/keepalive.py``, the same cookies) for the frequent requests: checks, submissions and the task's
+parts. httpx cost about 10 ms of this machine's CPU per submission (its three requests), more than the server's
+own share; the minimal client costs about 1.5 ms (printed). Each annotator, like a person:
 
 1. opens the page (``GET /annotate/?worker=ID``: the session cookie) and starts its session
    (``start_session``), fetches the body mesh once (the painter caches it) and, for every task, the

@@ -12,6 +12,7 @@ each); everything else uses ORM sessions (``Store.session``).
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -245,15 +246,18 @@ class Store:
         """The driver's IntegrityError (a unique constraint raced on the hot path)."""
         return self._hot_engine.dialect.loaded_dbapi.IntegrityError
 
-    @property
+    @functools.cached_property
     def retryable_errors(self) -> tuple[type[BaseException], ...]:
-        """What the hot path retries: a raced unique constraint, a dead pooled connection, and the errors
-        PostgreSQL asks clients to retry (deadlock, serialization failure); the transaction rolled back."""
+        """What the hot path retries: a raced unique constraint (the driver's or SQLAlchemy's), a dead pooled
+        connection, and the errors PostgreSQL asks clients to retry (deadlock, serialization failure); the
+        transaction rolled back."""
+        from sqlalchemy.exc import IntegrityError
+
         dbapi = self._hot_engine.dialect.loaded_dbapi
         errors = getattr(dbapi, "errors", None)
         transient = tuple(getattr(errors, name) for name in ("DeadlockDetected", "SerializationFailure")
                           if hasattr(errors, name))
-        return (dbapi.IntegrityError, StaleConnection, *transient)
+        return (dbapi.IntegrityError, IntegrityError, StaleConnection, *transient)
 
     def lock_for_update(self, statement):
         """``SELECT ... FOR UPDATE`` where the backend has row locks (SQLite writers are already serialised)."""

@@ -159,3 +159,19 @@ def test_postgresql_next_task_and_submit_are_one_statement_each(make_store, tmp_
     assert workflow.submit(store, person, assignment.task.id, {"chair": [3]}, "k" * 16).duplicate
     assert counted.calls[0] == [True, 1] and counted.calls[1][0] is False
     assert second.task.id != assignment.task.id
+
+
+def test_vertex_ids_are_sorted_unique_like_numpy():
+    """check_ids and codec.encode_ids skip np.unique on the hot path; both must still equal it."""
+    import numpy as np
+
+    from annotations import codec
+
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 2, 3, 50, 300, 6890):
+        ids = rng.integers(0, 6890, size)
+        reference = np.unique(ids)
+        assert np.array_equal(workflow.check_ids(ids.tolist(), 6890, "smplh-6890", "chair"), reference)
+        for given in (ids, reference, reference[::-1]):
+            assert codec.encode_ids(given) == reference.astype("<u4").tobytes()
+    assert workflow.check_ids([5, 5, 5], 6890, "smplh-6890", "chair").tolist() == [5]

@@ -85,6 +85,27 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def postgres_cpu_seconds() -> float | None:
+    """CPU seconds used so far by this machine's PostgreSQL server processes (the postmaster's count of its
+    exited children included), from /proc; None where that cannot be read (no /proc, a remote server)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    ticks, total, found = os.sysconf("SC_CLK_TCK"), 0, False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "comm").read_text().startswith("postgres"):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+        found = True
+    return total / ticks if found else None
+
+
 def describe_error(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     return text if len(text) < 300 else text[:297] + "..."
@@ -180,12 +201,14 @@ def run_workload(backend: str, url: str, batch_folder: Path, data_dir: Path, wri
                    for i in range(writers)]
         for thread in threads:
             thread.start()
+        server_cpu_started = postgres_cpu_seconds() if backend == "postgresql" else None
         barrier.wait()
         started, cpu_started = time.perf_counter(), time.process_time()
         for thread in threads:
             thread.join()
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        server_cpu_ended = postgres_cpu_seconds() if server_cpu_started is not None else None
 
         acknowledged = sum(r.acknowledged for r in results)
         next_all = [s for r in results for s in r.next_seconds]
@@ -202,6 +225,11 @@ def run_workload(backend: str, url: str, batch_folder: Path, data_dir: Path, wri
         # that does not depend on what else runs on the machine (the load average is printed too).
         print(f"  CPU of this process: {1000 * cpu / max(1, acknowledged):.2f} ms per pair "
               f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        if server_cpu_ended is not None:
+            # Every PostgreSQL process on this machine (a server of other databases counts too): with this
+            # process's CPU, the machine's CPU per pair, whatever else runs on it.
+            print(f"  CPU of the PostgreSQL server processes on this machine: "
+                  f"{1000 * (server_cpu_ended - server_cpu_started) / max(1, acknowledged):.2f} ms per pair")
         dry = sum(r.ran_dry for r in results)
         duplicates = sum(r.duplicates for r in results)
         print(f"  writers that ran out of tasks: {dry}; duplicate receipts: {duplicates}; errors: {len(errors)}")

@@ -135,8 +135,10 @@ def make_engine(url: str, pre_ping: bool = True, autocommit: bool = False) -> En
                                pool_size=20, max_overflow=20)
         _configure_sqlite(engine, memory=False)
     else:
-        engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=pre_ping,
-                               **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}))
+        # The autocommit (hot path) pool prepares each statement on first use: its few statements run
+        # thousands of times, and PostgreSQL plans the hot path's CTEs in milliseconds.
+        hot = {"isolation_level": "AUTOCOMMIT", "connect_args": {"prepare_threshold": 0}} if autocommit else {}
+        engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=pre_ping, **hot)
     return engine
 
 

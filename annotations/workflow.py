@@ -71,9 +71,9 @@ class HotStatements:
     ``single_statement``: the backend runs ``claim_on`` and ``submit_at_once`` (PostgreSQL: data-modifying
     CTEs); otherwise next_task and submit run their steps one by one.
 
-    Row locks on PostgreSQL are ``FOR UPDATE``, not ``FOR NO KEY UPDATE``: with the weaker lock, ``SKIP LOCKED``
-    goes on to a task whose row a submission's foreign-key check holds (``FOR KEY SHARE``) and then waits,
-    without skipping, for the claimer of the task's newer row version: the statements deadlock.
+    Row locks on PostgreSQL are ``FOR UPDATE``, not ``FOR NO KEY UPDATE``: with the weaker lock (which lets
+    a submission's foreign-key check, ``FOR KEY SHARE``, share the task's row), the concurrent-writers test
+    deadlocked while locking an updated version of a task row, where ``SKIP LOCKED`` does not skip.
     """
 
     def __init__(self, dialect: str):

@@ -243,11 +243,6 @@ class Store:
             self._raw_statements[id(statement)] = compiled
         return compiled
 
-    @property
-    def integrity_error(self) -> type[BaseException]:
-        """The driver's IntegrityError (a unique constraint raced on the hot path)."""
-        return self._hot_engine.dialect.loaded_dbapi.IntegrityError
-
     @functools.cached_property
     def retryable_errors(self) -> tuple[type[BaseException], ...]:
         """What the hot path retries: a raced unique constraint (the driver's or SQLAlchemy's), a dead pooled

@@ -8,7 +8,10 @@ _VALUES = np.dtype("<f4")
 
 
 def encode_ids(ids: np.ndarray) -> bytes:
-    return np.unique(np.asarray(ids, dtype=np.int64)).astype(_IDS).tobytes()
+    array = np.asarray(ids, dtype=np.int64)
+    if array.size > 1 and not (array[1:] > array[:-1]).all():  # already sorted and unique: no second sort
+        array = np.unique(array)
+    return array.astype(_IDS).tobytes()
 
 
 def decode_ids(data: bytes) -> np.ndarray:

@@ -8,7 +8,8 @@ column types the drivers hand back raw:
 
 - SQLite stores ``DateTime`` as text (``YYYY-MM-DD HH:MM:SS.ffffff``, SQLAlchemy's own format, so that
   rows written here and by the ORM compare alike), ``JSON`` as text and ``Boolean`` as 0/1.
-- psycopg returns ``timestamp`` and ``json`` decoded; JSON parameters are sent as text.
+- psycopg returns ``timestamp`` and ``json`` decoded; JSON parameters (by their bind type) are sent as text,
+  lists for ARRAY parameters as lists.
 
 ``RawTransaction`` is one transaction on one pooled connection: ``BEGIN IMMEDIATE`` on SQLite for a
 writer (the same serialisation as ``Store.session(write=True)``), commit on success, rollback on any error.
@@ -56,18 +57,21 @@ class RawStatement:
         self.defaults = dict(compiled.params)  # literal values of the statement (status = 'assigned', ...)
         self.order = tuple(compiled.positiontup) if dialect.positional else None
         self.sqlite = dialect.name == "sqlite"
+        # Sent as JSON text: the parameters of JSON columns (a list for an ARRAY parameter stays a list).
+        self.json_names = frozenset(name for name, bind in compiled.binds.items() if isinstance(bind.type, JSON))
         columns = list(statement.exported_columns) if hasattr(statement, "exported_columns") else []
         self.row_type = namedtuple("Row", [column.key for column in columns], rename=True) if columns else None
         converters = [_converter(column.type) for column in columns]
         self.converters = converters if any(converters) else None
 
     def parameters(self, values: dict):
-        merged = {**self.defaults, **values}
-        for name, value in merged.items():
-            if isinstance(value, datetime) and self.sqlite:
-                merged[name] = value.strftime(SQLITE_DATETIME)
-            elif isinstance(value, (dict, list)):
-                merged[name] = json.dumps(value)
+        merged = {**self.defaults, **values} if self.defaults else values
+        for name in self.json_names.intersection(values):
+            merged[name] = json.dumps(values[name])
+        if self.sqlite:
+            for name, value in merged.items():
+                if isinstance(value, datetime):
+                    merged[name] = value.strftime(SQLITE_DATETIME)
         return tuple(merged[name] for name in self.order) if self.order is not None else merged
 
     def row(self, values):

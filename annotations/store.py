@@ -6,11 +6,13 @@ managed by alembic only: opening a store upgrades it to the newest migration.
 
 SQLite write sessions start with ``BEGIN IMMEDIATE`` so that two writers never both read a task as
 open and then both fill it; PostgreSQL write paths lock the rows they change (``FOR UPDATE``).
-The annotator hot path (``workflow.next_task`` / ``submit``) runs SQLAlchemy Core statements on one
-connection per operation (``Store.transaction``); everything else uses ORM sessions (``Store.session``).
+The annotator hot path (``workflow.next_task`` / ``submit``) runs SQLAlchemy Core statements compiled once
+on a pooled DBAPI connection (``Store.raw_transaction``; on PostgreSQL mostly one autocommitted statement
+each); everything else uses ORM sessions (``Store.session``).
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -124,7 +126,7 @@ def _configure_sqlite(engine: Engine, memory: bool) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def make_engine(url: str, pre_ping: bool = True) -> Engine:
+def make_engine(url: str, pre_ping: bool = True, autocommit: bool = False) -> Engine:
     if _is_memory_sqlite(url):
         engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
         _configure_sqlite(engine, memory=True)
@@ -133,7 +135,10 @@ def make_engine(url: str, pre_ping: bool = True) -> Engine:
                                pool_size=20, max_overflow=20)
         _configure_sqlite(engine, memory=False)
     else:
-        engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=pre_ping)
+        # The autocommit (hot path) pool prepares each statement on first use: its few statements run
+        # thousands of times, and PostgreSQL plans the hot path's CTEs in milliseconds.
+        hot = {"isolation_level": "AUTOCOMMIT", "connect_args": {"prepare_threshold": 0}} if autocommit else {}
+        engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=pre_ping, **hot)
     return engine
 
 
@@ -158,8 +163,10 @@ class Store:
         self._binds = {write: self.engine.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
                        for write in (True, False)}
         # The hot path's own pool on a server database: no ping per checkout (a round trip each time); a
-        # connection found dead is invalidated and the operation retried (``raw_transaction``).
-        self._hot_engine = self.engine if self.dialect == "sqlite" else make_engine(self.url, pre_ping=False)
+        # connection found dead is invalidated and the operation retried (``raw_transaction``). Its
+        # connections autocommit, so that one statement is one round trip; transactions say BEGIN.
+        self._hot_engine = (self.engine if self.dialect == "sqlite"
+                            else make_engine(self.url, pre_ping=False, autocommit=True))
         self._raw_statements: dict[int, RawStatement] = {}
         self._predictions: OrderedDict[int, Prediction] = OrderedDict()
         self._predictions_lock = threading.Lock()  # guards both caches
@@ -193,10 +200,15 @@ class Store:
             yield connection
 
     @contextmanager
-    def raw_transaction(self, write: bool = False) -> Iterator[RawTransaction]:
+    def raw_transaction(self, write: bool = False, single: bool = False) -> Iterator[RawTransaction]:
         """One transaction on a pooled DBAPI connection (the hot path, ``annotations.rawsql``): ``BEGIN
         IMMEDIATE`` for a SQLite writer, commit on success, roll back on any error. A connection the
-        driver reports as dead is dropped from the pool and ``StaleConnection`` raised (retry the operation)."""
+        driver reports as dead is dropped from the pool and ``StaleConnection`` raised (retry the operation).
+
+        ``single`` (server databases only): the caller runs ONE statement, which is its own transaction
+        (autocommit: no BEGIN and COMMIT round trips); it must not run a second one."""
+        if single and self.dialect == "sqlite":
+            raise ValueError("single-statement transactions are for server databases (SQLite says BEGIN IMMEDIATE)")
         lock = self._memory_lock or (self._write_lock if write else None) or nullcontext()
         with lock:
             connection = self._hot_engine.raw_connection()
@@ -205,6 +217,8 @@ class Store:
                 cursor = connection.cursor()
                 if self.dialect == "sqlite":
                     cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                elif not single:
+                    cursor.execute("BEGIN")  # the pool's connections autocommit
                 yield RawTransaction(cursor)
                 connection.commit()
             except BaseException as error:
@@ -229,10 +243,18 @@ class Store:
             self._raw_statements[id(statement)] = compiled
         return compiled
 
-    @property
-    def integrity_error(self) -> type[BaseException]:
-        """The driver's IntegrityError (a unique constraint raced on the hot path)."""
-        return self._hot_engine.dialect.loaded_dbapi.IntegrityError
+    @functools.cached_property
+    def retryable_errors(self) -> tuple[type[BaseException], ...]:
+        """What the hot path retries: a raced unique constraint (the driver's or SQLAlchemy's), a dead pooled
+        connection, and the errors PostgreSQL asks clients to retry (deadlock, serialization failure); the
+        transaction rolled back."""
+        from sqlalchemy.exc import IntegrityError
+
+        dbapi = self._hot_engine.dialect.loaded_dbapi
+        errors = getattr(dbapi, "errors", None)
+        transient = tuple(getattr(errors, name) for name in ("DeadlockDetected", "SerializationFailure")
+                          if hasattr(errors, name))
+        return (dbapi.IntegrityError, IntegrityError, StaleConnection, *transient)
 
     def lock_for_update(self, statement):
         """``SELECT ... FOR UPDATE`` where the backend has row locks (SQLite writers are already serialised)."""
@@ -375,11 +397,16 @@ class Store:
         if row is None:
             return None
         shape = TaskShape(row.kind, row.topology, tuple(row.labels))
+        self.remember_shape(task_id, shape)
+        return shape
+
+    def remember_shape(self, task_id: int, shape: TaskShape) -> None:
         with self._predictions_lock:
+            if task_id in self._shapes:
+                return
             self._shapes[task_id] = shape
             while len(self._shapes) > TASK_SHAPE_CACHE_SIZE:
                 self._shapes.popitem(last=False)
-        return shape
 
     def task_by_id(self, connection: Connection, task_id: int) -> Task:
         """The task with its image, object class and prediction in one statement (Core; the hot path)."""
@@ -389,7 +416,9 @@ class Store:
         """A ``Task`` from a row of ``TASK_SELECT`` (its prediction from the cache, else read on ``connection``
         or, when None, in a read transaction of its own)."""
         prediction = self.prediction_from_id(connection, row.prediction_id) if row.prediction_id else None
-        return Task(id=row.id, kind=row.kind, topology=row.topology, labels=tuple(row.labels),
+        labels = tuple(row.labels)
+        self.remember_shape(row.id, TaskShape(row.kind, row.topology, labels))  # its submission is checked next
+        return Task(id=row.id, kind=row.kind, topology=row.topology, labels=labels,
                     image=Image(id=row.image_id, sha256=row.sha256, path=self.data_dir / row.path, format=row.format,
                                 width=row.width, height=row.height, original_name=row.original_name,
                                 source=row.source, licence=row.licence),

@@ -13,9 +13,12 @@ Rules:
 - An annotator who reloads gets their open assignment back instead of a new one.
 - ``submit`` is idempotent by the client's submission key: a repeated key returns the first receipt.
 
-``next_task`` and ``submit`` are the hot path: each is one transaction of four SQLAlchemy Core
-statements, compiled once and run on the DBAPI cursor (``Store.raw_transaction``, ``annotations.rawsql``),
-with the task's details read in the same statement that picks it and its prediction decoded once per store.
+``next_task`` and ``submit`` are the hot path: SQLAlchemy Core statements compiled once and run on the DBAPI
+cursor (``Store.raw_transaction``, ``annotations.rawsql``), with the task's details read in the same statement
+that picks it and its prediction decoded once per store. On PostgreSQL each is ONE autocommitted statement
+(data-modifying CTEs: one round trip, no BEGIN / COMMIT); a submission that this statement does not store
+(a resent key, an expired or finished assignment, an error) goes on to the step-by-step transaction, which
+SQLite always runs (one transaction of four statements under ``BEGIN IMMEDIATE``).
 """
 from __future__ import annotations
 
@@ -28,7 +31,9 @@ from datetime import timedelta
 from typing import Mapping
 
 import numpy as np
-from sqlalchemy import bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import (JSON, DateTime, Float, Integer, LargeBinary, String, bindparam, cast, exists, extract, func,
+                        insert, literal, or_, select, union_all, update)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -37,7 +42,7 @@ from annotations import codec, models
 from annotations.domain import Assignment, SubmissionReceipt
 from annotations.errors import NotAssignedError, PayloadError, UnknownAnnotatorError
 from annotations.rawsql import RawTransaction
-from annotations.store import (TASK_DETAILS, TASK_SELECT, StaleConnection, Store, task_row_or_error, unknown_task_error,
+from annotations.store import (TASK_DETAILS, TASK_SELECT, Store, task_row_or_error, unknown_task_error,
                                utcnow, valid_id)
 from engine.body.topology import num_vertices
 
@@ -64,17 +69,25 @@ class HotStatements:
 
     Written with SQLAlchemy Core; ``next_task`` and ``submit`` run them compiled on the DBAPI cursor
     (``Store.raw`` / ``annotations.rawsql``), the ORM paths run ``change_filled`` through SQLAlchemy.
+    ``single_statement``: the backend runs ``claim_on`` and ``submit_at_once`` (PostgreSQL: data-modifying
+    CTEs); otherwise next_task and submit run their steps one by one.
+
+    Row locks on PostgreSQL are ``FOR UPDATE``, not ``FOR NO KEY UPDATE``: with the weaker lock (which lets
+    a submission's foreign-key check, ``FOR KEY SHARE``, share the task's row), the concurrent-writers test
+    deadlocked while locking an updated version of a task row, where ``SKIP LOCKED`` does not skip.
     """
 
     def __init__(self, dialect: str):
         a, t, subs = ASSIGNMENTS, TASKS, SUBMISSIONS
         row_locks = dialect != "sqlite"  # SQLite writers are serialised by BEGIN IMMEDIATE already
-        annotator = bindparam("annotator")
+        self.single_statement = dialect == "postgresql"
+        annotator = bindparam("annotator", type_=Integer)
         # The annotator exists, how many tasks it was served, its open assignment if any.
         served = select(func.count()).where(a.c.annotator_id == ANNOTATORS.c.id).scalar_subquery()
         open_id = (select(a.c.id).where(a.c.annotator_id == ANNOTATORS.c.id, a.c.status == "assigned")
                    .order_by(a.c.id).limit(1).scalar_subquery())
-        self.annotator_head = select(served.label("served"), open_id.label("open_id")).where(ANNOTATORS.c.id == annotator)
+        self.annotator_head = select(ANNOTATORS.c.id, served.label("served"), open_id.label("open_id")).where(
+            ANNOTATORS.c.id == annotator)
         self.assignment = select(a.c.id, a.c.task_id, a.c.status, a.c.assigned_at).where(a.c.id == bindparam("id_"))
         self.task_details = TASK_DETAILS
         self.row_locks = row_locks
@@ -105,6 +118,7 @@ class HotStatements:
         self.mark_submitted = (update(a).where(a.c.id == bindparam("id_"))
                                .values(status="submitted", finished_at=bindparam("finished"),
                                        seconds_spent=bindparam("spent")))
+        self.submit_at_once = self._submit_statement() if self.single_statement else None
 
     @functools.lru_cache(maxsize=64)
     def open_task_on(self, gold: bool, bodies: frozenset[str] | None):
@@ -112,11 +126,16 @@ class HotStatements:
         return self.open_task[gold] if bodies is None else self._open_task(gold, self.row_locks, bodies)
 
     @staticmethod
-    def _open_task(gold: bool, row_locks: bool, bodies: frozenset[str] | None = None):
+    def _open_task(gold: bool, row_locks: bool, bodies: frozenset[str] | None = None, query=TASK_SELECT):
+        """The first task of ``query`` (default: its details) that this annotator may claim from the gold or
+        the crowd pool, in serving order; on PostgreSQL its row is locked and locked rows are skipped."""
         task = TASKS
-        already = exists().where(ASSIGNMENTS.c.task_id == task.c.id, ASSIGNMENTS.c.annotator_id == bindparam("annotator"))
-        # The task's details come with it (no second statement); on PostgreSQL only its row is locked.
-        query = TASK_SELECT.where(task.c.is_gold == gold, task.c.pool == "crowd", ~already)
+        already = select(ASSIGNMENTS.c.id).where(ASSIGNMENTS.c.task_id == task.c.id,
+                                                 ASSIGNMENTS.c.annotator_id == bindparam("annotator", type_=Integer))
+        # PostgreSQL: OFFSET 0 keeps the check a probe of the (task, annotator) unique index per candidate
+        # task; as an anti-join the planner compares every open task with every assignment of the annotator.
+        already = (already.offset(0) if row_locks else already).exists()
+        query = query.where(task.c.is_gold == gold, task.c.pool == "crowd", ~already)
         if bodies is not None:
             query = query.where(or_(task.c.kind != "human_contact",
                                     *[task.c.topology == topology for topology in sorted(bodies)]))
@@ -125,6 +144,67 @@ class HotStatements:
         query = query.order_by(task.c.priority.desc(), task.c.id).limit(1)
         return query.with_for_update(skip_locked=True, of=task) if row_locks else query
 
+    @functools.lru_cache(maxsize=64)
+    def claim_on(self, bodies: frozenset[str] | None):
+        """next_task in ONE statement (PostgreSQL): the annotator's open assignment if any, else claim the
+        first open task (gold first on a gold turn, the other pool when one is empty), insert its assignment
+        and take its slot. One row: the task's ``TASK_SELECT`` columns + assignment_id, assigned_at; no row
+        when nothing is left or the annotator is unknown. Binds: annotator, gold_rate, assigned_at."""
+        a, t = ASSIGNMENTS, TASKS
+        me = self.annotator_head.cte("me")
+        # No open assignment (and the annotator exists): an uncorrelated EXISTS, checked once.
+        free = exists(select(me.c.id).where(me.c.open_id.is_(None)))
+        turn = select(_gold_turn(me.c.served, bindparam("gold_rate", type_=Float), func.floor)).scalar_subquery()
+        gold, crowd = (self._open_task(pool_is_gold, True, bodies, select(t.c.id).where(free)).cte(name)
+                       for pool_is_gold, name in ((True, "gold_pick"), (False, "crowd_pick")))
+        # UNION ALL runs its branches in order and LIMIT 1 stops at the first row: a pool is only read
+        # (and a row in it only locked) when the ones before it had nothing.
+        pick = union_all(select(gold.c.id).where(turn), select(crowd.c.id), select(gold.c.id).where(~turn)) \
+            .limit(1).cte("pick")
+        now = bindparam("assigned_at", type_=DateTime)
+        claimed = (insert(a).from_select(["task_id", "annotator_id", "status", "assigned_at"],
+                                         select(pick.c.id, bindparam("annotator", type_=Integer), literal("assigned"),
+                                                now))
+                   .returning(a.c.id, a.c.task_id, a.c.assigned_at).cte("claimed"))
+        take_slot = update(t).where(t.c.id == claimed.c.task_id).values(filled=t.c.filled + 1).cte("take_slot")
+        held = union_all(select(a.c.id, a.c.task_id, a.c.assigned_at)
+                         .where(a.c.id == select(me.c.open_id).scalar_subquery()),
+                         select(claimed.c.id, claimed.c.task_id, claimed.c.assigned_at)).cte("held")
+        return (TASK_SELECT.add_columns(held.c.id.label("assignment_id"), held.c.assigned_at)
+                .where(t.c.id == held.c.task_id).add_cte(take_slot))
+
+    @staticmethod
+    def _submit_statement():
+        """submit in ONE statement (PostgreSQL): when this annotator holds the task's assignment open and the
+        key is new, insert the submission and its layers and mark the assignment submitted. One row (the
+        submission id), or none when any of that does not hold (the step-by-step path then says why).
+        Binds: task, annotator, key, now, spent (None: the time since the assignment, at most MAX_SECONDS),
+        client_info, labels / encodings / datas (one entry per layer)."""
+        a, t, subs = ASSIGNMENTS, TASKS, SUBMISSIONS
+        key, now = bindparam("key", type_=String), bindparam("now", type_=DateTime)
+        annotator = bindparam("annotator", type_=Integer)
+        held = (select(a.c.id, a.c.task_id, t.c.prediction_id, a.c.assigned_at)
+                .select_from(a.join(t, t.c.id == a.c.task_id))
+                .where(a.c.task_id == bindparam("task", type_=Integer), a.c.annotator_id == annotator,
+                       a.c.status == "assigned", ~exists().where(subs.c.submission_key == key))
+                .with_for_update(of=a).cte("held"))
+        since = cast(extract("epoch", now - held.c.assigned_at), Float)
+        spent = func.coalesce(bindparam("spent", type_=Float), func.greatest(0.0, func.least(since, MAX_SECONDS)))
+        stored = (insert(subs).from_select(
+            ["submission_key", "assignment_id", "task_id", "annotator_id", "prediction_id", "seconds_spent",
+             "client_info", "created_at"],
+            select(key, held.c.id, held.c.task_id, annotator, held.c.prediction_id, spent,
+                   bindparam("client_info", type_=JSON), now))
+            .returning(subs.c.id, subs.c.assignment_id, subs.c.seconds_spent).cte("stored"))
+        layers = insert(SUBMISSION_LAYERS).from_select(
+            ["submission_id", "label", "encoding", "data"],
+            select(stored.c.id, func.unnest(bindparam("labels", type_=ARRAY(String))),
+                   func.unnest(bindparam("encodings", type_=ARRAY(String))),
+                   func.unnest(bindparam("datas", type_=ARRAY(LargeBinary))))).cte("stored_layers")
+        mark = (update(a).where(a.c.id == stored.c.assignment_id)
+                .values(status="submitted", finished_at=now, seconds_spent=stored.c.seconds_spent).cte("marked"))
+        return select(stored.c.id).add_cte(layers, mark)
+
 
 @functools.lru_cache(maxsize=None)
 def hot_statements(dialect: str) -> HotStatements:
@@ -132,12 +212,13 @@ def hot_statements(dialect: str) -> HotStatements:
 
 
 def _retrying(store: Store, operation):
-    """Run ``operation`` again when a unique constraint raced (two tabs, one key) or the pooled connection
-    was dead; the last failure propagates."""
+    """Run ``operation`` again when a unique constraint raced (two tabs, one key), the pooled connection
+    was dead or PostgreSQL asked for a retry (``Store.retryable_errors``); the last failure propagates."""
+    retryable = store.retryable_errors
     for attempt in range(_RETRIES):
         try:
             return operation()
-        except (store.integrity_error, IntegrityError, StaleConnection):
+        except retryable:
             if attempt == _RETRIES - 1:
                 raise
     raise AssertionError("unreachable")
@@ -176,14 +257,17 @@ def assign_task(store: Store, annotator_id: int, task_id: int) -> Assignment:
 
 
 def _next_task_once(store: Store, annotator_id: int, bodies: frozenset[str] | None) -> Assignment | None:
-    """One write transaction of four statements (annotator, open task, insert assignment, take the slot);
-    the stale-assignment sweep, when due, runs in its own transaction just before."""
+    """One statement (PostgreSQL, ``HotStatements.claim_on``) or one write transaction of four (annotator,
+    open task, insert assignment, take the slot); the stale-assignment sweep, when due, runs in its own
+    transaction just before."""
     if not valid_id(annotator_id):
         raise UnknownAnnotatorError(f"no annotator with id {annotator_id}")
     if expiry_due(store):
         with store.transaction(write=True) as connection:
             expire_stale_assignments(store, connection)
     sql = hot_statements(store.dialect)
+    if sql.single_statement:
+        return _next_task_at_once(store, sql, annotator_id, bodies)
     with store.raw_transaction(write=True) as db:
         found = db.first(store.raw(sql.annotator_head), annotator=annotator_id)
         if found is None:
@@ -199,6 +283,20 @@ def _next_task_once(store: Store, annotator_id: int, bodies: frozenset[str] | No
             status = "assigned"
     return Assignment(id=assignment_id, task=store.task_from_details(None, details), annotator_id=annotator_id,
                       status=status, assigned_at=assigned_at)
+
+
+def _next_task_at_once(store: Store, sql: HotStatements, annotator_id: int,
+                       bodies: frozenset[str] | None) -> Assignment | None:
+    with store.raw_transaction(write=True, single=True) as db:
+        row = db.first(store.raw(sql.claim_on(bodies)), annotator=annotator_id, gold_rate=store.config.gold_rate,
+                       assigned_at=utcnow())
+    if row is None:  # nothing left, or no such annotator
+        with store.raw_transaction(single=True) as db:
+            if db.first(store.raw(sql.annotator_head), annotator=annotator_id) is None:
+                raise UnknownAnnotatorError(f"no annotator with id {annotator_id}")
+        return None
+    return Assignment(id=row.assignment_id, task=store.task_from_details(None, row), annotator_id=annotator_id,
+                      status="assigned", assigned_at=row.assigned_at)
 
 
 def open_assignment(store: Store, annotator_id: int) -> Assignment | None:
@@ -244,9 +342,10 @@ def _claim(store: Store, db: RawTransaction, annotator_id: int, gold_first: bool
     return None
 
 
-def _gold_turn(served: int, rate: float) -> bool:
-    """True for the tasks where the running gold share crosses the next whole number."""
-    return math.floor((served + 1) * rate + 1e-9) > math.floor(served * rate + 1e-9)
+def _gold_turn(served, rate, floor=math.floor):
+    """True for the tasks where the running gold share crosses the next whole number (numbers, or SQL
+    expressions with ``floor=func.floor``)."""
+    return floor((served + 1) * rate + 1e-9) > floor(served * rate + 1e-9)
 
 
 def _assign(session: Session, task_id: int, annotator_id: int) -> models.AssignmentRow:
@@ -311,10 +410,15 @@ def submit(store: Store, annotator_id: int, task_id: int, layers: Mapping, submi
 
 
 def _submit_once(store, annotator_id, task_id, layers, key, seconds_spent, info, topology) -> SubmissionReceipt:
-    """One write transaction: the held assignment (and an earlier use of the key) in one statement, then
-    insert the submission, its layers, and mark the assignment submitted."""
+    """One statement (PostgreSQL, ``HotStatements.submit_at_once``) in the usual case; otherwise (and
+    always on SQLite) one write transaction: the held assignment (and an earlier use of the key) in one
+    statement, then insert the submission, its layers, and mark the assignment submitted."""
     sql = hot_statements(store.dialect)
     encoded = _encode_ahead(store, task_id, layers, topology)
+    if sql.single_statement and encoded is not None and valid_id(annotator_id):
+        receipt = _submit_at_once(store, sql, annotator_id, task_id, encoded, key, seconds_spent, info)
+        if receipt is not None:
+            return receipt
     found = None
     with store.raw_transaction(write=True) as db:
         if valid_id(task_id) and valid_id(annotator_id):
@@ -349,6 +453,26 @@ def _submit_once(store, annotator_id, task_id, layers, key, seconds_spent, info,
     with store.transaction() as connection:  # no assignment: say why, in the order the checks run
         _raise_not_assigned(connection, annotator_id, task_id, layers, topology)
     raise AssertionError("unreachable")
+
+
+def _submit_at_once(store: Store, sql: HotStatements, annotator_id: int, task_id: int, encoded: dict, key: str,
+                    seconds_spent, info: dict) -> SubmissionReceipt | None:
+    """The receipt of a submission stored by one statement, or None when it was not stored (no open
+    assignment, a used key, a bad ``seconds_spent``: the step-by-step path then answers)."""
+    try:
+        spent = None if seconds_spent is None else _check_seconds(seconds_spent, default=0.0)
+    except PayloadError:
+        return None  # reported by the step-by-step path, after the checks that come first
+    now = utcnow()
+    with store.raw_transaction(write=True, single=True) as db:
+        submission_id = db.scalar(store.raw(sql.submit_at_once), task=task_id, annotator=annotator_id, key=key,
+                                  now=now, spent=spent, client_info=info, labels=list(encoded),
+                                  encodings=[encoding for encoding, _ in encoded.values()],
+                                  datas=[data for _, data in encoded.values()])
+    if submission_id is None:
+        return None
+    return SubmissionReceipt(submission_id=submission_id, submission_key=key, task_id=task_id,
+                             annotator_id=annotator_id, created_at=now, duplicate=False)
 
 
 def _encode_ahead(store: Store, task_id, layers, topology) -> dict | None:
@@ -505,7 +629,8 @@ def check_ids(ids, count: int, topology: str, label: str) -> np.ndarray:
     if array.size and (array.min() < 0 or array.max() >= count):
         raise PayloadError(f"label {label!r}: vertex ids must be in 0..{count - 1} for {topology}; "
                            f"got range [{array.min()}, {array.max()}]")
-    return np.unique(array)
+    array.sort()  # sorted, then duplicates dropped: np.unique costs several times more on a few hundred ids
+    return array[np.concatenate(([True], array[1:] != array[:-1]))] if array.size > 1 else array
 
 
 def check_point_values(values, count: int, label: str) -> np.ndarray:

@@ -2,13 +2,15 @@
 
     python benchmarks/bench_annotations.py [--writers 16] [--per-writer 300] [--tasks 1000]
                                            [--export-tasks 20000] [--profile-export] [--skip ...]
+                                           [--no-analyze]
 
 Targets (issue figures, on this 2-core machine):
 - (a) file SQLite: >= 500 next_task + submit pairs/s sustained with 16 writer threads, each looping
   ``workflow.next_task`` -> ``workflow.submit`` with ~300 vertex ids per label.
 - (b) the same workload on PostgreSQL when ``$STUDIO_TEST_PG_URL`` is set (``.ci/start-postgres``
   prints one). The schema ``public`` of that database is DROPPED and recreated first: never point it
-  at a database whose contents matter.
+  at a database whose contents matter. The tables are ANALYZEd after the import (``--no-analyze``: not),
+  and the CPU of the server's processes per pair is printed when the server runs on this machine.
 - (c) ``export_training_data`` of 100k submissions (20k tasks x redundancy 5, 6890-vertex topology)
   in <= 20 s. The rows are bulk-inserted with SQLAlchemy Core (the workflow API would take too long);
   that populate step is timed separately and is not part of the target.
@@ -85,6 +87,27 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def postgres_cpu_seconds() -> float | None:
+    """CPU seconds used so far by this machine's PostgreSQL server processes (the postmaster's count of its
+    exited children included), from /proc; None where that cannot be read (no /proc, a remote server)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    ticks, total, found = os.sysconf("SC_CLK_TCK"), 0, False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "comm").read_text().startswith("postgres"):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+        found = True
+    return total / ticks if found else None
+
+
 def describe_error(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     return text if len(text) < 300 else text[:297] + "..."
@@ -157,7 +180,7 @@ def writer_loop(store: Store, annotator_id: int, payloads: list[dict], barrier: 
 
 
 def run_workload(backend: str, url: str, batch_folder: Path, data_dir: Path, writers: int, per_writer: int,
-                 seed: int) -> WorkloadResult:
+                 seed: int, analyze: bool = True) -> WorkloadResult:
     print(f"\n[{backend}] {writers} writer threads x up to {per_writer} submissions, "
           f"{IDS_PER_LABEL} vertex ids per label, labels {list(LABELS)}")
     store = Store(url, data_dir=data_dir)
@@ -167,6 +190,13 @@ def run_workload(backend: str, url: str, batch_folder: Path, data_dir: Path, wri
                                                                          redundancy=REDUNDANCY))
         print(f"  import_batch: {report.num_tasks} tasks ({report.num_tasks * REDUNDANCY} slots) "
               f"in {time.perf_counter() - started:.2f} s")
+        if backend == "postgresql" and analyze:
+            # What autovacuum does within its naptime (1 min) of a bulk import. Without statistics the
+            # planner takes `pool = 'crowd'` for rare and reads every open task per claim (a bitmap scan and
+            # a sort) instead of the first few in index order; --no-analyze measures that first minute.
+            with store.engine.begin() as connection:
+                connection.exec_driver_sql("ANALYZE")
+            print("  ANALYZE after the import (as autovacuum does within a minute; --no-analyze: without)")
         annotator_ids = [store.ensure_annotator(f"bench-writer-{i:02d}").id for i in range(writers)]
         payloads = []
         for writer in range(writers):
@@ -180,12 +210,14 @@ def run_workload(backend: str, url: str, batch_folder: Path, data_dir: Path, wri
                    for i in range(writers)]
         for thread in threads:
             thread.start()
+        server_cpu_started = postgres_cpu_seconds() if backend == "postgresql" else None
         barrier.wait()
         started, cpu_started = time.perf_counter(), time.process_time()
         for thread in threads:
             thread.join()
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        server_cpu_ended = postgres_cpu_seconds() if server_cpu_started is not None else None
 
         acknowledged = sum(r.acknowledged for r in results)
         next_all = [s for r in results for s in r.next_seconds]
@@ -202,6 +234,11 @@ def run_workload(backend: str, url: str, batch_folder: Path, data_dir: Path, wri
         # that does not depend on what else runs on the machine (the load average is printed too).
         print(f"  CPU of this process: {1000 * cpu / max(1, acknowledged):.2f} ms per pair "
               f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        if server_cpu_ended is not None:
+            # Every PostgreSQL process on this machine (a server of other databases counts too): with this
+            # process's CPU, the machine's CPU per pair, whatever else runs on it.
+            print(f"  CPU of the PostgreSQL server processes on this machine: "
+                  f"{1000 * (server_cpu_ended - server_cpu_started) / max(1, acknowledged):.2f} ms per pair")
         dry = sum(r.ran_dry for r in results)
         duplicates = sum(r.duplicates for r in results)
         print(f"  writers that ran out of tasks: {dry}; duplicate receipts: {duplicates}; errors: {len(errors)}")
@@ -371,6 +408,8 @@ def main() -> None:
                         help=f"tasks for the export (x{REDUNDANCY} submissions each)")
     parser.add_argument("--profile-export", action="store_true", help="run the export under cProfile and print it")
     parser.add_argument("--skip", action="append", default=[], choices=("sqlite", "postgresql", "export"))
+    parser.add_argument("--no-analyze", action="store_true",
+                        help="PostgreSQL: start the writers right after the import, before any table statistics")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -402,7 +441,7 @@ def main() -> None:
         else:
             try:
                 workloads.append(run_workload("postgresql", url, batch, workdir / "pg-data", args.writers,
-                                              args.per_writer, args.seed))
+                                              args.per_writer, args.seed, analyze=not args.no_analyze))
             except sa.exc.SQLAlchemyError as error:  # a server that drops mid-run: report it, keep the rest
                 pg_note = f"failed: {type(error).__name__}: {str(error).splitlines()[0]}"
                 print(f"\n[postgresql] {pg_note}")

@@ -707,7 +707,7 @@ def ticket_holder(store: Store, annotator_id: int, task_id: int) -> TaskHolder |
     """The annotator and its latest assignment of the task, in one read; None when the annotator never had it."""
     if not valid_id(annotator_id) or not valid_id(task_id):
         return None
-    with store.raw_transaction() as db:
+    with store.raw_transaction(single=store.dialect != "sqlite") as db:  # one statement: no BEGIN / COMMIT
         row = db.first(store.raw(_TICKET_HOLDER), annotator=annotator_id, task=task_id)
     if row is None or row.assignment_id is None:
         return None

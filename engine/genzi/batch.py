@@ -41,6 +41,7 @@ import torch
 from torch.func import vmap
 
 from engine.body.model import BodyModel
+from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError
 from engine.fitting import energies as core
 from engine.fitting.fit import (BodyFit, BodyInit, ExtraTerm, FitConfig, StageHistory, _check_extra_terms,
@@ -127,7 +128,7 @@ class RowAdamW:
 @dataclass(frozen=True)
 class _Batch:
     """The jobs' inputs padded to N views and stacked: keypoints (J, N, K, 2), confidence (J, N, K),
-    K, R, t (J, N, ...), view_mask (J, N), views (J,) real view counts."""
+    K, R, t (J, N, ...), view_mask (J, N), views (J,) real view counts, view_counts the same on the device."""
 
     problems: tuple[_Problem, ...]
     keypoints: torch.Tensor
@@ -137,6 +138,8 @@ class _Batch:
     t: torch.Tensor
     view_mask: torch.Tensor
     views: tuple[int, ...]
+    view_counts: torch.Tensor
+    keypoint_index: torch.Tensor
 
     @classmethod
     def build(cls, problems: Sequence[_Problem]) -> "_Batch":
@@ -153,7 +156,14 @@ class _Batch:
         mask = torch.stack([padded(like.new_ones(len(p.cameras))) for p in problems])
         return cls(tuple(problems), stack(lambda p: p.keypoints), stack(lambda p: p.confidence),
                    stack(lambda p: p.cameras.K, True), stack(lambda p: p.cameras.R, True),
-                   stack(lambda p: p.cameras.t, True), mask, tuple(len(p.cameras) for p in problems))
+                   stack(lambda p: p.cameras.t, True), mask, tuple(len(p.cameras) for p in problems),
+                   mask.sum(-1), _keypoint_index(problems[0]))
+
+
+def _keypoint_index(problem: _Problem) -> torch.Tensor:
+    joints, sites = len(BODY_JOINT_NAMES), len(problem.sites.vertex_ids)  # SiteModel returns the body joints
+    labels = torch.arange(joints + sites, dtype=torch.float64)[:, None]  # each row holds its own number
+    return problem.sites.gather(labels[:joints], labels[joints:])[:, 0].long().to(problem.keypoints.device)
 
 
 def _project(K: torch.Tensor, R: torch.Tensor, t: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -175,7 +185,7 @@ def _rows(batch: _Batch, config: FitConfig, variables: dict, owner: torch.Tensor
     vertices = place(body(betas=variables["betas"], body_pose=body_pose).vertices) if need_vertices else None
     joints, site_vertices = place(joints), place(site_vertices)
     keypoint_count = site_vertices.shape[1] - problem.subset_size
-    keypoints_3d = problem.sites.gather(joints, site_vertices[:, :keypoint_count])
+    keypoints_3d = torch.cat([joints, site_vertices[:, :keypoint_count]], 1).index_select(1, batch.keypoint_index)
     mask = batch.view_mask[owner]
     scores = torch.sigmoid(variables["view_logits"]) if config.learn_view_weights else torch.ones_like(mask)
     return Rows(stage=stage, iteration=iteration, owner=owner, joints=joints, keypoints_3d=keypoints_3d,
@@ -204,7 +214,7 @@ def _energies(batch: _Batch, config: FitConfig, stage_keypoints: str, rows: Rows
                                                                                problem.prior.std)))(rows.body_pose)),
     }
     if config.learn_view_weights:
-        counts = torch.tensor(batch.views, device=rows.owner.device)[rows.owner]
+        counts = batch.view_counts[rows.owner]
         compute["view_selection"] = lambda: (vmap(lambda s: core.view_selection_energy(s, config.min_views))(
             rows.view_weights) * (counts >= config.min_views))  # the core leaves it out below min_views views
     return {name: compute[name]() for name in wanted if name in compute}

@@ -87,6 +87,12 @@ class PartCapsules:
     non_adjacent: torch.Tensor
     parts: tuple[int, ...]
 
+    def to(self, device) -> "PartCapsules":
+        """The capsules' tensors on ``device`` (once, not at every iteration)."""
+        move = lambda tensor: tensor.to(device)
+        return PartCapsules(move(self.low_weights), move(self.high_weights), move(self.radius), move(self.labels),
+                            move(self.non_adjacent), self.parts)
+
     def axes(self, vertices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., P, 3) axis ends for (..., V, 3) posed vertices."""
         return self.low_weights.to(vertices) @ vertices, self.high_weights.to(vertices) @ vertices

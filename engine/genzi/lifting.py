@@ -31,6 +31,9 @@ Lifting (release generation.py / configs, REFERENCE.md section 2)
     (``scene_vertex_ids``), posed by the fitting core in the same skinning call as the joints; the
     whole mesh is skinned only for the result (and the metrics). Lifting runs with one torch thread on
     the CPU (``LiftConfig.cpu_threads``). ``benchmarks/bench_genzi.py`` times it.
+    Batched (``lift_many``, what the pipeline runs): every inpainting set of a stage and every
+    orientation hypothesis are the rows of one optimiser loop (``engine.genzi.batch``), each body equal
+    to ``lift`` of its set alone (tests/genzi/test_genzi_batch.py); ``lift`` is the fitting core's loop.
 """
 from __future__ import annotations
 
@@ -206,7 +209,7 @@ def scene_terms(sdf: SceneSDF, body: BodyModel, config: LiftConfig = LiftConfig(
     if config.self_penetration:
         ids = scene_vertex_ids(body).cpu().numpy()  # capsules fitted on the same subset, so their axes follow it
         subset = energies.fit_part_capsules(body.v_template.detach().cpu().numpy()[ids],
-                                            energies.body_part_labels(body)[ids])
+                                            energies.body_part_labels(body)[ids]).to(body.device)
         terms["self_penetration"] = ExtraTerm(lambda state: energies.self_penetration(state.subset_vertices, subset),
                                               _phases(anchors["self_penetration"]), needs_vertices=False)
     return terms

@@ -110,7 +110,8 @@ def _sync(device: torch.device) -> None:
 
 def _prompt_sets(body, sdf, device: torch.device):
     """Stage 0's 4 inpainting sets and stage 1's 2 x 2, as ``(keypoints, cameras)``: each its own wrong views
-    and accepted views (12-13 of 16), so the batch pads views as the pipeline's does."""
+    and accepted views (12-13 of 16), so the batch pads views as the pipeline's does. ``body`` and ``sdf`` on
+    the CPU (the synthetic case is built there); the cameras go to ``device``."""
     from engine.genzi.synthetic import WRONG_VIEWS, sofa_case
 
     wrong_sets = (WRONG_VIEWS, (0, 5, 10, 14), (1, 6, 9, 13), (2, 4, 8, 12), (3, 6, 9, 12), (1, 5, 11, 15),
@@ -142,9 +143,9 @@ def bench_prompt_lifting(device: torch.device, phase_iterations: int) -> None:
     from engine.genzi.pipeline import _with_self_penetration
     from engine.genzi.sdf import scene_sdf
 
-    body = load_body("openbody", device=device)
-    sdf = scene_sdf(scenes.builtin_scene("living_room"), dim=96).to(device)
-    first, second, truth, point = _prompt_sets(body, sdf, device)
+    sdf = scene_sdf(scenes.builtin_scene("living_room"), dim=96)
+    first, second, truth, point = _prompt_sets(load_body("openbody"), sdf, device)
+    body, sdf = load_body("openbody", device=device), sdf.to(device)
     stage0 = lifting.LiftConfig(phase_iterations=phase_iterations)
     stage1 = _with_self_penetration(stage0)
     warm = lambda fit: BodyInit(transl=fit.transl, global_orient=fit.global_orient, body_pose=fit.body_pose,

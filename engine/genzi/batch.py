@@ -33,6 +33,8 @@ self-penetration's (rows, vertices, parts, 3) in stage 1 (4 x 2654 x 22 x 3 floa
 """
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -280,7 +282,7 @@ def _run_stage(batch: _Batch, config: FitConfig, extra: dict[str, ExtraTerm], va
                 if not isinstance(value, torch.Tensor) or value.shape != (rows_count,):
                     raise TypeError(f"extra term {name!r} must return one value per row, shape ({rows_count},)")
                 terms[name] = value * _weight_at(term.weights[index], step, stage.iterations)
-            sums = sum(terms.values()) if terms else leaves[0].sum(tuple(range(1, leaves[0].dim()))) * 0
+            sums = functools.reduce(operator.add, terms.values()) if terms else leaves[0].sum(tuple(range(1, leaves[0].dim()))) * 0
             grads = torch.autograd.grad(sums.sum(), leaves, allow_unused=True)
             grads = [torch.zeros_like(leaf) if grad is None else grad for grad, leaf in zip(grads, leaves)]
             finite_rows = torch.isfinite(sums)

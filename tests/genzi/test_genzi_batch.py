@@ -219,3 +219,34 @@ def test_lift_many_refuses_bad_jobs(open_body, sofa):
         batch.fit_bodies(open_body, mixed, config=lifting.fit_config(open_body, "open-body"))
     with pytest.raises(InputError, match="no body to lift"):
         batch.fit_bodies(open_body, [], config=lifting.fit_config(open_body, "open-body"))
+
+
+def test_the_batched_loop_creates_no_tensor_on_the_default_device(open_body, sofa, monkeypatch):
+    """What a CPU run cannot show for CUDA: inside the optimiser loop every tensor is made on the inputs'
+    device (a tensor made on the default device would meet CUDA tensors there). The loop runs with the
+    default device set to ``meta``, where any such tensor fails; the SDF sample (the same code as the
+    sequential lifting, whose ``as_tensor`` the meta default would move) runs outside it."""
+    sdf, case = sofa
+
+    class OutsideMeta:
+        def __call__(self, points):
+            torch.set_default_device(None)
+            try:
+                return sdf(points)
+            finally:
+                torch.set_default_device("meta")
+
+    run_stage = batch._run_stage
+
+    def on_meta(*args, **kwargs):
+        torch.set_default_device("meta")
+        try:
+            return run_stage(*args, **kwargs)
+        finally:
+            torch.set_default_device(None)
+
+    monkeypatch.setattr(batch, "_run_stage", on_meta)
+    config = LiftConfig(phase_iterations=2, self_penetration=True)
+    fits = lift_many(open_body, _jobs(case)[1:], OutsideMeta(), case.selection.point.nearest, config=config)
+    assert all(np.isfinite(fit.vertices).all() for fit in fits)
+    assert "self_penetration" in fits[0].history[3].terms

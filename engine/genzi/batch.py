@@ -282,7 +282,10 @@ def _run_stage(batch: _Batch, config: FitConfig, extra: dict[str, ExtraTerm], va
                 if not isinstance(value, torch.Tensor) or value.shape != (rows_count,):
                     raise TypeError(f"extra term {name!r} must return one value per row, shape ({rows_count},)")
                 terms[name] = value * _weight_at(term.weights[index], step, stage.iterations)
-            sums = functools.reduce(operator.add, terms.values()) if terms else leaves[0].sum(tuple(range(1, leaves[0].dim()))) * 0
+            # in the core's order (a Python sum per row); no term at all: zeros that still reach the leaves
+            sums = (functools.reduce(operator.add, terms.values()) if terms
+                    else leaves[0].reshape(rows_count, -1).sum(-1) * 0)
+            # the SUM over rows: each row's gradient is its own total's (a mean would scale it by 1 / B)
             grads = torch.autograd.grad(sums.sum(), leaves, allow_unused=True)
             grads = [torch.zeros_like(leaf) if grad is None else grad for grad, leaf in zip(grads, leaves)]
             finite_rows = torch.isfinite(sums)

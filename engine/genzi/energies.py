@@ -58,18 +58,17 @@ def genzi_view_selection(scores: torch.Tensor, min_views: float = MIN_VIEWS) -> 
 
 
 def scene_penetration(sdf: torch.Tensor, threshold: float = SCENE_THRESHOLD) -> torch.Tensor:
-    """Mean ``|sdf - thr|`` over the vertices with ``sdf < thr``; zero when none penetrates. sdf: (V,)."""
+    """Mean ``|sdf - thr|`` over the vertices with ``sdf < thr``; zero when none penetrates.
+    sdf: (..., V), one body per leading index (the batched lifting's rows); returns (...)."""
     inside = sdf < threshold
-    if not bool(inside.any()):
-        return sdf.sum() * 0.0
-    return (threshold - sdf[inside]).abs().mean()
+    depth = torch.where(inside, threshold - sdf, torch.zeros_like(sdf))  # > 0 where inside: |sdf - thr|
+    return depth.sum(-1) / inside.sum(-1).clamp_min(1)
 
 
 def scene_contact(sdf: torch.Tensor, threshold: float = SCENE_THRESHOLD) -> torch.Tensor:
-    """``min(sdf) - thr`` when no vertex has ``sdf < thr``, else zero. sdf: (V,)."""
-    if bool((sdf < threshold).any()):
-        return sdf.sum() * 0.0
-    return sdf.min() - threshold
+    """``min(sdf) - thr`` when no vertex has ``sdf < thr``, else zero. sdf: (..., V); returns (...)."""
+    gap = sdf.amin(-1) - threshold
+    return torch.where((sdf < threshold).any(-1), torch.zeros_like(gap), gap)
 
 
 @dataclass(frozen=True)
@@ -88,17 +87,24 @@ class PartCapsules:
     non_adjacent: torch.Tensor
     parts: tuple[int, ...]
 
+    def to(self, device) -> "PartCapsules":
+        """The capsules' tensors on ``device`` (once, not at every iteration)."""
+        move = lambda tensor: tensor.to(device)
+        return PartCapsules(move(self.low_weights), move(self.high_weights), move(self.radius), move(self.labels),
+                            move(self.non_adjacent), self.parts)
+
     def axes(self, vertices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(P, 3) axis ends for (V, 3) posed vertices."""
+        """(..., P, 3) axis ends for (..., V, 3) posed vertices."""
         return self.low_weights.to(vertices) @ vertices, self.high_weights.to(vertices) @ vertices
 
     def signed_distance(self, points: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
-        """(Q, P) signed distance of each point to each capsule (negative inside)."""
+        """(..., Q, P) signed distance of each of the (..., Q, 3) points to each capsule of the (..., V, 3)
+        posed vertices (negative inside)."""
         a, b = self.axes(vertices)
-        direction = b - a
-        t = (((points[:, None] - a) * direction).sum(-1) / (direction * direction).sum(-1).clamp_min(1e-12)).clamp(0, 1)
-        closest = a + t[..., None] * direction
-        return (points[:, None] - closest).norm(dim=-1) - self.radius.to(points)
+        a, direction = a[..., None, :, :], (b - a)[..., None, :, :]  # (..., 1, P, 3)
+        offset = points[..., :, None, :] - a  # (..., Q, P, 3)
+        t = ((offset * direction).sum(-1) / (direction * direction).sum(-1).clamp_min(1e-12)).clamp(0, 1)
+        return (offset - t[..., None] * direction).norm(dim=-1) - self.radius.to(points)
 
 
 def tree_distance(parents=BODY_PARENTS) -> np.ndarray:
@@ -160,8 +166,9 @@ def fit_part_capsules(rest_vertices: np.ndarray, labels: np.ndarray) -> PartCaps
 
 
 def self_penetration(vertices: torch.Tensor, capsules: PartCapsules) -> torch.Tensor:
-    """Mean over vertices of the summed squared depth inside the capsules of non-adjacent parts. vertices: (V, 3)."""
-    distance = capsules.signed_distance(vertices, vertices)  # (V, P)
+    """Mean over vertices of the summed squared depth inside the capsules of non-adjacent parts.
+    vertices: (..., V, 3), one body per leading index; returns (...)."""
+    distance = capsules.signed_distance(vertices, vertices)  # (..., V, P)
     counted = capsules.non_adjacent.to(vertices.device)[capsules.labels.to(vertices.device)]  # (V, P)
     depth = torch.relu(-distance) * counted
-    return (depth ** 2).sum(-1).mean()
+    return (depth ** 2).sum(-1).mean(-1)

@@ -31,6 +31,9 @@ Lifting (release generation.py / configs, REFERENCE.md section 2)
     (``scene_vertex_ids``), posed by the fitting core in the same skinning call as the joints; the
     whole mesh is skinned only for the result (and the metrics). Lifting runs with one torch thread on
     the CPU (``LiftConfig.cpu_threads``). ``benchmarks/bench_genzi.py`` times it.
+    Batched (``lift_many``, what the pipeline runs): every inpainting set of a stage and every
+    orientation hypothesis are the rows of one optimiser loop (``engine.genzi.batch``), each body equal
+    to ``lift`` of its set alone (tests/genzi/test_genzi_batch.py); ``lift`` is the fitting core's loop.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ from engine.errors import InputError
 from engine.fitting.fit import (BodyFit, BodyInit, ExtraTerm, FitConfig, FitState, StageConfig, cpu_threads,
                                 fit_body)
 from engine.fitting.keypoints import Keypoints2D
-from engine.genzi import energies
+from engine.genzi import batch, energies
 from engine.genzi.sdf import SceneSDF
 from engine.render.cameras import OpenCVCamera
 
@@ -206,7 +209,7 @@ def scene_terms(sdf: SceneSDF, body: BodyModel, config: LiftConfig = LiftConfig(
     if config.self_penetration:
         ids = scene_vertex_ids(body).cpu().numpy()  # capsules fitted on the same subset, so their axes follow it
         subset = energies.fit_part_capsules(body.v_template.detach().cpu().numpy()[ids],
-                                            energies.body_part_labels(body)[ids])
+                                            energies.body_part_labels(body)[ids]).to(body.device)
         terms["self_penetration"] = ExtraTerm(lambda state: energies.self_penetration(state.subset_vertices, subset),
                                               _phases(anchors["self_penetration"]), needs_vertices=False)
     return terms
@@ -218,18 +221,52 @@ def initial_translation(cameras: OpenCVCamera, point) -> np.ndarray:
     return (centres.mean(0) + np.asarray(point, dtype=np.float64)) / 2
 
 
+def _start(job_keypoints, cameras: OpenCVCamera, point, init: BodyInit | None) -> BodyInit:
+    if len(job_keypoints) != len(cameras):
+        raise InputError(f"{len(job_keypoints)} keypoint views but {len(cameras)} cameras")
+    if not job_keypoints:
+        raise InputError("no view was accepted (each needs 13 of GenZI's 17 joints with confidence >= 0.25)")
+    return init if init is not None else BodyInit(transl=initial_translation(cameras, point))
+
+
 def lift(body: BodyModel, keypoints: list[Keypoints2D], cameras: OpenCVCamera, sdf: SceneSDF, point, *,
          vposer=None, config: LiftConfig = LiftConfig(), init: BodyInit | None = None, progress=None) -> BodyFit:
     """Lift accepted ``body22`` views (one per camera) to one body in the scene; ``init`` warm-starts it
-    (stage 1 starts from its stage-0 body), else the translation starts halfway to the cameras."""
-    if len(keypoints) != len(cameras):
-        raise InputError(f"{len(keypoints)} keypoint views but {len(cameras)} cameras")
-    if not keypoints:
-        raise InputError("no view was accepted (each needs 13 of GenZI's 17 joints with confidence >= 0.25)")
+    (stage 1 starts from its stage-0 body), else the translation starts halfway to the cameras. The
+    fitting core's loop, one hypothesis after another: ``lift_many`` gives the same bodies, batched."""
+    start = _start(keypoints, cameras, point, init)
     views = [only_genzi_joints(view) for view in keypoints]
     prior = "vposer" if vposer is not None else "open-body"
-    start = init if init is not None else BodyInit(transl=initial_translation(cameras, point))
     with cpu_threads(config.cpu_threads, body.device):
         return fit_body(body, views, cameras, config=fit_config(body, prior, config), vposer=vposer, init=start,
                         extra_terms=scene_terms(sdf, body, config), vertex_subset=scene_vertex_ids(body),
                         progress=progress)
+
+
+@dataclass(frozen=True)
+class LiftJob:
+    """One body to lift: accepted ``body22`` views, their cameras (one per view) and an optional warm start."""
+
+    keypoints: tuple[Keypoints2D, ...]
+    cameras: OpenCVCamera
+    init: BodyInit | None = None
+
+
+def lift_many(body: BodyModel, jobs: list[LiftJob], sdf: SceneSDF, point, *, vposer=None,
+              config: LiftConfig = LiftConfig(), progress=None) -> list[BodyFit]:
+    """``lift`` of every job, all hypotheses optimised together in one loop (``engine.genzi.batch``):
+    result i equals ``lift`` of job i alone (same starts, same updates, same selection)."""
+    if not jobs:
+        raise InputError("no inpainting set to lift")
+    batch_jobs = []
+    for number, job in enumerate(jobs):
+        try:
+            start = _start(job.keypoints, job.cameras, point, job.init)
+        except InputError as error:
+            raise InputError(f"job {number}: {error}") from None
+        batch_jobs.append(batch.Job(tuple(only_genzi_joints(view) for view in job.keypoints), job.cameras, start))
+    prior = "vposer" if vposer is not None else "open-body"
+    with cpu_threads(config.cpu_threads, body.device):
+        return batch.fit_bodies(body, batch_jobs, config=fit_config(body, prior, config), vposer=vposer,
+                                extra_terms=scene_terms(sdf, body, config), vertex_subset=scene_vertex_ids(body),
+                                progress=progress)

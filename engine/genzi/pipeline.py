@@ -11,10 +11,12 @@ Stages (paper section 3 and the release's generation.py)
        13 of them have confidence >= 0.25. The big toes come from a COCO-WholeBody ViTPose
        (``keypoint_layout`` ``coco23``); with a COCO-17 one they are missing, and
        ``GenziOutput.joint_sources`` (saved in ``joints.json``) says so.
-    4. Lifting: one body per inpainting index i, from the i-th inpainting of every kept view.
+    4. Lifting: one body per inpainting index i, from the i-th inpainting of every kept view; all sets of
+       a stage (and their orientation hypotheses) are optimised together (``lifting.lift_many``).
     5. Refinement: stage-0 bodies ranked by CLIP score, the top half kept; each one's silhouette,
        dilated (81 x 81), is the fixed mask of ``inpaints_per_view[1]`` new inpaintings per view, which
-       are lifted again starting from that body (self-penetration on, as the release's stage 1).
+       are lifted again starting from that body (self-penetration on, as the release's stage 1); every
+       kept body's sets in one batch.
     6. Metrics: CLIP score, non-collision, contact and pose features of every body.
 """
 from __future__ import annotations
@@ -116,11 +118,12 @@ class GenziPipeline:
         report(0.1, "2. inpainting (dynamic masks)")
         first = inpainting.inpaint(self.inpaint_pipe, renders, prompt, config.inpaint, negative=negative,
                                    samples_per_view=config.inpaints_per_view[0])
-        # 3. + 4. 2D pose and lifting of each inpainting set.
+        # 3. + 4. 2D pose and lifting of each inpainting set (all sets' hypotheses in one batch).
         report(0.4, "3. 2D pose, 4. lifting")
-        bodies, keypoints, failures = self._lift_sets(first, cameras, sdf, checked.nearest, 0, len(renders), None)
-        keypoint_log = [keypoints]
-        # 5. Refinement: CLIP ranking, dilated silhouettes as fixed masks, lifting from the kept bodies.
+        bodies, keypoints, failures = self._lift_stage([first], cameras, sdf, checked.nearest, 0, len(renders), [None])
+        keypoint_log = list(keypoints)
+        # 5. Refinement: CLIP ranking, dilated silhouettes as fixed masks, lifting from the kept bodies
+        #    (every kept body's new inpainting sets lifted together).
         report(0.6, "5. refinement")
         text = metrics.clip_text(prompt, config.inpaint.prefix)
         bodies = [self._scored(body, scene, selection, text, sdf) for body in bodies]
@@ -129,13 +132,14 @@ class GenziPipeline:
             kept = [bodies[i] for i in metrics.rank_by_clip([b.clip for b in bodies], config.keep_fraction)]
             for prior in kept:
                 silhouettes = masks.dilate(torch.from_numpy(self._silhouettes(prior.fit, scene, selection)))
-                second = inpainting.inpaint(self.inpaint_pipe, renders, prompt, config.inpaint, negative=negative,
-                                            fixed_masks=silhouettes.numpy(), samples_per_view=config.inpaints_per_view[1])
-                refined_inpaintings.append(second)
-                new, keys, failed = self._lift_sets(second, cameras, sdf, checked.nearest, 1, len(renders), prior.fit)
-                bodies += [self._scored(body, scene, selection, text, sdf) for body in new]
-                keypoint_log.append(keys)
-                failures += failed
+                refined_inpaintings.append(inpainting.inpaint(
+                    self.inpaint_pipe, renders, prompt, config.inpaint, negative=negative,
+                    fixed_masks=silhouettes.numpy(), samples_per_view=config.inpaints_per_view[1]))
+            new, keys, failed = self._lift_stage(refined_inpaintings, cameras, sdf, checked.nearest, 1, len(renders),
+                                                 [prior.fit for prior in kept])
+            bodies += [self._scored(body, scene, selection, text, sdf) for body in new]
+            keypoint_log += keys
+            failures += failed
         # 6. Metrics.
         report(0.95, "6. metrics")
         result = metrics.PromptMetrics(scene.name, prompt, tuple(b.clip for b in bodies),
@@ -146,36 +150,50 @@ class GenziPipeline:
                            tuple(bodies), tuple(failures), result,
                            MappingProxyType(lifting.joint_sources(self.keypoint_layout)))
 
-    def _lift_sets(self, result: inpainting.InpaintResult, cameras, sdf, point, stage: int, num_views: int,
-                   prior: BodyFit | None):
-        """One body per inpainting index from its accepted views; rejected sets are reported, never faked."""
-        sets = len(result.images) // num_views
-        bodies, keypoints, failures = [], [], []
-        for index in range(sets):
+    def _keypoints(self, result: inpainting.InpaintResult, num_views: int) -> tuple:
+        """Per inpainting set, one accepted body22 ``Keypoints2D`` or None (rejected) per view."""
+        extra = {"layout": "coco23"} if self.keypoint_layout == "coco23" else {}
+        sets = []
+        for index in range(len(result.images) // num_views):
             per_view = []
             for view in range(num_views):
-                image = result.images[index * num_views + view]
                 try:
-                    extra = {"layout": "coco23"} if self.keypoint_layout == "coco23" else {}
-                    coco = self.pose_estimator(image, mask=result.masks[index * num_views + view], **extra)
+                    coco = self.pose_estimator(result.images[index * num_views + view],
+                                               mask=result.masks[index * num_views + view], **extra)
                 except InputError:  # no person found in the mask: the view is rejected, as a low score would be
                     per_view.append(None)
                     continue
                 mapped = lifting.genzi_keypoints(coco)
                 per_view.append(mapped if lifting.accepted(mapped) else None)
-            keypoints.append(tuple(per_view))
-            kept = [view for view, value in enumerate(per_view) if value is not None]
-            if not kept:
-                failures.append(f"stage {stage}, inpainting set {index}: no view shows a person with 13 of 17 joints")
-                continue
-            chosen = type(cameras)(cameras.K[kept], cameras.R[kept], cameras.t[kept])
-            config = self.config.lift if stage == 0 else _with_self_penetration(self.config.lift)
+            sets.append(tuple(per_view))
+        return tuple(sets)
+
+    def _lift_stage(self, results, cameras, sdf, point, stage: int, num_views: int, priors: list):
+        """One body per inpainting index of each result (result r warm-started from ``priors[r]``, a
+        ``BodyFit`` or None), from its accepted views; every set of the stage is lifted in one batch
+        (``lifting.lift_many``). Rejected sets are reported, never faked. Returns the bodies, the
+        keypoints per result, and the failures."""
+        jobs, owners, keypoints, failures = [], [], [], []
+        for result, prior in zip(results, priors):
+            sets = self._keypoints(result, num_views)
+            keypoints.append(sets)
             init = None if prior is None else BodyInit(transl=prior.transl, global_orient=prior.global_orient,
                                                        body_pose=prior.body_pose, betas=prior.betas, latent=prior.latent)
-            fit = lifting.lift(self.body, [per_view[v] for v in kept], chosen, sdf, point, vposer=self.vposer,
-                               config=config, init=init)
-            bodies.append(GenziBody(stage, index, fit, tuple(kept), float("nan"), float("nan"), float("nan")))
-        return bodies, tuple(keypoints), failures
+            for index, per_view in enumerate(sets):
+                kept = [view for view, value in enumerate(per_view) if value is not None]
+                if not kept:
+                    failures.append(f"stage {stage}, inpainting set {index}: no view shows a person with 13 of 17 joints")
+                    continue
+                chosen = type(cameras)(cameras.K[kept], cameras.R[kept], cameras.t[kept])
+                jobs.append(lifting.LiftJob(tuple(per_view[v] for v in kept), chosen, init))
+                owners.append((index, tuple(kept)))
+        if not jobs:
+            return [], keypoints, failures
+        config = self.config.lift if stage == 0 else _with_self_penetration(self.config.lift)
+        fits = lifting.lift_many(self.body, jobs, sdf, point, vposer=self.vposer, config=config)
+        bodies = [GenziBody(stage, index, fit, kept, float("nan"), float("nan"), float("nan"))
+                  for (index, kept), fit in zip(owners, fits)]
+        return bodies, keypoints, failures
 
     def _scored(self, body: GenziBody, scene: Scene, selection, text: str, sdf: SceneSDF) -> GenziBody:
         images = render_with_body(scene, body.fit, self.body.faces, selection, self.config.inpaint.image_size)

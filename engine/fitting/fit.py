@@ -391,10 +391,22 @@ def _decoded_pose(problem: _Problem, pose_variable: torch.Tensor) -> torch.Tenso
     return torch.nn.functional.pad(decoded, (0, missing)) if missing > 0 else decoded
 
 
-def _states(problem: _Problem, config: FitConfig, variables: dict, stage: int, iteration: int,
-            need_vertices: bool) -> list[FitState]:
-    """One ``FitState`` per orientation hypothesis (the batch of the variables), posed together."""
-    body = problem.body
+@dataclass(frozen=True)
+class _Posed:
+    """The batch of the variables posed (B = hypotheses): ``body_pose`` (B, J*3) axis-angle, ``rotation``
+    (B, 3, 3), ``joints`` (B, J+1, 3), ``keypoint_vertices`` (B, K, 3) the keypoint sites' vertices,
+    ``subset`` (B, S, 3) the vertex subset or None, ``vertices`` (B, V, 3) or None."""
+
+    body_pose: torch.Tensor
+    rotation: torch.Tensor
+    joints: torch.Tensor
+    keypoint_vertices: torch.Tensor
+    subset: torch.Tensor | None
+    vertices: torch.Tensor | None
+
+
+def _pose(problem: _Problem, variables: dict, need_vertices: bool) -> _Posed:
+    """Joints, keypoint sites and the vertex subset of every hypothesis in one skinning call, placed rigidly."""
     body_pose = _decoded_pose(problem, variables["body_pose"])
     rotation = rotation_6d_to_matrix(variables["global_orient"])
     zero = torch.zeros_like(variables["transl"])
@@ -402,11 +414,21 @@ def _states(problem: _Problem, config: FitConfig, variables: dict, stage: int, i
     pelvis = joints[:, :1]
     # the same rigid placement as BodyModel.forward's global_orient and transl
     place = lambda points: (points - pelvis) @ rotation.transpose(1, 2) + pelvis + variables["transl"][:, None]
-    vertices = place(body(betas=variables["betas"], body_pose=body_pose).vertices) if need_vertices else None
+    vertices = place(problem.body(betas=variables["betas"], body_pose=body_pose).vertices) if need_vertices else None
     joints, site_vertices = place(joints), place(site_vertices)
     keypoint_count = site_vertices.shape[1] - problem.subset_size
-    keypoints_3d = problem.sites.gather(joints, site_vertices[:, :keypoint_count])
-    subset = site_vertices[:, keypoint_count:] if problem.subset_size else None
+    return _Posed(body_pose, rotation, joints, site_vertices[:, :keypoint_count],
+                  site_vertices[:, keypoint_count:] if problem.subset_size else None, vertices)
+
+
+def _states(problem: _Problem, config: FitConfig, variables: dict, stage: int, iteration: int,
+            need_vertices: bool) -> list[FitState]:
+    """One ``FitState`` per orientation hypothesis (the batch of the variables), posed together."""
+    body = problem.body
+    posed = _pose(problem, variables, need_vertices)
+    body_pose, rotation, joints, vertices, subset = (posed.body_pose, posed.rotation, posed.joints, posed.vertices,
+                                                     posed.subset)
+    keypoints_3d = problem.sites.gather(joints, posed.keypoint_vertices)
     view_weights = (torch.sigmoid(variables["view_logits"]) if config.learn_view_weights
                     else torch.ones_like(variables["view_logits"]))
     latent = variables["body_pose"] if problem.vposer is not None else None

@@ -46,11 +46,9 @@ from engine.body.model import BodyModel
 from engine.body.skeleton import BODY_JOINT_NAMES
 from engine.errors import InputError
 from engine.fitting import energies as core
-from engine.fitting.fit import (BodyFit, BodyInit, ExtraTerm, FitConfig, StageHistory, _check_extra_terms,
-                                _decoded_pose, _frozen, _initial_variables, _prepare, _Problem, _result, _weighs,
-                                _weight_at)
+from engine.fitting.fit import (BodyFit, BodyInit, ExtraTerm, FitConfig, StageHistory, _check_extra_terms, _frozen,
+                                _initial_variables, _pose, _prepare, _Problem, _result, _weighs, _weight_at)
 from engine.fitting.keypoints import Keypoints2D
-from engine.fitting.rotations import rotation_6d_to_matrix
 from engine.render.cameras import OpenCVCamera
 
 BETAS = (0.9, 0.999)  # torch's Adam defaults, as the core's optimiser
@@ -177,23 +175,16 @@ def _rows(batch: _Batch, config: FitConfig, variables: dict, owner: torch.Tensor
     """Pose every row together (as the core's ``_states`` poses a job's hypotheses) and project each row
     into its own job's cameras."""
     problem = batch.problems[0]  # every job has the same body, keypoint sites and vertex subset
-    body = problem.body
-    body_pose = _decoded_pose(problem, variables["body_pose"])
-    rotation = rotation_6d_to_matrix(variables["global_orient"])
-    zero = torch.zeros_like(variables["transl"])
-    joints, site_vertices = problem.site_model(variables["betas"], body_pose, zero, zero)
-    pelvis = joints[:, :1]
-    place = lambda points: (points - pelvis) @ rotation.transpose(1, 2) + pelvis + variables["transl"][:, None]
-    vertices = place(body(betas=variables["betas"], body_pose=body_pose).vertices) if need_vertices else None
-    joints, site_vertices = place(joints), place(site_vertices)
-    keypoint_count = site_vertices.shape[1] - problem.subset_size
-    keypoints_3d = torch.cat([joints, site_vertices[:, :keypoint_count]], 1).index_select(1, batch.keypoint_index)
+    posed = _pose(problem, variables, need_vertices)
+    joints = posed.joints
+    keypoints_3d = torch.cat([joints, posed.keypoint_vertices], 1).index_select(1, batch.keypoint_index)
     mask = batch.view_mask[owner]
     scores = torch.sigmoid(variables["view_logits"]) if config.learn_view_weights else torch.ones_like(mask)
     return Rows(stage=stage, iteration=iteration, owner=owner, joints=joints, keypoints_3d=keypoints_3d,
                 projected=vmap(_project)(batch.K[owner], batch.R[owner], batch.t[owner], keypoints_3d),
-                view_mask=mask, subset_vertices=site_vertices[:, keypoint_count:] if problem.subset_size else None,
-                vertices=vertices, transl=variables["transl"], global_orient=rotation, body_pose=body_pose,
+                view_mask=mask, subset_vertices=posed.subset,
+                vertices=posed.vertices, transl=variables["transl"], global_orient=posed.rotation,
+                body_pose=posed.body_pose,
                 betas=variables["betas"], latent=variables["body_pose"] if problem.vposer is not None else None,
                 view_weights=scores * mask)
 

@@ -1,8 +1,8 @@
 """Benchmark: a crowd of annotators that behave like people, against one studio server on this machine.
 
     python benchmarks/bench_crowd.py [--annotators 300] [--think 20 40] [--seconds 90] [--ramp 30]
-                                     [--stroke-every 4] [--saturation-annotators 32] [--saturation-seconds 30]
-                                     [--tasks 2500] [--skip sqlite|postgresql|people|saturation] [--quick]
+                                     [--stroke-every 4] [--saturation-annotators 64] [--saturation-seconds 30]
+                                     [--tasks 4000] [--skip sqlite|postgresql|people|saturation] [--quick]
 
 The server (``studio.server.BackgroundServer``, uvicorn) runs in a child process of its own over a fresh
 store: file SQLite, and PostgreSQL when ``$STUDIO_TEST_PG_URL`` is set (its schema ``public`` is DROPPED
@@ -560,9 +560,11 @@ def main() -> int:
     parser.add_argument("--stroke-every", type=float, default=4.0, help="seconds between strokes while painting")
     parser.add_argument("--seconds", type=float, default=90.0, help="measured window after the ramp (default 90)")
     parser.add_argument("--ramp", type=float, default=30.0, help="seconds over which the annotators arrive")
-    parser.add_argument("--saturation-annotators", type=int, default=32)
+    parser.add_argument("--saturation-annotators", type=int, default=64,
+                        help="back-to-back annotators of the saturation phase (default 64: each stays under the "
+                             "server's limit of 240 submissions a minute per annotator up to 256 submissions/s)")
     parser.add_argument("--saturation-seconds", type=float, default=30.0)
-    parser.add_argument("--tasks", type=int, default=2500)
+    parser.add_argument("--tasks", type=int, default=4000)
     parser.add_argument("--redundancy", type=int, default=3)
     parser.add_argument("--skip", action="append", default=[], choices=("sqlite", "postgresql", "people", "saturation", "costs"))
     parser.add_argument("--queued-submit", action="store_true",

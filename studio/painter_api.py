@@ -101,8 +101,8 @@ def add_painter_api(app: FastAPI, studio) -> None:
     from studio.annotate import ticket_action  # the page's own functions (annotate imports this module)
 
     key = studio.painter_ticket_key
-    limiter = RateLimiter(CHECKS_PER_MINUTE, 60.0, "stroke checks")
-    action_limiter = RateLimiter(ACTIONS_PER_MINUTE, 60.0, "submissions")
+    limiter = RateLimiter(CHECKS_PER_MINUTE, 60.0, "stroke checks", who="this annotator")
+    action_limiter = RateLimiter(ACTIONS_PER_MINUTE, 60.0, "submissions", who="this annotator")
     # Worker threads per lane: the checks never wait behind submissions (their own lane), the task actions share
     # one. Each lane runs at most LANE_THREADS at a time (fewer when store_concurrency says so).
     threads = min(LANE_THREADS, studio.settings.store_concurrency)

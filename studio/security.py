@@ -130,10 +130,11 @@ class LoginThrottle:
 
 
 class RateLimiter:
-    """At most ``limit`` events per ``window_s`` per key (a sliding window)."""
+    """At most ``limit`` events per ``window_s`` per key (a sliding window). ``what`` and ``who`` name the
+    events and the key in the refusal ("too many {what} from {who}")."""
 
-    def __init__(self, limit: int, window_s: float, what: str, clock=time.monotonic):
-        self.limit, self.window_s, self.what, self.clock = limit, window_s, what, clock
+    def __init__(self, limit: int, window_s: float, what: str, clock=time.monotonic, who: str = "your address"):
+        self.limit, self.window_s, self.what, self.who, self.clock = limit, window_s, what, who, clock
         self._events: dict[str, deque] = {}
         self._lock = threading.Lock()
 
@@ -147,7 +148,7 @@ class RateLimiter:
             if len(events) >= self.limit:
                 wait = math.ceil(events[0] + self.window_s - now)
                 log.warning("rate limit: %s refused for %s (%d in %.0f s)", self.what, key, self.limit, self.window_s)
-                raise InputError(f"too many {self.what} from your address; try again in {wait} s")
+                raise InputError(f"too many {self.what} from {self.who}; try again in {wait} s")
             events.append(now)
             if len(self._events) > 100_000:  # forget idle keys so the table stays bounded
                 for stale in [k for k, v in self._events.items() if not v or v[-1] <= now - self.window_s]:

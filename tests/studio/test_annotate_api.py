@@ -514,6 +514,32 @@ def test_the_stroke_check_endpoint_checks_ids_size_task_and_content_type(studio_
     assert form.status_code == 415  # a cross-site form cannot send JSON without the browser's preflight
 
 
+def test_a_flood_of_checks_or_actions_is_refused_per_annotator_in_words(studio_server):
+    from studio.painter_api import ACTIONS_PER_MINUTE, CHECKS_PER_MINUTE
+
+    store = studio_server.studio.store
+    new_tasks(store, (("chair",), 1), (("chair",), 1))
+    flooder, (*_, payload, _) = session(studio_server, worker_id("flood"))
+    calm, (*_, calm_payload, _) = session(studio_server, worker_id("calm"))
+    painter, calm_painter = json.loads(payload), json.loads(calm_payload)
+    good = painting(painter["task_id"], {"chair": [1]})
+    with httpx.Client(base_url=studio_server.url, cookies=flooder.cookies, timeout=30) as browser:
+        answers = [browser.post("/studio/api/check", json={"ticket": painter["ticket"], "painting": good})
+                   for _ in range(CHECKS_PER_MINUTE + 1)]
+        assert [answer.status_code for answer in answers[:-1]] == [200] * CHECKS_PER_MINUTE
+        assert answers[-1].status_code == 429
+        assert "too many stroke checks from this annotator; try again in" in answers[-1].json()["error"]
+        # the actions have a limit of their own: a skip of a finished task is refused in words, and counted
+        refusals = [browser.post("/studio/api/skip", json={"ticket": painter["ticket"]})
+                    for _ in range(ACTIONS_PER_MINUTE + 1)]
+    assert refusals[0].status_code == 200 and {answer.status_code for answer in refusals[1:-1]} == {400}
+    assert refusals[-1].status_code == 429 and "too many submissions from this annotator" in refusals[-1].json()["error"]
+    # another annotator is not slowed down by the flood
+    calm_check = check_direct(studio_server, calm, calm_painter["ticket"],
+                              painting(calm_painter["task_id"], {"chair": [2]}))
+    assert calm_check.status_code == 200 and calm_check.json()["counts"] == {"chair": 1}
+
+
 def test_tickets_expire_and_are_bound_to_the_browser():
     from studio.painter_api import TICKET_TTL_S, read_ticket, ticket_for, ticket_key
 

@@ -69,6 +69,9 @@ if str(REPO_ROOT) not in sys.path:
 from annotations.store import reset_postgres_schema  # noqa: E402
 from benchmarks.keepalive import KeepAliveClient  # noqa: E402
 
+sys.path.insert(0, str(REPO_ROOT / "tests" / "studio"))
+from raw_queue import event_end  # noqa: E402  (Gradio's queue protocol, as the tests speak it)
+
 TOPOLOGY, VERTICES = "openbody-v1", 10614
 LABELS = ("chair", "supporting")
 IDS_PER_LABEL = 300
@@ -227,18 +230,10 @@ class Annotator:
         async with self.client.stream("GET", f"{self.page}/gradio_api/queue/data",
                                       params={"session_hash": self.session_hash}) as stream:
             async for line in stream.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                message = json.loads(line[5:])
-                if message.get("event_id") not in (None, event_id):
-                    continue
-                if message.get("msg") == "process_completed":
-                    output = message.get("output") or {}
-                    if not message.get("success"):
-                        raise RuntimeError(f"{name}: {str(output.get('error'))[:160]}")
-                    return output.get("data") or []
-                if message.get("msg") == "unexpected_error":
-                    raise RuntimeError(f"{name}: {str(message.get('message'))[:160]}")
+                if (outcome := event_end(line, event_id)) is not None:
+                    if not outcome.success:
+                        raise RuntimeError(f"{name}: {str(outcome.error)[:160]}")
+                    return outcome.data or []
         raise RuntimeError(f"{name}: the event stream ended early")
 
     async def get(self, url: str, second: bool = False) -> bytes:

@@ -29,6 +29,21 @@ class Outcome:
         return f"Outcome(success={self.success}, error={self.error!r})"
 
 
+def event_end(line: str, event_id: str) -> Outcome | None:
+    """How this event ended, read from one line of the event stream; None while it has not ended."""
+    if not line.startswith("data:"):
+        return None
+    message = json.loads(line[5:])
+    if message.get("event_id") not in (None, event_id):
+        return None
+    if message.get("msg") == "process_completed":
+        output = message.get("output") or {}
+        return Outcome(bool(message.get("success")), output.get("data"), output.get("error"), message)
+    if message.get("msg") == "unexpected_error":
+        return Outcome(False, None, message.get("message"), message)
+    return None
+
+
 def painter_payload(outcome: Outcome) -> dict | None:
     """The painter payload (task id, mesh URL, labels) among an annotator page's outputs, if any."""
     for item in outcome.data or []:
@@ -96,14 +111,6 @@ class RawPage:
         with self.client.stream("GET", f"{self.page}/gradio_api/queue/data",
                                 params={"session_hash": session_hash}, timeout=timeout_s) as stream:
             for line in stream.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                message = json.loads(line[5:])
-                if message.get("event_id") not in (None, event_id):
-                    continue
-                if message.get("msg") == "process_completed":
-                    output = message.get("output") or {}
-                    return Outcome(bool(message.get("success")), output.get("data"), output.get("error"), message)
-                if message.get("msg") == "unexpected_error":
-                    return Outcome(False, None, message.get("message"), message)
+                if (outcome := event_end(line, event_id)) is not None:
+                    return outcome
         raise AssertionError(f"the stream ended without completing event {event_id}")
